@@ -1,0 +1,19 @@
+//! The vocabulary of counsel, shared by every other crate.
+//!
+//! Everything here is a value that is valid by construction: a [`Username`] can only be
+//! obtained by parsing `\DOMAIN\user`, a [`Category`] is one of the six counselors, and so on.
+//! Nothing in this crate performs I/O.
+
+mod category;
+mod crisis;
+mod ids;
+mod session;
+mod transcript;
+mod username;
+
+pub use category::{Category, UnknownCategory};
+pub use crisis::{CrisisLevel, CrisisSignal};
+pub use ids::{CategoryId, SessionId, UserId};
+pub use session::{BotState, ConnectionQuality, SessionMode, UnknownValue};
+pub use transcript::{Speaker, TranscriptText};
+pub use username::{Username, UsernameError};
