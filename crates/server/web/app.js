@@ -1,0 +1,422 @@
+// counsel's student web app: sign in, pick a counselor, talk, review past sessions.
+// Plain modules, no build step. Every piece of user or transcript text is inserted with
+// textContent (never innerHTML) so nothing a student or the model says can run as markup.
+
+const API = "/api/v1";
+const app = document.getElementById("app");
+const crisisPanel = document.getElementById("crisis");
+const ICONS = {
+  "heart-pulse": "\u{1F49A}", briefcase: "\u{1F4BC}", "graduation-cap": "\u{1F393}",
+  "dollar-sign": "\u{1F4B2}", users: "\u{1F465}", star: "\u{2B50}",
+};
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.detail) || `request failed (${status})`);
+    this.status = status;
+    this.code = body && body.code;
+  }
+}
+
+async function api(path, { method = "GET", body, headers = {} } = {}) {
+  const init = { method, headers: { ...headers }, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path.startsWith("/") ? path : `${API}/${path}`, init);
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    if (response.status === 401 && !path.includes("auth/login")) {
+      state.user = null;
+      location.hash = "#/login";
+    }
+    throw new ApiError(response.status, data);
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small DOM helpers
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value === true) node.setAttribute(key, "");
+    else if (value !== false && value != null) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function show(...nodes) {
+  app.replaceChildren(...nodes);
+  app.focus();
+}
+
+function formatDuration(seconds) {
+  if (seconds == null) return "in progress";
+  const m = Math.floor(seconds / 60);
+  const s = seconds % 60;
+  return m ? `${m} min ${s} s` : `${s} s`;
+}
+
+function formatDate(iso) {
+  return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+// ---------------------------------------------------------------------------------------------
+// State and routing
+
+const state = { user: null, call: null };
+
+async function currentUser() {
+  if (state.user) return state.user;
+  try {
+    state.user = await api("auth/me");
+  } catch {
+    state.user = null;
+  }
+  return state.user;
+}
+
+function renderNav() {
+  const nav = document.getElementById("nav");
+  nav.hidden = !state.user;
+  document.getElementById("whoami").textContent = state.user ? state.user.username : "";
+}
+
+document.getElementById("logout").addEventListener("click", async () => {
+  await hangUp();
+  await api("auth/logout", { method: "POST" }).catch(() => {});
+  state.user = null;
+  location.hash = "#/login";
+});
+
+async function route() {
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] !== "call") await hangUp();
+  if (parts[0] !== "login" && !(await currentUser())) {
+    location.hash = "#/login";
+    return;
+  }
+  renderNav();
+  const params = new URLSearchParams(query || "");
+  switch (parts[0]) {
+    case "login": return loginView();
+    case "call": return callView(params.get("category"), params.get("mode") || "voice");
+    case "sessions": return parts[1] ? sessionView(parts[1]) : historyView(params);
+    default: return dashboardView();
+  }
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", route);
+
+// ---------------------------------------------------------------------------------------------
+// Sign in
+
+function loginView() {
+  const error = el("p", { class: "error", role: "alert" });
+  const username = el("input", { name: "username", autocomplete: "username", placeholder: "\\COLLEGE\\jdoe", required: true });
+  const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  const submit = el("button", { type: "submit" }, "Sign in");
+  const form = el("form", { class: "card login", onsubmit: async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    error.textContent = "";
+    try {
+      const result = await api("auth/login", { method: "POST", body: { username: username.value.trim(), password: password.value } });
+      state.user = result.user;
+      location.hash = "#/";
+    } catch (e) {
+      error.textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  } },
+    el("h1", {}, "Sign in"),
+    el("p", { class: "muted" }, "Use your institutional account, written as \\DOMAIN\\username."),
+    el("label", {}, "Username", username),
+    el("label", {}, "Password", password),
+    error,
+    submit,
+  );
+  show(form);
+  username.focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counselors
+
+async function dashboardView() {
+  const categories = await api("counselors/categories");
+  const acknowledged = localStorage.getItem("counsel.notice") === "1";
+  const notice = el("div", { class: "notice" },
+    el("strong", {}, "Before you start. "),
+    "Your counselor is an AI. Conversations are transcribed so you can review them; transcripts are encrypted, visible only to you, and erased after 90 days. ",
+    "If you are in danger, call 911. For crisis support call or text 988 at any time.",
+  );
+  const ack = el("label", {}, el("input", { type: "checkbox", checked: acknowledged, onchange: (e) => {
+    localStorage.setItem("counsel.notice", e.target.checked ? "1" : "0");
+    for (const b of document.querySelectorAll(".counselor button")) b.disabled = !e.target.checked;
+  } }), " I understand");
+  const cards = categories.map((c) => el("article", { class: "card counselor" },
+    el("div", { class: "icon", "aria-hidden": "true" }, ICONS[c.icon_name] || "\u{1F4AC}"),
+    el("h3", {}, c.name),
+    el("p", { class: "muted" }, c.description),
+    el("div", { class: "actions" },
+      el("button", { disabled: !acknowledged, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=voice`; } }, "Voice call"),
+      el("button", { class: "secondary", disabled: !acknowledged, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=video`; } }, "Video call"),
+    ),
+  ));
+  show(el("h1", {}, "Who would you like to talk to?"), notice, ack, el("div", { class: "grid", style: "margin-top:16px" }, cards));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A call
+
+async function hangUp() {
+  const call = state.call;
+  if (!call) return;
+  state.call = null;
+  call.closed = true;
+  if (call.socket) call.socket.close();
+  if (call.peer) call.peer.close();
+  if (call.microphone) call.microphone.getTracks().forEach((t) => t.stop());
+  if (call.audioContext) call.audioContext.close();
+  if (call.sessionId) {
+    await api(`${call.mode}/end-session`, { method: "POST", body: { session_id: call.sessionId } }).catch(() => {});
+  }
+}
+
+async function callView(category, mode) {
+  await hangUp();
+  crisisPanel.hidden = true;
+  const call = { mode, closed: false, lines: new Map() };
+  state.call = call;
+
+  const statusText = el("span", { class: "pill" }, "Connecting…");
+  const quality = el("span", { class: "pill", hidden: true });
+  const transcript = el("div", { class: "transcript", "aria-live": "polite" });
+  const face = mode === "video" ? avatar() : { node: el("div", { class: "orb", "aria-hidden": "true" }), speak: (level) => {
+    face.node.style.transform = `scale(${1 + Math.min(level * 3, 0.35)})`;
+  } };
+  const mute = el("button", { class: "secondary", disabled: true, onclick: () => {
+    const track = call.microphone && call.microphone.getAudioTracks()[0];
+    if (!track) return;
+    track.enabled = !track.enabled;
+    mute.textContent = track.enabled ? "Mute" : "Unmute";
+  } }, "Mute");
+  const end = el("button", { class: "danger", onclick: async () => {
+    const id = call.sessionId;
+    await hangUp();
+    location.hash = id ? `#/sessions/${id}` : "#/";
+  } }, "End session");
+  const player = el("audio", { autoplay: true });
+
+  show(el("h1", {}, `${category} counselor · ${mode}`),
+    el("div", { class: "call" },
+      el("section", { class: "card stage" }, face.node, el("div", { class: "status" }, statusText, quality), el("div", { class: "status" }, mute, end), player),
+      el("section", { class: "card" }, el("h2", {}, "Transcript"), transcript),
+    ));
+
+  const setStatus = (text) => { statusText.textContent = text; };
+
+  function showLine(message) {
+    const key = `${message.speaker}:${message.sequence}`;
+    let line = call.lines.get(key);
+    if (!line) {
+      line = el("div", { class: `line ${message.speaker}` }, el("span", { class: "who" }, message.speaker === "student" ? "You" : "Counselor"), el("span", { class: "text" }));
+      call.lines.set(key, line);
+      transcript.append(line);
+    }
+    line.classList.toggle("interim", !message.is_final);
+    line.querySelector(".text").textContent = message.text;
+    transcript.scrollTop = transcript.scrollHeight;
+  }
+
+  try {
+    const room = await api(`${mode}/create-room`, { method: "POST", body: { counselor_category: category } });
+    if (call.closed) return;
+    call.sessionId = room.session_id;
+
+    const socket = new WebSocket(new URL(room.websocket_url, location.href).href.replace(/^http/, "ws"));
+    call.socket = socket;
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      switch (message.type) {
+        case "transcript": showLine(message); break;
+        case "crisis_alert": crisisPanel.hidden = false; crisisPanel.scrollIntoView({ behavior: "smooth" }); break;
+        case "connection_quality": quality.hidden = false; quality.className = `pill ${message.quality}`; quality.textContent = `Connection: ${message.quality}`; break;
+        case "bot_state": setStatus({ listening: "Listening", thinking: "Thinking…", speaking: "Speaking" }[message.state] || message.state); break;
+        case "session_ended": setStatus("Session ended"); mute.disabled = true; break;
+      }
+    };
+
+    if (room.transport !== "local") {
+      // Daily rooms open in Daily's own prebuilt call UI, embedded with the student's token.
+      const frame = el("iframe", { src: `${room.room_url}?t=${encodeURIComponent(room.user_token)}`, allow: "microphone; camera; autoplay", style: "width:100%;height:360px;border:0;border-radius:12px" });
+      face.node.replaceWith(frame);
+      setStatus("Connected");
+      return;
+    }
+
+    const microphone = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
+    call.microphone = microphone;
+    if (call.closed) { microphone.getTracks().forEach((t) => t.stop()); return; }
+    const peer = new RTCPeerConnection({ iceServers: room.ice_servers || [] });
+    call.peer = peer;
+    for (const track of microphone.getAudioTracks()) peer.addTrack(track, microphone);
+    peer.ontrack = (event) => {
+      const stream = event.streams[0] || new MediaStream([event.track]);
+      player.srcObject = stream;
+      animate(call, stream, face.speak);
+    };
+    peer.onconnectionstatechange = () => {
+      if (peer.connectionState === "connected") { setStatus("Listening"); mute.disabled = false; }
+      if (peer.connectionState === "failed") setStatus("Connection lost");
+    };
+    await peer.setLocalDescription(await peer.createOffer());
+    await iceGatheringComplete(peer);
+    const answer = await api(room.room_url, { method: "POST", body: { sdp: peer.localDescription.sdp, type: "offer" }, headers: { Authorization: `Bearer ${room.user_token}` } });
+    await peer.setRemoteDescription(answer);
+  } catch (e) {
+    setStatus(e.name === "NotAllowedError" ? "Microphone permission is needed to talk" : e.message);
+  }
+}
+
+function iceGatheringComplete(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (peer.iceGatheringState === "complete") { peer.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    peer.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000);
+  });
+}
+
+// Drives the orb or the avatar's mouth from the loudness of the counselor's voice.
+function animate(call, stream, speak) {
+  const context = new AudioContext();
+  call.audioContext = context;
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 512;
+  context.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const tick = () => {
+    if (call.closed) return;
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const s of samples) sum += s * s;
+    speak(Math.sqrt(sum / samples.length));
+    requestAnimationFrame(tick);
+  };
+  tick();
+}
+
+// A friendly drawn face whose mouth opens with the voice and which blinks now and then.
+function avatar() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 200 200");
+  svg.setAttribute("class", "avatar");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "Counselor avatar");
+  const shape = (tag, attrs) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    svg.append(node);
+    return node;
+  };
+  shape("circle", { cx: 100, cy: 100, r: 92, fill: "#dfe8ff" });
+  shape("path", { d: "M38 92 Q40 30 100 28 Q160 30 162 92 Q150 58 100 56 Q50 58 38 92Z", fill: "#5b4636" });
+  shape("ellipse", { cx: 100, cy: 108, rx: 58, ry: 66, fill: "#f2c9a5", opacity: 0.001 });
+  shape("circle", { cx: 100, cy: 105, r: 58, fill: "#f2c9a5" });
+  const eyes = [shape("ellipse", { cx: 78, cy: 96, rx: 6, ry: 7, fill: "#2b2b2b" }), shape("ellipse", { cx: 122, cy: 96, rx: 6, ry: 7, fill: "#2b2b2b" })];
+  shape("path", { d: "M66 82 Q78 76 90 82 M110 82 Q122 76 134 82", stroke: "#5b4636", "stroke-width": 3, fill: "none" });
+  const mouth = shape("ellipse", { cx: 100, cy: 134, rx: 16, ry: 2, fill: "#9c3d3d" });
+  setInterval(() => {
+    eyes.forEach((e) => e.setAttribute("ry", 1));
+    setTimeout(() => eyes.forEach((e) => e.setAttribute("ry", 7)), 140);
+  }, 4200);
+  return { node: svg, speak: (level) => { mouth.setAttribute("ry", String(2 + Math.min(level * 90, 14))); } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// History
+
+async function historyView(params) {
+  const page = Math.max(1, Number(params.get("page") || 1));
+  const filters = { category: params.get("category") || "", mode: params.get("mode") || "", start_date: params.get("start_date") || "", end_date: params.get("end_date") || "" };
+  const query = new URLSearchParams({ page: String(page), per_page: "20" });
+  for (const [k, v] of Object.entries(filters)) if (v) query.set(k, v);
+  const [categories, result] = await Promise.all([api("counselors/categories"), api(`sessions?${query}`)]);
+
+  const category = el("select", { name: "category" }, el("option", { value: "" }, "All counselors"), categories.map((c) => el("option", { value: c.name, selected: c.name === filters.category }, c.name)));
+  const mode = el("select", { name: "mode" }, el("option", { value: "" }, "Voice and video"), el("option", { value: "voice", selected: filters.mode === "voice" }, "Voice"), el("option", { value: "video", selected: filters.mode === "video" }, "Video"));
+  const start = el("input", { type: "date", value: filters.start_date });
+  const end = el("input", { type: "date", value: filters.end_date });
+  const apply = (p) => {
+    const q = new URLSearchParams({ page: String(p) });
+    if (category.value) q.set("category", category.value);
+    if (mode.value) q.set("mode", mode.value);
+    if (start.value) q.set("start_date", start.value);
+    if (end.value) q.set("end_date", end.value);
+    location.hash = `#/sessions?${q}`;
+  };
+  const form = el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); apply(1); } },
+    el("label", {}, "Counselor", category), el("label", {}, "Mode", mode), el("label", {}, "From", start), el("label", {}, "To", end),
+    el("button", { type: "submit" }, "Filter"));
+
+  const rows = result.sessions.map((s) => el("tr", { class: "row", tabindex: 0, onclick: () => { location.hash = `#/sessions/${s.id}`; }, onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/sessions/${s.id}`; } },
+    el("td", {}, formatDate(s.started_at)), el("td", {}, s.counselor_category), el("td", {}, s.mode),
+    el("td", {}, formatDuration(s.duration_seconds)), el("td", {}, s.crisis_detected ? el("span", { class: "flag" }, "crisis support given") : "")));
+  const pages = Math.max(1, Math.ceil(result.total / result.per_page));
+  const table = result.sessions.length
+    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, ""))), el("tbody", {}, rows))
+    : el("p", { class: "card muted" }, "No sessions match.");
+  show(el("h1", {}, "My sessions"), form, table,
+    el("div", { class: "pager" },
+      el("button", { class: "secondary", disabled: page <= 1, onclick: () => apply(page - 1) }, "Previous"),
+      el("span", {}, `Page ${page} of ${pages} · ${result.total} sessions`),
+      el("button", { class: "secondary", disabled: page >= pages, onclick: () => apply(page + 1) }, "Next")));
+}
+
+async function sessionView(id) {
+  let session;
+  try {
+    session = await api(`sessions/${encodeURIComponent(id)}`);
+  } catch (e) {
+    show(el("h1", {}, "Session not found"), el("p", {}, e.message), el("a", { href: "#/sessions" }, "Back to my sessions"));
+    return;
+  }
+  const messages = (session.messages || []).filter((m) => m.is_final !== false);
+  const body = messages.length
+    ? messages.map((m) => el("div", { class: `line ${m.speaker}` }, el("span", { class: "who" }, m.speaker === "student" ? "You" : "Counselor"), m.text))
+    : [el("p", { class: "muted" }, "No transcript is kept for this session (it may have been erased after the retention period).")];
+  const remove = el("button", { class: "danger", onclick: async () => {
+    if (!confirm("Delete this session and its transcript? This cannot be undone.")) return;
+    await api(`sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+    location.hash = "#/sessions";
+  } }, "Delete");
+  show(
+    el("div", { class: "detail-head" },
+      el("div", {}, el("h1", {}, `${session.counselor_category} · ${session.mode}`),
+        el("p", { class: "muted" }, `${formatDate(session.started_at)} · ${formatDuration(session.duration_seconds)}`),
+        session.crisis_detected ? el("p", { class: "flag" }, "Crisis resources were shared in this session.") : null),
+      el("div", { class: "status" },
+        el("a", { class: "button secondary", href: `${API}/sessions/${encodeURIComponent(id)}/download` }, "Download"),
+        remove)),
+    el("section", { class: "card transcript", style: "height:auto" }, body),
+  );
+}
