@@ -1,1 +1,28 @@
-//! store
+//! counsel's storage: one repository API over SQLite (the embedded default) and PostgreSQL
+//! (production), chosen by the database URL.
+//!
+//! - [`Store::connect`] with `sqlite://path/to/counsel.db` (created if missing, WAL mode) or
+//!   `postgres://user@host/db`; then [`Store::migrate`] creates or upgrades the schema and seeds the
+//!   six counselor categories.
+//! - Transcript text is encrypted with AES-256-GCM ([`TranscriptCipher`]) before it reaches the
+//!   database and decrypted on read; the database never holds it in the clear.
+//! - Both databases enforce the same constraints (username format, `ended_at >= started_at`, unique
+//!   sequence numbers per session); violations come back as [`StoreError::Invalid`] or
+//!   [`StoreError::Conflict`] with a message safe to show.
+//! - Ownership is part of every student-facing query: [`Store::session_for_user`] returns `None`
+//!   for another student's session exactly as for a missing one.
+
+mod categories;
+mod cipher;
+mod error;
+mod model;
+mod rows;
+mod sessions;
+mod store;
+mod users;
+
+pub use categories::DEFAULT_CATEGORIES;
+pub use cipher::{DecryptError, TranscriptCipher};
+pub use error::{Result, StoreError};
+pub use model::*;
+pub use store::Store;

@@ -1,0 +1,259 @@
+//! What the store reads and writes, in the domain's types.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::{
+    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, SessionId, SessionMode,
+    Speaker, TranscriptText, UserId, Username,
+};
+use std::fmt;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Which database a [`crate::Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A student account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: Username,
+    pub is_blocked: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user together with the stored password hash, for signing in. `Debug` hides the hash.
+#[derive(Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+impl fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredentials")
+            .field("user", &self.user)
+            .field("password_hash", &"<hidden>")
+            .finish()
+    }
+}
+
+/// One of the six counselors as configured in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounselorCategory {
+    pub id: CategoryId,
+    pub category: Category,
+    /// The category's display name (`"Personal Development"`), the same as `category.name()`.
+    pub name: String,
+    pub description: String,
+    pub icon_name: String,
+    pub system_prompt: String,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A session being opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub category: Category,
+    pub mode: SessionMode,
+    /// The Daily / LiveKit / local room the call happens in (at most 255 characters).
+    pub room_name: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A session's metadata: everything but the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub category: Category,
+    pub mode: SessionMode,
+    pub room_name: String,
+    pub started_at: DateTime<Utc>,
+    /// `None` while the call is going on.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Whole seconds from start to end, computed by the database; `None` while active.
+    pub duration_seconds: Option<i64>,
+    pub connection_quality: Option<ConnectionQuality>,
+    pub crisis_detected: bool,
+    /// Messages ever stored for the session; kept after the transcript is purged.
+    pub message_count: u32,
+}
+
+impl SessionRecord {
+    pub fn is_active(&self) -> bool {
+        self.ended_at.is_none()
+    }
+}
+
+/// One transcript line as it arrives from the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Position in the session, assigned by the agent; unique per session.
+    pub sequence: u32,
+    pub speaker: Speaker,
+    pub text: TranscriptText,
+    /// `false` for an interim result that a later message with the same sequence may replace.
+    pub is_final: bool,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// What [`crate::Store::append_message`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// A new line was stored.
+    Inserted,
+    /// An interim line with this sequence number was replaced.
+    Replaced,
+    /// A final line with this sequence number was already stored; nothing changed.
+    AlreadyStored,
+}
+
+/// A stored transcript line, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptMessage {
+    pub sequence: u32,
+    pub speaker: Speaker,
+    pub text: TranscriptText,
+    pub is_final: bool,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A session with its transcript, as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDetail {
+    pub record: SessionRecord,
+    /// In sequence order; empty once the transcript has been purged.
+    pub messages: Vec<TranscriptMessage>,
+}
+
+/// Which sessions to list. Empty fields do not filter. Dates are inclusive, in UTC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub category: Option<Category>,
+    pub mode: Option<SessionMode>,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+}
+
+/// A risky utterance detected during a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCrisisEvent {
+    pub session_id: SessionId,
+    /// Sequence number of the message that triggered it.
+    pub sequence: u32,
+    /// `Concern` or `Crisis`; `None` is not an event and is refused.
+    pub level: CrisisLevel,
+    pub signal: CrisisSignal,
+}
+
+/// A stored crisis event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrisisEventRecord {
+    pub id: Uuid,
+    pub session_id: SessionId,
+    pub sequence: u32,
+    pub level: CrisisLevel,
+    pub signal: CrisisSignal,
+    pub flagged_for_review: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What happened to student data, for the FERPA audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    ViewTranscript,
+    DownloadTranscript,
+    DeleteTranscript,
+    /// The retention job erased transcripts (no user; the resource is each session).
+    PurgeTranscript,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 4] = [
+        AuditAction::ViewTranscript,
+        AuditAction::DownloadTranscript,
+        AuditAction::DeleteTranscript,
+        AuditAction::PurgeTranscript,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::ViewTranscript => "view_transcript",
+            AuditAction::DownloadTranscript => "download_transcript",
+            AuditAction::DeleteTranscript => "delete_transcript",
+            AuditAction::PurgeTranscript => "purge_transcript",
+        }
+    }
+}
+
+/// What kind of thing an audit entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditResource {
+    Session,
+    Transcript,
+}
+
+impl AuditResource {
+    pub const ALL: [AuditResource; 2] = [AuditResource::Session, AuditResource::Transcript];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditResource::Session => "session",
+            AuditResource::Transcript => "transcript",
+        }
+    }
+}
+
+/// One audit-trail entry to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// `None` for actions taken by the system itself (the retention job).
+    pub user_id: Option<UserId>,
+    pub action: AuditAction,
+    pub resource_type: AuditResource,
+    pub resource_id: Uuid,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// A recorded audit-trail entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub entry: AuditEntry,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// What a transcript purge erased (or, in a dry run, would erase).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Sessions that had transcript lines erased.
+    pub sessions: u64,
+    /// Transcript lines erased.
+    pub messages: u64,
+}
+
+/// A finished (or still running) session loaded in bulk, for demo data and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkSession {
+    pub session: NewSession,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub connection_quality: Option<ConnectionQuality>,
+    pub crisis_detected: bool,
+}
+
+/// A transcript line loaded in bulk; the session's message count is kept right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkMessage {
+    pub session_id: SessionId,
+    pub message: NewMessage,
+}

@@ -1,0 +1,646 @@
+use crate::error::{Result, StoreError};
+use crate::model::*;
+use crate::rows::{
+    to_micros, AuditRow, CrisisEventRow, MessageRow, SessionRow, AUDIT_COLUMNS,
+    CRISIS_EVENT_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS,
+};
+use crate::store::{with_pool, Store};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use domain::{ConnectionQuality, CrisisLevel, SessionId, UserId};
+use sqlx::{AssertSqlSafe, QueryBuilder};
+use uuid::Uuid;
+
+/// Largest page [`Store::list_sessions`] serves.
+pub const MAX_PER_PAGE: u32 = 100;
+/// Rows per multi-row INSERT when loading in bulk (stays under both databases' parameter limits).
+const BULK_CHUNK: usize = 1000;
+
+/// A value bound into a query assembled at run time.
+enum Bind {
+    Text(&'static str),
+    Time(DateTime<Utc>),
+}
+
+fn start_of(date: NaiveDate) -> DateTime<Utc> {
+    date.and_time(NaiveTime::MIN).and_utc()
+}
+
+fn check_room_name(room_name: &str) -> Result<()> {
+    if room_name.is_empty() || room_name.chars().count() > 255 {
+        return Err(StoreError::Invalid(
+            "room name must be 1 to 255 characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records a session that has just started.
+    pub async fn create_session(&self, new: NewSession) -> Result<SessionRecord> {
+        check_room_name(&new.room_name)?;
+        let started_at = to_micros(new.started_at);
+        let created_at = to_micros(Utc::now());
+        with_pool!(self, writer, |pool| {
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, counselor_category, mode, room_name, started_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(*new.id.as_uuid())
+            .bind(*new.user_id.as_uuid())
+            .bind(new.category.name())
+            .bind(new.mode.as_str())
+            .bind(&new.room_name)
+            .bind(started_at)
+            .bind(created_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(SessionRecord {
+            id: new.id,
+            user_id: new.user_id,
+            category: new.category,
+            mode: new.mode,
+            room_name: new.room_name,
+            started_at,
+            ended_at: None,
+            duration_seconds: None,
+            connection_quality: None,
+            crisis_detected: false,
+            message_count: 0,
+        })
+    }
+
+    /// Marks a session ended. Ending an ended session changes nothing and returns it as it is, so
+    /// the callers (the student, the bot, the cleanup job) need not coordinate.
+    pub async fn end_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        quality: Option<ConnectionQuality>,
+    ) -> Result<SessionRecord> {
+        let sql = format!(
+            "UPDATE sessions SET ended_at = $1, connection_quality = COALESCE($2, connection_quality) \
+             WHERE id = $3 AND ended_at IS NULL RETURNING {SESSION_COLUMNS}"
+        );
+        let ended: Option<SessionRow> = with_pool!(self, writer, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(to_micros(ended_at))
+                .bind(quality.map(|q| q.as_str()))
+                .bind(*id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        match ended {
+            Some(row) => row.try_into(),
+            None => self
+                .session_including_deleted(id)
+                .await?
+                .ok_or(StoreError::NotFound),
+        }
+    }
+
+    /// Updates the call quality shown for a session.
+    pub async fn set_connection_quality(
+        &self,
+        id: SessionId,
+        quality: ConnectionQuality,
+    ) -> Result<()> {
+        let affected = with_pool!(self, writer, |pool| {
+            sqlx::query("UPDATE sessions SET connection_quality = $1 WHERE id = $2")
+                .bind(quality.as_str())
+                .bind(*id.as_uuid())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if affected == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Stores one transcript line as soon as it is said. Idempotent on (session, sequence): a
+    /// repeated final line changes nothing; a final line replaces an interim one with the same
+    /// sequence number. [`StoreError::NotFound`] for a missing or deleted session.
+    pub async fn append_message(
+        &self,
+        session_id: SessionId,
+        message: NewMessage,
+    ) -> Result<AppendOutcome> {
+        let encrypted = self.cipher.encrypt(&message.text);
+        let timestamp = to_micros(message.timestamp);
+        let now = to_micros(Utc::now());
+        let sequence = i64::from(message.sequence);
+        let session = *session_id.as_uuid();
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO transcript_messages \
+                 (id, session_id, speaker, text_encrypted, is_final, sequence_number, \"timestamp\", created_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $2 AND deleted_at IS NULL) \
+                 ON CONFLICT (session_id, sequence_number) DO NOTHING",
+            )
+            .bind(Uuid::new_v4())
+            .bind(session)
+            .bind(message.speaker.as_str())
+            .bind(&encrypted)
+            .bind(message.is_final)
+            .bind(sequence)
+            .bind(timestamp)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let outcome = if inserted == 1 {
+                sqlx::query(
+                    "UPDATE sessions SET transcript_message_count = transcript_message_count + 1 WHERE id = $1",
+                )
+                .bind(session)
+                .execute(&mut *tx)
+                .await?;
+                AppendOutcome::Inserted
+            } else {
+                let replaced = sqlx::query(
+                    "UPDATE transcript_messages SET speaker = $1, text_encrypted = $2, is_final = $3, \"timestamp\" = $4 \
+                     WHERE session_id = $5 AND sequence_number = $6 AND is_final = FALSE",
+                )
+                .bind(message.speaker.as_str())
+                .bind(&encrypted)
+                .bind(message.is_final)
+                .bind(timestamp)
+                .bind(session)
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if replaced == 1 {
+                    AppendOutcome::Replaced
+                } else {
+                    let stored: Option<i64> = sqlx::query_scalar(
+                        "SELECT sequence_number FROM transcript_messages WHERE session_id = $1 AND sequence_number = $2",
+                    )
+                    .bind(session)
+                    .bind(sequence)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if stored.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    AppendOutcome::AlreadyStored
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    /// Records a risky utterance, flagged for human review. A `Crisis`-level event also marks the
+    /// session as one in which a crisis was detected.
+    pub async fn record_crisis_event(&self, event: NewCrisisEvent) -> Result<CrisisEventRecord> {
+        if event.level == CrisisLevel::None {
+            return Err(StoreError::Invalid(
+                "a crisis event needs level concern or crisis".to_owned(),
+            ));
+        }
+        let record = CrisisEventRecord {
+            id: Uuid::new_v4(),
+            session_id: event.session_id,
+            sequence: event.sequence,
+            level: event.level,
+            signal: event.signal,
+            flagged_for_review: true,
+            created_at: to_micros(Utc::now()),
+        };
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO crisis_events \
+                 (id, session_id, message_sequence, level, signal, flagged_for_review, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(record.id)
+            .bind(*record.session_id.as_uuid())
+            .bind(i64::from(record.sequence))
+            .bind(record.level.as_str())
+            .bind(record.signal.as_str())
+            .bind(record.flagged_for_review)
+            .bind(record.created_at)
+            .execute(&mut *tx)
+            .await?;
+            if record.level == CrisisLevel::Crisis {
+                sqlx::query("UPDATE sessions SET crisis_detected = TRUE WHERE id = $1")
+                    .bind(*record.session_id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(record)
+    }
+
+    /// A session's crisis events, oldest first.
+    pub async fn crisis_events(&self, session_id: SessionId) -> Result<Vec<CrisisEventRecord>> {
+        let sql = format!(
+            "SELECT {CRISIS_EVENT_COLUMNS} FROM crisis_events WHERE session_id = $1 ORDER BY created_at, message_sequence"
+        );
+        let rows: Vec<CrisisEventRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(*session_id.as_uuid())
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(CrisisEventRecord::try_from).collect()
+    }
+
+    /// One page of a student's sessions, newest first, and how many match in all. Deleted
+    /// sessions are never listed. `page` starts at 1; `per_page` is 1 to [`MAX_PER_PAGE`].
+    pub async fn list_sessions(
+        &self,
+        user_id: UserId,
+        filter: &SessionFilter,
+        page: u32,
+        per_page: u32,
+    ) -> Result<(Vec<SessionRecord>, u64)> {
+        if page == 0 {
+            return Err(StoreError::Invalid("page starts at 1".to_owned()));
+        }
+        if per_page == 0 || per_page > MAX_PER_PAGE {
+            return Err(StoreError::Invalid(format!(
+                "per_page must be between 1 and {MAX_PER_PAGE}"
+            )));
+        }
+        if let (Some(start), Some(end)) = (filter.start_date, filter.end_date) {
+            if start > end {
+                return Err(StoreError::Invalid(
+                    "start_date must not be after end_date".to_owned(),
+                ));
+            }
+        }
+        let mut conditions = String::from("user_id = $1 AND deleted_at IS NULL");
+        let mut binds = Vec::new();
+        let mut condition = |sql: &str, value: Bind| {
+            binds.push(value);
+            conditions.push_str(&format!(" AND {sql} ${}", binds.len() + 1));
+        };
+        if let Some(category) = filter.category {
+            condition("counselor_category =", Bind::Text(category.name()));
+        }
+        if let Some(mode) = filter.mode {
+            condition("mode =", Bind::Text(mode.as_str()));
+        }
+        if let Some(start) = filter.start_date {
+            condition("started_at >=", Bind::Time(start_of(start)));
+        }
+        if let Some(end) = filter.end_date {
+            let after = end
+                .succ_opt()
+                .ok_or_else(|| StoreError::Invalid("end_date is out of range".to_owned()))?;
+            condition("started_at <", Bind::Time(start_of(after)));
+        }
+        let offset = i64::from(page - 1) * i64::from(per_page);
+        let page_sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {conditions} \
+             ORDER BY started_at DESC, id DESC LIMIT {per_page} OFFSET {offset}"
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM sessions WHERE {conditions}");
+        let user = *user_id.as_uuid();
+        let (rows, total): (Vec<SessionRow>, i64) = with_pool!(self, reader, |pool| {
+            let mut rows_query = sqlx::query_as(AssertSqlSafe(page_sql)).bind(user);
+            let mut count_query = sqlx::query_scalar(AssertSqlSafe(count_sql)).bind(user);
+            for bind in &binds {
+                match bind {
+                    Bind::Text(text) => {
+                        rows_query = rows_query.bind(*text);
+                        count_query = count_query.bind(*text);
+                    }
+                    Bind::Time(time) => {
+                        rows_query = rows_query.bind(*time);
+                        count_query = count_query.bind(*time);
+                    }
+                }
+            }
+            let rows = rows_query.fetch_all(pool).await?;
+            // A page short of full, or the first page empty, already tells the total.
+            let total = if offset == 0 && rows.len() < per_page as usize {
+                rows.len() as i64
+            } else {
+                count_query.fetch_one(pool).await?
+            };
+            (rows, total)
+        });
+        let records = rows
+            .into_iter()
+            .map(SessionRecord::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((records, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// A session with its decrypted transcript, if it exists, belongs to `user_id` and has not
+    /// been deleted. Another student's session gives `None`, exactly like a missing one.
+    pub async fn session_for_user(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionDetail>> {
+        let session_sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
+        );
+        let messages_sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM transcript_messages WHERE session_id = $1 ORDER BY sequence_number");
+        let found: Option<(SessionRow, Vec<MessageRow>)> = with_pool!(self, reader, |pool| {
+            // One transaction, so the transcript matches the session row it is shown with.
+            let mut tx = pool.begin().await?;
+            let session: Option<SessionRow> = sqlx::query_as(AssertSqlSafe(session_sql))
+                .bind(*id.as_uuid())
+                .bind(*user_id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let found = match session {
+                Some(session) => {
+                    let messages = sqlx::query_as(AssertSqlSafe(messages_sql))
+                        .bind(*id.as_uuid())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    Some((session, messages))
+                }
+                None => None,
+            };
+            tx.commit().await?;
+            found
+        });
+        let Some((session, messages)) = found else {
+            return Ok(None);
+        };
+        let messages = messages
+            .into_iter()
+            .map(|m| m.decrypt(&self.cipher))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(SessionDetail {
+            record: session.try_into()?,
+            messages,
+        }))
+    }
+
+    /// A session's metadata whoever owns it (for the call machinery, not for students); `None`
+    /// for a missing or deleted session.
+    pub async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let sql =
+            format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND deleted_at IS NULL");
+        let row: Option<SessionRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(*id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(SessionRecord::try_from).transpose()
+    }
+
+    async fn session_including_deleted(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row: Option<SessionRow> = with_pool!(self, writer, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(*id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(SessionRecord::try_from).transpose()
+    }
+
+    /// Sessions that have not ended, oldest first (for the room-cleanup job).
+    pub async fn active_sessions(&self) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL ORDER BY started_at"
+        );
+        let rows: Vec<SessionRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await?
+        });
+        rows.into_iter().map(SessionRecord::try_from).collect()
+    }
+
+    /// Deletes a student's session: it disappears from every student-facing query and its
+    /// transcript lines are erased at once. Metadata stays for analytics. Returns `false` when
+    /// the session is missing, someone else's, or already deleted.
+    pub async fn soft_delete_session(&self, user_id: UserId, id: SessionId) -> Result<bool> {
+        let now = to_micros(Utc::now());
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let marked = sqlx::query(
+                "UPDATE sessions SET deleted_at = $1 WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL",
+            )
+            .bind(now)
+            .bind(*id.as_uuid())
+            .bind(*user_id.as_uuid())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked == 1 {
+                sqlx::query("DELETE FROM transcript_messages WHERE session_id = $1")
+                    .bind(*id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(marked == 1)
+        })
+    }
+
+    /// Erases the transcript lines of every session that started before `cutoff` (the retention
+    /// rule). Session metadata, including the message count, stays. Each erased transcript is
+    /// recorded in the audit log. With `dry_run` nothing changes and the report says what would go.
+    pub async fn purge_transcripts_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<PurgeReport> {
+        let cutoff = to_micros(cutoff);
+        let now = to_micros(Utc::now());
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let doomed: Vec<(Uuid, i64)> = sqlx::query_as(
+                "SELECT m.session_id, COUNT(*) FROM transcript_messages m \
+                 JOIN sessions s ON s.id = m.session_id WHERE s.started_at < $1 GROUP BY m.session_id",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            let report = PurgeReport {
+                sessions: doomed.len() as u64,
+                messages: doomed.iter().map(|(_, n)| *n as u64).sum(),
+            };
+            if dry_run || doomed.is_empty() {
+                return Ok(report);
+            }
+            sqlx::query(
+                "DELETE FROM transcript_messages WHERE session_id IN (SELECT id FROM sessions WHERE started_at < $1)",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            for chunk in doomed.chunks(BULK_CHUNK) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, \"timestamp\") ",
+                );
+                insert.push_values(chunk, |mut row, (session, _)| {
+                    row.push_bind(Uuid::new_v4())
+                        .push_bind(None::<Uuid>)
+                        .push_bind(AuditAction::PurgeTranscript.as_str())
+                        .push_bind(AuditResource::Session.as_str())
+                        .push_bind(*session)
+                        .push_bind(now);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(report)
+        })
+    }
+
+    /// Adds an entry to the audit trail.
+    pub async fn record_audit(&self, entry: AuditEntry) -> Result<()> {
+        with_pool!(self, writer, |pool| {
+            sqlx::query(
+                "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, ip_address, user_agent, \"timestamp\") \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(Uuid::new_v4())
+            .bind(entry.user_id.map(|u| *u.as_uuid()))
+            .bind(entry.action.as_str())
+            .bind(entry.resource_type.as_str())
+            .bind(entry.resource_id)
+            .bind(entry.ip.map(|ip| ip.to_string()))
+            .bind(entry.user_agent.as_deref())
+            .bind(to_micros(Utc::now()))
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The audit trail about one resource, oldest first.
+    pub async fn audit_log_for_resource(
+        &self,
+        resource_type: AuditResource,
+        resource_id: Uuid,
+    ) -> Result<Vec<AuditRecord>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE resource_type = $1 AND resource_id = $2 ORDER BY \"timestamp\""
+        );
+        let rows: Vec<AuditRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(resource_type.as_str())
+                .bind(resource_id)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(AuditRecord::try_from).collect()
+    }
+
+    /// What a user did, newest first, at most `limit` entries.
+    pub async fn audit_log_for_user(
+        &self,
+        user_id: UserId,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE user_id = $1 ORDER BY \"timestamp\" DESC LIMIT {limit}"
+        );
+        let rows: Vec<AuditRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(*user_id.as_uuid())
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(AuditRecord::try_from).collect()
+    }
+
+    /// Loads many sessions at once (demo data, benchmarks): multi-row inserts in one transaction.
+    /// Returns how many were stored.
+    pub async fn insert_sessions_bulk(&self, sessions: &[BulkSession]) -> Result<u64> {
+        for s in sessions {
+            check_room_name(&s.session.room_name)?;
+        }
+        let now = to_micros(Utc::now());
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut stored = 0;
+            for chunk in sessions.chunks(BULK_CHUNK) {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO sessions (id, user_id, counselor_category, mode, room_name, started_at, ended_at, \
+                     connection_quality, crisis_detected, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, s| {
+                    row.push_bind(*s.session.id.as_uuid())
+                        .push_bind(*s.session.user_id.as_uuid())
+                        .push_bind(s.session.category.name())
+                        .push_bind(s.session.mode.as_str())
+                        .push_bind(s.session.room_name.as_str())
+                        .push_bind(to_micros(s.session.started_at))
+                        .push_bind(s.ended_at.map(to_micros))
+                        .push_bind(s.connection_quality.map(|q| q.as_str()))
+                        .push_bind(s.crisis_detected)
+                        .push_bind(now);
+                });
+                stored += insert.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(stored)
+        })
+    }
+
+    /// Loads many transcript lines at once (demo data, benchmarks), encrypted like any other, and
+    /// raises each session's message count to match. One transaction; a clash with a stored
+    /// sequence number fails the whole call with [`StoreError::Conflict`].
+    pub async fn insert_messages_bulk(&self, messages: &[BulkMessage]) -> Result<u64> {
+        let now = to_micros(Utc::now());
+        let encrypted: Vec<Vec<u8>> = messages
+            .iter()
+            .map(|m| self.cipher.encrypt(&m.message.text))
+            .collect();
+        let mut per_session: Vec<(Uuid, i64)> = Vec::new();
+        {
+            let mut counts = std::collections::HashMap::<Uuid, i64>::new();
+            for m in messages {
+                *counts.entry(*m.session_id.as_uuid()).or_default() += 1;
+            }
+            per_session.extend(counts);
+        }
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut stored = 0;
+            for (chunk, texts) in messages
+                .chunks(BULK_CHUNK)
+                .zip(encrypted.chunks(BULK_CHUNK))
+            {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO transcript_messages \
+                     (id, session_id, speaker, text_encrypted, is_final, sequence_number, \"timestamp\", created_at) ",
+                );
+                insert.push_values(chunk.iter().zip(texts), |mut row, (m, text)| {
+                    row.push_bind(Uuid::new_v4())
+                        .push_bind(*m.session_id.as_uuid())
+                        .push_bind(m.message.speaker.as_str())
+                        .push_bind(text.as_slice())
+                        .push_bind(m.message.is_final)
+                        .push_bind(i64::from(m.message.sequence))
+                        .push_bind(to_micros(m.message.timestamp))
+                        .push_bind(now);
+                });
+                stored += insert.build().execute(&mut *tx).await?.rows_affected();
+            }
+            for chunk in per_session.chunks(BULK_CHUNK) {
+                let mut update = QueryBuilder::new("WITH added (id, n) AS (");
+                update.push_values(chunk, |mut row, (session, n)| {
+                    row.push_bind(*session).push_bind(*n);
+                });
+                update.push(
+                    ") UPDATE sessions SET transcript_message_count = transcript_message_count + added.n \
+                     FROM added WHERE sessions.id = added.id",
+                );
+                update.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(stored)
+        })
+    }
+}

@@ -1,0 +1,176 @@
+use crate::cipher::TranscriptCipher;
+use crate::error::{Result, StoreError};
+use crate::model::StoreKind;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a caller waits for a free connection before getting [`StoreError::Unavailable`].
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits on a lock held by another process before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL connections per node; several nodes share one server (default max_connections 100).
+const POSTGRES_POOL_SIZE: u32 = 20;
+
+/// The repository: every read and write of counsel's data goes through here.
+///
+/// Cheap to clone (the pools are shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) backend: Backend,
+    pub(crate) cipher: TranscriptCipher,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Sqlite(SqliteDb),
+    Postgres(PgPool),
+}
+
+/// SQLite allows one writer at a time. Writes go through a single connection so they queue in
+/// the pool instead of failing with SQLITE_BUSY; reads use several connections (WAL lets them run
+/// beside the writer).
+#[derive(Clone, Debug)]
+pub(crate) struct SqliteDb {
+    pub(crate) reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+}
+
+/// Runs `$body` with `$pool` bound to the right pool of whichever database the store uses. The body
+/// is compiled once per database, so sqlx's generic query API serves both with the same code.
+/// `$access` is `reader` or `writer` (PostgreSQL has one pool for both).
+macro_rules! with_pool {
+    ($store:expr, $access:ident, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(db) => {
+                let $pool = &db.$access;
+                $body
+            }
+            $crate::store::Backend::Postgres(pg) => {
+                let $pool = pg;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Store {
+    /// Connects to `sqlite://PATH` (the file is created if missing), `sqlite::memory:` (one
+    /// connection, for throwaway use) or `postgres://…` / `postgresql://…`.
+    pub async fn connect(url: &str, cipher: TranscriptCipher) -> Result<Store> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(connect_sqlite(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(|_| {
+                StoreError::Invalid("DATABASE_URL is not a valid postgres:// URL".to_owned())
+            })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(POSTGRES_POOL_SIZE)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::Invalid(
+                "DATABASE_URL must start with sqlite: or postgres:// (e.g. sqlite://data/counsel.db)".to_owned(),
+            ));
+        };
+        Ok(Store { backend, cipher })
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        match self.backend {
+            Backend::Sqlite(_) => StoreKind::Sqlite,
+            Backend::Postgres(_) => StoreKind::Postgres,
+        }
+    }
+
+    /// Applies every pending migration, then makes sure the six counselor categories exist
+    /// (existing rows, and any edits made to them, are left alone).
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => SQLITE_MIGRATIONS.run(&db.writer).await?,
+            Backend::Postgres(pg) => POSTGRES_MIGRATIONS.run(pg).await?,
+        }
+        self.seed_categories().await
+    }
+
+    /// Reverts every migration, dropping all of counsel's tables and their data.
+    pub async fn migrate_down_all(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => SQLITE_MIGRATIONS.undo(&db.writer, 0).await?,
+            Backend::Postgres(pg) => POSTGRES_MIGRATIONS.undo(pg, 0).await?,
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, reader, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.reader.close().await;
+                db.writer.close().await;
+            }
+            Backend::Postgres(pg) => pg.close().await,
+        }
+    }
+}
+
+async fn connect_sqlite(url: &str) -> Result<SqliteDb> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|_| StoreError::Invalid("DATABASE_URL is not a valid sqlite: URL".to_owned()))?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .synchronous(SqliteSynchronous::Normal)
+        // Deleted transcript rows are overwritten, not left readable in free pages.
+        .pragma("secure_delete", "ON");
+    if in_memory {
+        // An in-memory database lives and dies with its one connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        return Ok(SqliteDb {
+            reader: pool.clone(),
+            writer: pool,
+        });
+    }
+    let options = options.journal_mode(SqliteJournalMode::Wal);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options.clone())
+        .await?;
+    let readers = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2)
+        .clamp(4, 16);
+    let reader = SqlitePoolOptions::new()
+        .max_connections(readers)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok(SqliteDb { reader, writer })
+}

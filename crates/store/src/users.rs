@@ -1,0 +1,117 @@
+use crate::error::{Result, StoreError};
+use crate::model::{User, UserCredentials};
+use crate::rows::{to_micros, CredentialsRow, UserRow, USER_COLUMNS};
+use crate::store::{with_pool, Store};
+use chrono::Utc;
+use domain::{UserId, Username};
+use sqlx::AssertSqlSafe;
+
+impl Store {
+    /// Creates a student account. `password_hash` is an already-computed hash (bcrypt), never a
+    /// password. A taken username gives [`StoreError::Conflict`].
+    pub async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: &str,
+        blocked: bool,
+    ) -> Result<User> {
+        if password_hash.is_empty() {
+            return Err(StoreError::Invalid(
+                "password hash must not be empty".to_owned(),
+            ));
+        }
+        let id = UserId::new();
+        let now = to_micros(Utc::now());
+        with_pool!(self, writer, |pool| {
+            sqlx::query(
+                "INSERT INTO users (id, username, password_hash, is_blocked, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(*id.as_uuid())
+            .bind(username.as_str())
+            .bind(password_hash)
+            .bind(blocked)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(User {
+            id,
+            username: username.clone(),
+            is_blocked: blocked,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// The account and its password hash, for signing in.
+    pub async fn user_credentials(&self, username: &Username) -> Result<Option<UserCredentials>> {
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = $1");
+        let row: Option<CredentialsRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(username.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(UserCredentials::try_from).transpose()
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row: Option<UserRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(*id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(User::try_from).transpose()
+    }
+
+    /// Blocks or unblocks an account. Returns `false` when no such user exists.
+    pub async fn set_blocked(&self, username: &Username, blocked: bool) -> Result<bool> {
+        let now = to_micros(Utc::now());
+        let affected = with_pool!(self, writer, |pool| {
+            sqlx::query("UPDATE users SET is_blocked = $1, updated_at = $2 WHERE username = $3")
+                .bind(blocked)
+                .bind(now)
+                .bind(username.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(affected > 0)
+    }
+
+    /// Replaces an account's password hash. Returns `false` when no such user exists.
+    pub async fn set_password_hash(
+        &self,
+        username: &Username,
+        password_hash: &str,
+    ) -> Result<bool> {
+        if password_hash.is_empty() {
+            return Err(StoreError::Invalid(
+                "password hash must not be empty".to_owned(),
+            ));
+        }
+        let now = to_micros(Utc::now());
+        let affected = with_pool!(self, writer, |pool| {
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(username.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(affected > 0)
+    }
+
+    /// Every account, by username.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");
+        let rows: Vec<UserRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await?
+        });
+        rows.into_iter().map(User::try_from).collect()
+    }
+}
