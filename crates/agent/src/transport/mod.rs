@@ -7,6 +7,8 @@
 use domain::ConnectionQuality;
 use tokio::sync::mpsc;
 
+pub mod memory;
+
 /// Frames of bot audio a transport may hold before the pipeline has to wait. Small on purpose:
 /// when the student interrupts, at most this much already-queued audio still plays (60 ms).
 pub const OUTPUT_QUEUE_FRAMES: usize = 3;
