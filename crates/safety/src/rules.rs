@@ -1,0 +1,365 @@
+//! The rule set: which phrases signal risk, and which phrases cancel or soften a match.
+//!
+//! Each rule line reads
+//! `<level for the student> <signal> <level when about someone else> [framable] | <pattern>`
+//! (pattern syntax in [`crate::pattern`]). `framable` rules are mentions of a topic ("suicide",
+//! "self harm") that mean nothing when the student is talking about a class, a paper, a song or
+//! a film. Modifier lines read `suppress | <pattern>` (an idiom or an innocent use: any rule
+//! match it overlaps is dropped) or `cap concern | <pattern>` (hyperbole that still deserves a
+//! gentle question, never the crisis script).
+
+use std::collections::HashMap;
+
+use domain::{CrisisLevel, CrisisSignal};
+
+use crate::pattern::{Pattern, Span};
+
+const RULES: &str = r#"
+# --- Suicidal ideation: the wish to die or to end one's life --------------------------------
+crisis ideation concern | @want to @die
+crisis ideation concern | @want to be dead
+crisis ideation concern | @want ^i @be ( dead / gone / never born / not alive / not here / not around )
+crisis ideation concern | @want ^i had never been born
+crisis ideation concern | @want ^i could? @die
+crisis ideation concern | @want to ( not be / stop ) ( alive / here / around / existing / living )
+crisis ideation concern | @want to stop existing
+crisis ideation concern | @kill ^@refl
+crisis ideation concern | @end ^@poss own? life
+crisis ideation concern | @take ^@poss own? life
+crisis ideation concern | @end it all
+crisis ideation concern | @end it ( tonight / now / soon / forever / today / already / for good )
+crisis ideation concern | @think about|of @end ( it / things / everything / ^my life )
+crisis ideation concern | @want to @end ( it / things / everything )
+crisis ideation concern framable | suicidal
+concern ideation concern framable | suicide
+crisis ideation concern framable | @think about|of|on suicide
+crisis ideation concern framable | commit|commits|committing|committed|attempt|attempted|attempting suicide
+crisis ideation concern | not *3 @want to ( live / exist / @be alive / wake up )
+crisis ideation concern | not *3 @want to @be ( here / around ) anymore
+crisis ideation concern | not *3 @want to @be alive
+crisis ideation concern | never wake up
+crisis ideation concern | hope ^i ( do not / never ) wake up
+crisis ideation concern | tired of ( living / @be alive / life )
+crisis ideation concern | done with ( life / living )
+crisis ideation concern | not worth living
+crisis ideation concern | @want my life to ( end / stop / be over )
+crisis ideation concern | not care if ^i ( live / @die / wake up )
+crisis ideation concern | not mind if ^i ( @die / did not wake up / never woke up )
+crisis ideation concern | hope ^i ( @die / get hit / crash )
+crisis ideation concern | @want *3 car|bus|truck|train ( would / will / to )? hit ^me
+crisis ideation concern | @feel like dying
+crisis ideation concern | @want to disappear ( forever / permanently / for good )
+crisis ideation concern | better off dead
+crisis self_harm concern | do something to ^@refl
+
+# --- Indirect warnings: burden, no reason to live, goodbyes, giving things away ------------
+crisis indirect concern | better off without ^me
+crisis indirect concern | better off if ^i ( @be gone / @be dead / @be not here / @be not around / @be never born / @die / disappeared / left )
+crisis indirect concern | happier|better without ^me
+crisis indirect concern | care|notice|miss *3 if ^i ( @die / disappeared / @be gone / @be dead / @be not here / @be not around / @kill ^myself )
+crisis indirect concern | no reason ( for me )? to ( live / @be alive / keep going / go on / keep living )
+crisis indirect concern | nothing *1 to live for
+crisis indirect concern | ( no / not see the / not see a / what is the ) point ( in / of ) ( living / @be alive / going on / life / staying alive )
+crisis indirect concern | not ( @be / going to be ) ( around / here ) *2 ( next / much longer / for long / tomorrow / anymore )
+crisis indirect concern | @give away *2 ^my? stuff|things|belongings|possessions|clothes|cat|dog|games|everything
+crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions away
+crisis indirect concern | say|saying|said goodbye to ( everyone / everybody / people / my family / you / all )
+crisis indirect concern | this is goodbye
+crisis indirect concern | goodbye forever
+crisis indirect concern | last time *2 talk|talking|hear|see *1 from? me|you
+concern indirect concern | hopeless|hopelessness
+concern indirect concern | no hope
+concern indirect concern | ( lost / losing ) *1 hope
+concern indirect concern | nothing *3 get|gets|getting better
+concern indirect concern | never *2 get|gets|getting better
+concern indirect concern | burden to|on|for
+concern indirect concern | @be a burden
+concern indirect concern | @feel like a burden
+concern indirect concern | can not *1 ( go on / keep going / keep living / continue ) *2 ( like this / anymore )
+concern indirect concern | can not ( do / take / handle ) ( it / this / anything / everything / life ) anymore
+concern indirect concern | @want ( it all / everything / the pain / all of this / all of it / it ) to ( stop / end / be over )
+concern indirect concern | @want to disappear
+concern indirect concern | @want to sleep forever
+concern indirect concern | @feel *2 trapped|empty|worthless|numb
+concern indirect concern | @be worthless
+concern indirect concern | no way out
+concern indirect concern | ( what is / there is no ) *1 point ( of / in )? ( anything / trying / any of this / anymore )
+concern indirect concern | nobody *1 care|cares|notice|miss *1 ^@obj|if
+concern indirect concern | @give up on *1 life|everything|myself
+concern indirect concern | @think about|of death|dying
+concern indirect concern | dark|scary|intrusive thoughts
+concern indirect concern | do something stupid|drastic
+
+# --- Plan or means: method, preparation, research ------------------------------------------
+crisis plan crisis | @plan *3 ( @kill ^@refl / @end ^@poss life / @end it / suicide )
+crisis plan crisis | a plan *3 @die
+crisis plan crisis | wrote|write|writing|written *1 suicide|goodbye note|notes|letter|letters|message
+crisis plan crisis | @pills to ( @die / @end / overdose )
+crisis plan crisis | @pills *2 to @kill ^@refl
+crisis plan crisis | enough @pills
+crisis plan crisis | saving|stockpiling|stockpiled|hoarding|collecting|collected|saved|stocking *3 @pills
+crisis plan crisis | @take|swallow|swallowed|swallowing *2 all|bunch|bottle|handful|whole|entire|twenty|thirty|forty|fifty|hundred|dozen|dozens|many *3 @pills
+crisis plan crisis framable | overdose|overdosing|overdosed
+crisis plan crisis | lethal|deadly|fatal dose|amount
+crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
+crisis plan crisis | how many @pills would it take
+crisis plan crisis | hang|hanging|hanged ^@refl
+crisis plan crisis | shoot|shooting ^@refl
+crisis plan crisis | slit|slitting|@cut ^@poss wrists|wrist|throat
+crisis plan crisis | jump|jumping|jumped off|from *2 bridge|building|roof|rooftop|balcony|cliff|overpass|garage|tower
+crisis plan crisis | step|stepping|walk|walking|jump|jumping in front of *1 train|bus|truck|car|traffic
+crisis plan crisis | drive|driving|crash|crashing *3 off|into *1 bridge|cliff|tree|wall|traffic|road
+crisis plan crisis | crash|crashing|drive|driving *3 on purpose
+crisis plan crisis | @look *3 how|ways|methods *1 to ( @die / @kill / overdose / @end )
+crisis plan crisis | painless|painlessly|quickest|easiest|fastest way|ways to @die|@kill
+concern plan concern | know|knows|figured|decided|picked|chose|worked *2 how|when|where ^i *3 do it
+concern plan concern | bought|buy|buying|got|get|getting *1 a gun|rope
+concern plan concern | access to *1 gun|guns|pills
+
+# --- Self-harm -----------------------------------------------------------------------------
+crisis self_harm concern | @cut|@burn|@hurt|hit|hitting|punch|punching|scratch|scratching|carve|carving|bruise|starve|starving|choke|choking ^@refl
+crisis self_harm concern | @cut|@burn|carve|carving|scratch|scratching *1 ^@poss arms|arm|legs|leg|wrists|wrist|thighs|thigh|skin|stomach
+concern self_harm concern framable | self_harm
+concern self_harm concern | not @cut|cutting|self_harmed in|since|for
+concern self_harm concern | clean from|of self_harm|cutting
+crisis self_harm concern framable | self_harming|self_harmed
+crisis self_harm concern | ^i self_harm
+crisis self_harm concern | urge|urges|urged to @cut|@hurt|self_harm|@burn
+crisis self_harm concern | @be|started|start|keep|still|back *1 cutting
+crisis self_harm concern | @cut again
+crisis self_harm concern | @cut ( last night / today / yesterday / tonight )
+crisis self_harm concern | relapsed|relapse *3 @cut|cutting|self_harm|self_harming
+crisis self_harm concern | hide|hiding|cover|covering *3 cuts|scars|marks|burns
+crisis self_harm concern | razor|razors|blade|blades *4 ^@poss arm|arms|wrist|wrists|skin|thigh|thighs|legs
+
+# --- Harm to others --------------------------------------------------------------------------
+crisis harm_others crisis | shoot|shooting up *1 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church
+crisis harm_others crisis | bring|bringing|brought|take|taking *1 gun|knife|weapon|weapons *3 school|class|campus|dorm|work|office
+crisis harm_others crisis | @want|going|@plan|@think|imagine|imagining *2 @hurt|stab|shoot|attack|poison *1 someone|somebody|people|everyone|him|her|them|others|that|those|my
+crisis harm_others crisis | @think|urge|urges|imagine|imagining|fantasize|fantasizing *2 of|about|to? @hurt|hurting|stabbing|shooting|killing *1 someone|somebody|people|others|everyone|my
+crisis harm_others crisis | @kill|murder|shoot|stab ( everyone / everybody / people / them all / all of them )
+concern harm_others crisis | @want|going|@plan *2 ( @kill / murder / strangle / beat up / punch ) *1 him|her|them|someone|somebody|my|that|this|those
+concern harm_others crisis | could ( @hurt / @kill ) *1 someone|somebody|him|her|them
+concern harm_others crisis | make *1 them|him|her|everyone|everybody pay
+
+# --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
+crisis danger concern | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
+crisis danger concern | hits|hit|beats|beat|chokes|choked|slaps|slapped|punches|punched|abuses|abused|raped|assaulted|molested my ^@kin
+crisis danger concern | ^i @be raped|assaulted|molested|attacked|abused
+crisis danger concern | sexually assaulted|abused|harassed
+crisis danger concern | threatened|threatens|threatening ( to @kill / to @hurt / to hit / to beat / to shoot / to stab )? ^@obj
+crisis danger concern | @kill|@hurt ^@obj if ^i tell|told|say|said|report|leave
+concern danger concern | said|says|told|tells|saying|telling *3 @kill|@hurt ^@obj
+crisis danger concern | not *1 safe at|in *1 home|house|apartment|place|dorm|room
+crisis danger concern | unsafe at|in *1 home|house|apartment|place|dorm
+crisis danger concern | afraid|scared|terrified ( to go / of going ) *1 home|back
+concern danger concern | afraid|scared|terrified of ^my? dad|father|mom|mother|stepdad|stepmom|boyfriend|girlfriend|partner|husband|wife|brother|uncle|ex|him|her
+concern danger concern framable | abuse|abusive|abusing
+crisis danger concern | locked ^@obj in|up
+crisis danger concern | not let ^@obj leave
+concern danger concern | stalking|stalks|stalked|following ^@obj
+crisis danger concern | forced|forces|forcing ^@obj *3 sex|sexual|touch
+crisis danger concern | without ^my consent
+"#;
+
+const MODIFIERS: &str = r#"
+# Idioms and hyperbole around death.
+suppress | @die|dying of|from embarrassment|shame|laughter|laughing|boredom|cringe|cuteness|excitement|jealousy|envy|curiosity|hunger|heat|thirst
+suppress | dying|died laughing
+suppress | @die *2 hair|shirt|clothes|color|colour|red|blue|pink|black|blonde|purple|green
+suppress | @end things|it with
+suppress | @end it *2 with
+suppress | @want to live ( in / with / at / on / near / off / there / here / somewhere / alone / closer / abroad / by )
+# Accidents and sport injuries are not self-harm.
+suppress | @cut|@burn|@hurt|scratch ^@refl *5 cooking|shaving|chopping|slicing|kitchen|stove|oven|practice|gym|game|workout|lifting|running|skating|skiing|hiking|playing|accident|accidentally|fell|tripped|slipped|moving|lab|laughing
+suppress | @cut|@burn|@hurt|scratch ^@refl ( on a / on the / on some / on my / with paper )
+suppress | accidentally|accident *2 @cut|@burn|@hurt|hit
+suppress | @cut class|classes|lecture|lectures|carbs|sugar|back|costs|ties|hair|corners|school|someone|people|him|her|them
+suppress | @cut *2 hair
+# Everyday uses of violent verbs.
+suppress | it|this|that|reality|everything|stress|sadness|grief|anxiety|panic|realization|thought|feeling|exhaustion|homesickness|loneliness|depression|tiredness|wave *1 hit|hits|hitting ^me
+suppress | hit|hits|hitting me up|with
+suppress | beat|beats|beating me ( at / in / to / by / up the / why / how )
+suppress | pushed|pushes|pushing|push me to|into|toward|towards|hard|harder|forward|further
+suppress | grabbed|grabs me ( a / some / coffee / lunch / food / dinner / by the hand )
+suppress | it|that|this|deeply|words|story|letter|speech|gesture touched|touches me
+suppress | kicked|kicks|kicking me out|off
+suppress | substance|alcohol|drug|drugs|opioid|opioids abuse
+suppress | hopeless romantic|romantics
+suppress | hopeless at|with
+suppress | suicide squad|doors|door|sprints|sprint|drills|runs|run
+suppress | suicides
+suppress | assisted suicide
+suppress | around *5 trip|vacation|travel|traveling|travelling|break|conference|visiting|flight|holiday|holidays|thanksgiving|christmas|spring
+suppress | here *5 transfer|transferring|graduating|graduate|moving|semester|abroad|internship|trip|break
+suppress | say|saying|said goodbye *5 before|flight|flying|trip|graduation|graduating|moving|semester|summer|break|flew
+suppress | burden to|on|for *2 proof
+suppress | financial|money|debt|tuition|student burden
+suppress | @give away *5 charity|donate|donating|donation|moving|declutter|decluttering|graduation|graduating|free
+suppress | @feel *2 empty stomach
+suppress | do something stupid *2 ( like / at / at the party / in class )
+suppress | locked ^@obj out
+suppress | following me on
+# Hyperbole that still deserves a gentle question, never the crisis script.
+cap concern | makes|made|making ^me @want to ( @die / @kill ^@refl )
+cap concern | would|will @kill ^@refl if|when
+cap concern | rather ( @kill ^@refl / @die ) than
+cap concern | told|tell|tells|telling|said ^me to *1 @kill ^@refl
+cap concern | @kill ^yourself
+"#;
+
+/// What a rule says when it matches, before negation, tense and subject are applied.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub source: &'static str,
+    pub patterns: Vec<Pattern>,
+    pub signal: CrisisSignal,
+    /// Level when the phrase is about the student.
+    pub level: CrisisLevel,
+    /// Level when the phrase is about someone else (reported as third-party risk).
+    pub level_for_someone_else: CrisisLevel,
+    /// A topic mention that a class, paper, song or film turns into nothing.
+    pub framable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    Suppress,
+    CapAtConcern,
+}
+
+#[derive(Debug)]
+pub(crate) struct Modifier {
+    pub patterns: Vec<Pattern>,
+    pub effect: Effect,
+}
+
+/// The compiled rule set, with rules indexed by the word they start with.
+#[derive(Debug)]
+pub(crate) struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub modifiers: Vec<Modifier>,
+    /// For each word, the (rule, pattern) pairs whose match can start with it.
+    by_first_word: HashMap<Box<str>, Vec<(usize, usize)>>,
+}
+
+/// One rule match in an utterance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hit<'r> {
+    pub rule: &'r Rule,
+    pub span: Span,
+}
+
+impl RuleSet {
+    pub fn compile() -> RuleSet {
+        let rules: Vec<Rule> = content_lines(RULES).map(parse_rule).collect();
+        let modifiers = content_lines(MODIFIERS).map(parse_modifier).collect();
+        let mut by_first_word: HashMap<Box<str>, Vec<(usize, usize)>> = HashMap::new();
+        for (rule_index, rule) in rules.iter().enumerate() {
+            for (pattern_index, pattern) in rule.patterns.iter().enumerate() {
+                for word in pattern.first_words() {
+                    let entry = by_first_word.entry(word.clone()).or_default();
+                    if entry.last() != Some(&(rule_index, pattern_index)) {
+                        entry.push((rule_index, pattern_index));
+                    }
+                }
+            }
+        }
+        RuleSet {
+            rules,
+            modifiers,
+            by_first_word,
+        }
+    }
+
+    /// Every rule match in `tokens`.
+    pub fn hits<'r>(&'r self, tokens: &[String]) -> Vec<Hit<'r>> {
+        let mut hits = Vec::new();
+        for start in 0..tokens.len() {
+            let Some(candidates) = self.by_first_word.get(tokens[start].as_str()) else {
+                continue;
+            };
+            for &(rule_index, pattern_index) in candidates {
+                let rule = &self.rules[rule_index];
+                if let Some(span) = rule.patterns[pattern_index].match_at(tokens, start) {
+                    hits.push(Hit { rule, span });
+                }
+            }
+        }
+        hits
+    }
+}
+
+fn content_lines(text: &'static str) -> impl Iterator<Item = &'static str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+}
+
+fn parse_rule(line: &'static str) -> Rule {
+    let (head, pattern) = line
+        .split_once('|')
+        .unwrap_or_else(|| panic!("rule without '|': {line:?}"));
+    let pattern = pattern.trim();
+    let words: Vec<&str> = head.split_whitespace().collect();
+    let (level, signal, other, framable) = match words.as_slice() {
+        [level, signal, other] => (*level, *signal, *other, false),
+        [level, signal, other, "framable"] => (*level, *signal, *other, true),
+        _ => panic!("malformed rule head: {line:?}"),
+    };
+    Rule {
+        source: pattern,
+        patterns: Pattern::compile_all(pattern),
+        signal: parse_signal(signal, line),
+        level: parse_level(level, line),
+        level_for_someone_else: parse_level(other, line),
+        framable,
+    }
+}
+
+fn parse_modifier(line: &'static str) -> Modifier {
+    let (head, pattern) = line
+        .split_once('|')
+        .unwrap_or_else(|| panic!("modifier without '|': {line:?}"));
+    let effect = match head.trim() {
+        "suppress" => Effect::Suppress,
+        "cap concern" => Effect::CapAtConcern,
+        other => panic!("unknown modifier effect {other:?} in {line:?}"),
+    };
+    Modifier {
+        patterns: Pattern::compile_all(pattern.trim()),
+        effect,
+    }
+}
+
+fn parse_level(word: &str, line: &str) -> CrisisLevel {
+    match word {
+        "crisis" => CrisisLevel::Crisis,
+        "concern" => CrisisLevel::Concern,
+        _ => panic!("unknown level {word:?} in {line:?}"),
+    }
+}
+
+fn parse_signal(word: &str, line: &str) -> CrisisSignal {
+    match word {
+        "ideation" => CrisisSignal::SuicidalIdeation,
+        "plan" => CrisisSignal::PlanOrMeans,
+        "self_harm" => CrisisSignal::SelfHarm,
+        "harm_others" => CrisisSignal::HarmToOthers,
+        "danger" => CrisisSignal::DangerOrAbuse,
+        "indirect" => CrisisSignal::IndirectWarning,
+        _ => panic!("unknown signal {word:?} in {line:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_and_modifier_compiles() {
+        let set = RuleSet::compile();
+        assert!(set.rules.len() > 100);
+        assert!(set.modifiers.len() > 20);
+    }
+}
