@@ -1,0 +1,958 @@
+//! The repository contract, checked against SQLite and PostgreSQL alike.
+
+mod common;
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use common::TestDb;
+use domain::{
+    Category, ConnectionQuality, CrisisLevel, CrisisSignal, SessionId, SessionMode, Speaker,
+    TranscriptText, UserId, Username,
+};
+use store::*;
+
+fn username(raw: &str) -> Username {
+    Username::parse(raw).unwrap()
+}
+
+fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+}
+
+async fn student(store: &Store, name: &str) -> UserId {
+    store
+        .create_user(
+            &username(&format!(r"\COLLEGE\{name}")),
+            "$2b$12$hash",
+            false,
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+async fn start(
+    store: &Store,
+    user: UserId,
+    category: Category,
+    mode: SessionMode,
+    started_at: DateTime<Utc>,
+) -> SessionId {
+    let id = SessionId::new();
+    let new = NewSession {
+        id,
+        user_id: user,
+        category,
+        mode,
+        room_name: format!("room-{id}"),
+        started_at,
+    };
+    store.create_session(new).await.unwrap();
+    id
+}
+
+fn line(sequence: u32, speaker: Speaker, text: &str, at: DateTime<Utc>) -> NewMessage {
+    NewMessage {
+        sequence,
+        speaker,
+        text: TranscriptText::new(text),
+        is_final: true,
+        timestamp: at,
+    }
+}
+
+async fn users_are_unique_and_blockable(db: &TestDb) {
+    let store = &db.store;
+    let name = username(r"\COLLEGE\jdoe");
+    let user = store.create_user(&name, "$2b$12$abc", false).await.unwrap();
+    assert!(matches!(
+        store.create_user(&name, "$2b$12$other", false).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let credentials = store.user_credentials(&name).await.unwrap().unwrap();
+    assert_eq!(credentials.user, user);
+    assert_eq!(credentials.password_hash, "$2b$12$abc");
+    assert!(
+        !format!("{credentials:?}").contains("abc"),
+        "Debug must hide the hash"
+    );
+    assert!(store
+        .user_credentials(&username(r"\COLLEGE\nobody"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.user(user.id).await.unwrap().unwrap().username, name);
+
+    assert!(store.set_blocked(&name, true).await.unwrap());
+    assert!(store.user(user.id).await.unwrap().unwrap().is_blocked);
+    assert!(!store
+        .set_blocked(&username(r"\COLLEGE\nobody"), true)
+        .await
+        .unwrap());
+    assert!(store.set_password_hash(&name, "$2b$12$new").await.unwrap());
+    assert_eq!(
+        store
+            .user_credentials(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$2b$12$new"
+    );
+
+    student(store, "asmith").await;
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username.to_string())
+        .collect();
+    assert_eq!(names, [r"\COLLEGE\asmith", r"\COLLEGE\jdoe"]);
+}
+on_both_databases!(users_are_unique_and_blockable);
+
+async fn the_database_itself_enforces_the_username_format(db: &TestDb) {
+    for bad in [
+        "jdoe",
+        r"COLLEGE\jdoe",
+        r"\COLLEGE",
+        r"\\jdoe",
+        r"\COLLEGE\",
+        r"\A\b\c",
+        "",
+        r"\",
+    ] {
+        assert!(
+            db.raw_insert_user(bad).await.is_err(),
+            "{bad:?} must be rejected by the database"
+        );
+    }
+    for good in [r"\A\b", r#"\O'Brien\x";DROP"#, r"\COLLEGE\j.doe-1"] {
+        db.raw_insert_user(good)
+            .await
+            .unwrap_or_else(|e| panic!("{good:?} must be accepted: {e}"));
+    }
+}
+on_both_databases!(the_database_itself_enforces_the_username_format);
+
+async fn six_categories_are_seeded_in_display_order(db: &TestDb) {
+    let store = &db.store;
+    let all = store.categories(false).await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.category).collect::<Vec<_>>(),
+        Category::ALL
+    );
+    for (row, (category, description, icon, prompt)) in all.iter().zip(DEFAULT_CATEGORIES) {
+        assert_eq!(
+            (
+                row.category,
+                row.description.as_str(),
+                row.icon_name.as_str()
+            ),
+            (category, description, icon)
+        );
+        assert_eq!(row.system_prompt, prompt);
+        assert_eq!(row.name, category.name());
+        assert!(row.enabled);
+    }
+    assert!(all[0].system_prompt.contains("988"));
+    assert_eq!(all[5].name, "Personal Development");
+
+    let financial = store
+        .set_category_enabled(Category::Financial, false)
+        .await
+        .unwrap();
+    assert!(!financial.enabled);
+    assert_eq!(store.categories(false).await.unwrap().len(), 5);
+    assert_eq!(store.categories(true).await.unwrap().len(), 6);
+    assert_eq!(
+        store
+            .category_by_id(financial.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .category,
+        Category::Financial
+    );
+
+    let edited = store
+        .set_category_prompt(Category::Career, "Be brief.")
+        .await
+        .unwrap();
+    assert_eq!(edited.system_prompt, "Be brief.");
+    assert!(matches!(
+        store.set_category_prompt(Category::Career, "  ").await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // Migrating again keeps the edits.
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store
+            .category(Category::Career)
+            .await
+            .unwrap()
+            .unwrap()
+            .system_prompt,
+        "Be brief."
+    );
+    assert!(
+        !store
+            .category(Category::Financial)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+}
+on_both_databases!(six_categories_are_seeded_in_display_order);
+
+async fn sessions_end_once_and_never_before_they_start(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let started = at(2026, 11, 1, 10);
+    let id = start(store, user, Category::Health, SessionMode::Voice, started).await;
+    let active = store.session(id).await.unwrap().unwrap();
+    assert!(active.is_active());
+    assert_eq!(active.duration_seconds, None);
+    assert_eq!(store.active_sessions().await.unwrap().len(), 1);
+
+    let too_early = store
+        .end_session(id, started - Duration::seconds(1), None)
+        .await;
+    assert!(
+        matches!(too_early, Err(StoreError::Invalid(_))),
+        "{too_early:?}"
+    );
+
+    store
+        .set_connection_quality(id, ConnectionQuality::Fair)
+        .await
+        .unwrap();
+    let ended = store
+        .end_session(
+            id,
+            started + Duration::milliseconds(754_900),
+            Some(ConnectionQuality::Good),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.duration_seconds, Some(754));
+    assert_eq!(ended.connection_quality, Some(ConnectionQuality::Good));
+    assert!(store.active_sessions().await.unwrap().is_empty());
+
+    let again = store
+        .end_session(id, started + Duration::hours(5), None)
+        .await
+        .unwrap();
+    assert_eq!(again, ended, "ending twice changes nothing");
+
+    let same_instant = start(store, user, Category::Career, SessionMode::Video, started).await;
+    assert_eq!(
+        store
+            .end_session(same_instant, started, None)
+            .await
+            .unwrap()
+            .duration_seconds,
+        Some(0)
+    );
+
+    assert!(matches!(
+        store.end_session(SessionId::new(), started, None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .set_connection_quality(SessionId::new(), ConnectionQuality::Poor)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let orphan = NewSession {
+        id: SessionId::new(),
+        user_id: UserId::new(),
+        category: Category::Health,
+        mode: SessionMode::Voice,
+        room_name: "r".into(),
+        started_at: started,
+    };
+    assert!(matches!(
+        store.create_session(orphan).await,
+        Err(StoreError::NotFound)
+    ));
+}
+on_both_databases!(sessions_end_once_and_never_before_they_start);
+
+async fn messages_are_stored_once_per_sequence_number(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let t = at(2026, 11, 1, 10);
+    let id = start(store, user, Category::Academic, SessionMode::Voice, t).await;
+
+    let hello = line(0, Speaker::Counselor, "Hi, I'm your academic advisor.", t);
+    assert_eq!(
+        store.append_message(id, hello.clone()).await.unwrap(),
+        AppendOutcome::Inserted
+    );
+    assert_eq!(
+        store.append_message(id, hello.clone()).await.unwrap(),
+        AppendOutcome::AlreadyStored
+    );
+
+    let interim = NewMessage {
+        is_final: false,
+        ..line(1, Speaker::Student, "I have an ex", t)
+    };
+    assert_eq!(
+        store.append_message(id, interim).await.unwrap(),
+        AppendOutcome::Inserted
+    );
+    let final_line = line(
+        1,
+        Speaker::Student,
+        "I have an exam tomorrow",
+        t + Duration::seconds(2),
+    );
+    assert_eq!(
+        store.append_message(id, final_line.clone()).await.unwrap(),
+        AppendOutcome::Replaced
+    );
+    let late_interim = NewMessage {
+        is_final: false,
+        ..line(1, Speaker::Student, "I have", t)
+    };
+    assert_eq!(
+        store.append_message(id, late_interim).await.unwrap(),
+        AppendOutcome::AlreadyStored
+    );
+    // Out of order arrival still reads back in sequence order.
+    store
+        .append_message(id, line(3, Speaker::Student, "thanks", t))
+        .await
+        .unwrap();
+    store
+        .append_message(id, line(2, Speaker::Counselor, "Let's plan.", t))
+        .await
+        .unwrap();
+
+    let detail = store.session_for_user(user, id).await.unwrap().unwrap();
+    assert_eq!(detail.record.message_count, 4);
+    let texts: Vec<_> = detail
+        .messages
+        .iter()
+        .map(|m| (m.sequence, m.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (0, "Hi, I'm your academic advisor."),
+            (1, "I have an exam tomorrow"),
+            (2, "Let's plan."),
+            (3, "thanks")
+        ]
+    );
+    assert!(detail.messages[1].is_final);
+    assert_eq!(detail.messages[1].timestamp, final_line.timestamp);
+    assert_eq!(detail.messages[0].speaker, Speaker::Counselor);
+
+    assert!(matches!(
+        store.append_message(SessionId::new(), hello.clone()).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // The unique (session, sequence) constraint is the database's, not only the store's.
+    let clash = BulkMessage {
+        session_id: id,
+        message: line(2, Speaker::Student, "dup", t),
+    };
+    assert!(matches!(
+        store.insert_messages_bulk(&[clash]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.session(id).await.unwrap().unwrap().message_count,
+        4,
+        "failed load changes nothing"
+    );
+}
+on_both_databases!(messages_are_stored_once_per_sequence_number);
+
+const AWKWARD_TEXTS: [&str; 7] = [
+    r#"She said "it's fine" but it isn't"#,
+    r"C:\Users\me\notes \n is not a newline \\ two",
+    "'; DROP TABLE sessions; --",
+    "<script>alert('x')</script> & <b>bold</b>",
+    "Línea con acentos, 表情 🙂, and a\nreal newline\tand tab",
+    "  leading and trailing spaces  ",
+    "",
+];
+
+async fn transcript_text_is_encrypted_at_rest_and_round_trips_intact(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let t = at(2026, 11, 2, 9);
+    let id = start(store, user, Category::Health, SessionMode::Video, t).await;
+    let secret = "I have been feeling hopeless about my roommate Zanzibar";
+    store
+        .append_message(id, line(0, Speaker::Student, secret, t))
+        .await
+        .unwrap();
+    for (i, text) in AWKWARD_TEXTS.iter().enumerate() {
+        store
+            .append_message(id, line(i as u32 + 1, Speaker::Student, text, t))
+            .await
+            .unwrap();
+    }
+
+    let stored = db.raw_transcript_columns().await;
+    assert_eq!(stored.len(), AWKWARD_TEXTS.len() + 1);
+    for bytes in &stored {
+        assert!(
+            !contains(bytes, b"hopeless") && !contains(bytes, b"Zanzibar"),
+            "plain text in the column"
+        );
+        assert!(!contains(bytes, b"DROP TABLE"));
+    }
+    let files = db.raw_sqlite_files();
+    assert!(
+        !contains(&files, b"Zanzibar"),
+        "plain text in the SQLite file"
+    );
+
+    let detail = store.session_for_user(user, id).await.unwrap().unwrap();
+    assert_eq!(detail.messages[0].text.as_str(), secret);
+    for (message, text) in detail.messages[1..].iter().zip(AWKWARD_TEXTS) {
+        assert_eq!(message.text.as_str(), text);
+    }
+
+    // Another key cannot read the rows: the failure is an error, never garbage text.
+    let wrong_key = db.reopen(TranscriptCipher::new([0x24; 32])).await;
+    assert!(matches!(
+        wrong_key.session_for_user(user, id).await,
+        Err(StoreError::Internal(_))
+    ));
+    wrong_key.close().await;
+}
+on_both_databases!(transcript_text_is_encrypted_at_rest_and_round_trips_intact);
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn students_see_only_their_own_sessions(db: &TestDb) {
+    let store = &db.store;
+    let alice = student(store, "alice").await;
+    let bob = student(store, "bob").await;
+    let t = at(2026, 11, 3, 12);
+    let alices = start(store, alice, Category::Social, SessionMode::Voice, t).await;
+    store
+        .append_message(alices, line(0, Speaker::Student, "private", t))
+        .await
+        .unwrap();
+
+    assert!(store
+        .session_for_user(alice, alices)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.session_for_user(bob, alices).await.unwrap().is_none());
+    assert!(store
+        .session_for_user(alice, SessionId::new())
+        .await
+        .unwrap()
+        .is_none());
+    let (bobs, total) = store
+        .list_sessions(bob, &SessionFilter::default(), 1, 20)
+        .await
+        .unwrap();
+    assert!(bobs.is_empty());
+    assert_eq!(total, 0);
+    assert!(
+        !store.soft_delete_session(bob, alices).await.unwrap(),
+        "bob cannot delete alice's session"
+    );
+    assert_eq!(
+        store
+            .session_for_user(alice, alices)
+            .await
+            .unwrap()
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+}
+on_both_databases!(students_see_only_their_own_sessions);
+
+async fn listing_filters_and_pages_newest_first(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let other = student(store, "other").await;
+    start(
+        store,
+        other,
+        Category::Health,
+        SessionMode::Voice,
+        at(2026, 11, 5, 12),
+    )
+    .await;
+    // Nov 1..=10, one a day at noon; Health/voice on odd days, Career/video on even days.
+    let mut ids = Vec::new();
+    for day in 1..=10 {
+        let (category, mode) = if day % 2 == 1 {
+            (Category::Health, SessionMode::Voice)
+        } else {
+            (Category::Career, SessionMode::Video)
+        };
+        ids.push(start(store, user, category, mode, at(2026, 11, day, 12)).await);
+    }
+    let all = SessionFilter::default();
+    let (page1, total) = store.list_sessions(user, &all, 1, 4).await.unwrap();
+    assert_eq!(total, 10);
+    assert_eq!(
+        page1.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [ids[9], ids[8], ids[7], ids[6]]
+    );
+    let (page3, total) = store.list_sessions(user, &all, 3, 4).await.unwrap();
+    assert_eq!(
+        (page3.iter().map(|s| s.id).collect::<Vec<_>>(), total),
+        (vec![ids[1], ids[0]], 10)
+    );
+    let (past_end, total) = store.list_sessions(user, &all, 9, 4).await.unwrap();
+    assert_eq!((past_end.len(), total), (0, 10));
+
+    let health = SessionFilter {
+        category: Some(Category::Health),
+        ..Default::default()
+    };
+    let (rows, total) = store.list_sessions(user, &health, 1, 20).await.unwrap();
+    assert_eq!(total, 5);
+    assert!(rows
+        .iter()
+        .all(|s| s.category == Category::Health && s.mode == SessionMode::Voice));
+
+    let video = SessionFilter {
+        mode: Some(SessionMode::Video),
+        ..Default::default()
+    };
+    assert_eq!(store.list_sessions(user, &video, 1, 20).await.unwrap().1, 5);
+    let health_video = SessionFilter {
+        category: Some(Category::Health),
+        mode: Some(SessionMode::Video),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_sessions(user, &health_video, 1, 20)
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+
+    // Dates are inclusive at both ends.
+    let nov = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    let window = SessionFilter {
+        start_date: Some(nov(3)),
+        end_date: Some(nov(5)),
+        ..Default::default()
+    };
+    let (rows, total) = store.list_sessions(user, &window, 1, 20).await.unwrap();
+    assert_eq!(
+        (rows.iter().map(|s| s.id).collect::<Vec<_>>(), total),
+        (vec![ids[4], ids[3], ids[2]], 3)
+    );
+    let one_day = SessionFilter {
+        start_date: Some(nov(10)),
+        end_date: Some(nov(10)),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_sessions(user, &one_day, 1, 20).await.unwrap().1,
+        1
+    );
+    let since = SessionFilter {
+        start_date: Some(nov(9)),
+        ..Default::default()
+    };
+    assert_eq!(store.list_sessions(user, &since, 1, 20).await.unwrap().1, 2);
+
+    for (page, per_page) in [(0, 20), (1, 0), (1, 101)] {
+        assert!(matches!(
+            store.list_sessions(user, &all, page, per_page).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    let backwards = SessionFilter {
+        start_date: Some(nov(5)),
+        end_date: Some(nov(3)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.list_sessions(user, &backwards, 1, 20).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+on_both_databases!(listing_filters_and_pages_newest_first);
+
+async fn deleting_a_session_hides_it_and_erases_its_transcript(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let t = at(2026, 11, 4, 8);
+    let kept = start(store, user, Category::Financial, SessionMode::Voice, t).await;
+    let deleted = start(
+        store,
+        user,
+        Category::Financial,
+        SessionMode::Voice,
+        t + Duration::hours(1),
+    )
+    .await;
+    for seq in 0..3 {
+        store
+            .append_message(kept, line(seq, Speaker::Student, "keep me", t))
+            .await
+            .unwrap();
+        store
+            .append_message(deleted, line(seq, Speaker::Student, "erase me", t))
+            .await
+            .unwrap();
+    }
+    assert!(store.soft_delete_session(user, deleted).await.unwrap());
+    assert!(
+        !store.soft_delete_session(user, deleted).await.unwrap(),
+        "already deleted"
+    );
+
+    assert!(store
+        .session_for_user(user, deleted)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.session(deleted).await.unwrap().is_none());
+    let (rows, total) = store
+        .list_sessions(user, &SessionFilter::default(), 1, 20)
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), total, rows[0].id), (1, 1, kept));
+    assert_eq!(
+        db.raw_count("transcript_messages").await,
+        3,
+        "only the kept session's lines remain"
+    );
+    assert_eq!(db.raw_count("sessions").await, 2, "metadata stays");
+    assert!(matches!(
+        store
+            .append_message(deleted, line(9, Speaker::Student, "late", t))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .session_for_user(user, kept)
+            .await
+            .unwrap()
+            .unwrap()
+            .messages
+            .len(),
+        3
+    );
+}
+on_both_databases!(deleting_a_session_hides_it_and_erases_its_transcript);
+
+async fn purge_erases_exactly_the_transcripts_older_than_the_cutoff(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let cutoff = at(2026, 8, 24, 0);
+    let old = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        cutoff - Duration::days(10),
+    )
+    .await;
+    let just_before = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        cutoff - Duration::seconds(1),
+    )
+    .await;
+    let at_cutoff = start(store, user, Category::Health, SessionMode::Voice, cutoff).await;
+    let recent = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        cutoff + Duration::days(3),
+    )
+    .await;
+    let old_and_empty = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        cutoff - Duration::days(20),
+    )
+    .await;
+    for (id, lines) in [(old, 3), (just_before, 2), (at_cutoff, 4), (recent, 1)] {
+        for seq in 0..lines {
+            store
+                .append_message(id, line(seq, Speaker::Student, "words", cutoff))
+                .await
+                .unwrap();
+        }
+    }
+
+    let preview = store
+        .purge_transcripts_older_than(cutoff, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        preview,
+        PurgeReport {
+            sessions: 2,
+            messages: 5
+        }
+    );
+    assert_eq!(
+        db.raw_count("transcript_messages").await,
+        10,
+        "a dry run changes nothing"
+    );
+
+    let report = store
+        .purge_transcripts_older_than(cutoff, false)
+        .await
+        .unwrap();
+    assert_eq!(report, preview);
+    assert_eq!(db.raw_count("transcript_messages").await, 5);
+    for (id, expected_lines, count) in [
+        (old, 0, 3),
+        (just_before, 0, 2),
+        (at_cutoff, 4, 4),
+        (recent, 1, 1),
+        (old_and_empty, 0, 0),
+    ] {
+        let detail = store
+            .session_for_user(user, id)
+            .await
+            .unwrap()
+            .expect("metadata stays");
+        assert_eq!(detail.messages.len(), expected_lines);
+        assert_eq!(
+            detail.record.message_count, count,
+            "the count survives the purge"
+        );
+    }
+    let audit = store
+        .audit_log_for_resource(AuditResource::Session, *old.as_uuid())
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].entry.action, audit[0].entry.user_id),
+        (AuditAction::PurgeTranscript, None)
+    );
+
+    assert_eq!(
+        store
+            .purge_transcripts_older_than(cutoff, false)
+            .await
+            .unwrap(),
+        PurgeReport::default()
+    );
+}
+on_both_databases!(purge_erases_exactly_the_transcripts_older_than_the_cutoff);
+
+async fn crisis_events_flag_the_session(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let t = at(2026, 11, 6, 22);
+    let id = start(store, user, Category::Health, SessionMode::Voice, t).await;
+    let concern = NewCrisisEvent {
+        session_id: id,
+        sequence: 3,
+        level: CrisisLevel::Concern,
+        signal: CrisisSignal::IndirectWarning,
+    };
+    store.record_crisis_event(concern.clone()).await.unwrap();
+    assert!(
+        !store.session(id).await.unwrap().unwrap().crisis_detected,
+        "a concern is not a crisis"
+    );
+    let crisis = NewCrisisEvent {
+        sequence: 5,
+        level: CrisisLevel::Crisis,
+        signal: CrisisSignal::SuicidalIdeation,
+        ..concern.clone()
+    };
+    let recorded = store.record_crisis_event(crisis).await.unwrap();
+    assert!(recorded.flagged_for_review);
+    assert!(store.session(id).await.unwrap().unwrap().crisis_detected);
+
+    let events = store.crisis_events(id).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events.iter().find(|e| e.sequence == 5).unwrap(), &recorded);
+
+    let none = NewCrisisEvent {
+        level: CrisisLevel::None,
+        ..concern.clone()
+    };
+    assert!(matches!(
+        store.record_crisis_event(none).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let orphan = NewCrisisEvent {
+        session_id: SessionId::new(),
+        ..concern
+    };
+    assert!(matches!(
+        store.record_crisis_event(orphan).await,
+        Err(StoreError::NotFound)
+    ));
+}
+on_both_databases!(crisis_events_flag_the_session);
+
+async fn transcript_access_is_audited(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let id = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        at(2026, 11, 7, 9),
+    )
+    .await;
+    for action in [
+        AuditAction::ViewTranscript,
+        AuditAction::DownloadTranscript,
+        AuditAction::DeleteTranscript,
+    ] {
+        store
+            .record_audit(AuditEntry {
+                user_id: Some(user),
+                action,
+                resource_type: AuditResource::Transcript,
+                resource_id: *id.as_uuid(),
+                ip: Some("2001:db8::1".parse().unwrap()),
+                user_agent: Some("Mozilla/5.0 \"quoted\"".into()),
+            })
+            .await
+            .unwrap();
+    }
+    let trail = store.audit_log_for_user(user, 10).await.unwrap();
+    assert_eq!(trail.len(), 3);
+    assert!(trail
+        .iter()
+        .all(|r| r.entry.ip == Some("2001:db8::1".parse().unwrap())));
+    assert!(trail
+        .iter()
+        .all(|r| r.entry.user_agent.as_deref() == Some("Mozilla/5.0 \"quoted\"")));
+    let mut actions: Vec<_> = trail.iter().map(|r| r.entry.action.as_str()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "delete_transcript",
+            "download_transcript",
+            "view_transcript"
+        ]
+    );
+    assert_eq!(store.audit_log_for_user(user, 2).await.unwrap().len(), 2);
+}
+on_both_databases!(transcript_access_is_audited);
+
+async fn migrations_go_down_and_up_again(db: &TestDb) {
+    let store = &db.store;
+    student(store, "jdoe").await;
+    store.migrate_down_all().await.unwrap();
+    let left: Vec<_> = db
+        .raw_tables()
+        .await
+        .into_iter()
+        .filter(|t| !t.starts_with("_sqlx"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "tables left after migrating down: {left:?}"
+    );
+    store.migrate().await.unwrap();
+    assert!(store.list_users().await.unwrap().is_empty());
+    assert_eq!(store.categories(true).await.unwrap().len(), 6);
+    student(store, "jdoe").await;
+}
+on_both_databases!(migrations_go_down_and_up_again);
+
+async fn bulk_loading_keeps_counts_right(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let t = at(2026, 10, 1, 0);
+    let sessions: Vec<BulkSession> = (0..1500)
+        .map(|i| BulkSession {
+            session: NewSession {
+                id: SessionId::new(),
+                user_id: user,
+                category: Category::ALL[i % 6],
+                mode: if i % 2 == 0 {
+                    SessionMode::Voice
+                } else {
+                    SessionMode::Video
+                },
+                room_name: format!("demo-{i}"),
+                started_at: t + Duration::minutes(i as i64),
+            },
+            ended_at: Some(t + Duration::minutes(i as i64) + Duration::seconds(300)),
+            connection_quality: Some(ConnectionQuality::Good),
+            crisis_detected: i == 7,
+        })
+        .collect();
+    assert_eq!(store.insert_sessions_bulk(&sessions).await.unwrap(), 1500);
+    let messages: Vec<BulkMessage> = sessions
+        .iter()
+        .take(400)
+        .flat_map(|s| {
+            (0..3).map(move |seq| BulkMessage {
+                session_id: s.session.id,
+                message: line(seq, Speaker::Student, "demo line", s.session.started_at),
+            })
+        })
+        .collect();
+    assert_eq!(store.insert_messages_bulk(&messages).await.unwrap(), 1200);
+
+    let (page, total) = store
+        .list_sessions(user, &SessionFilter::default(), 1, 100)
+        .await
+        .unwrap();
+    assert_eq!(total, 1500);
+    assert_eq!(page[0].id, sessions[1499].session.id);
+    assert_eq!(page[0].duration_seconds, Some(300));
+    let first = store
+        .session_for_user(user, sessions[0].session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.record.message_count, first.messages.len()), (3, 3));
+    assert_eq!(first.messages[2].text.as_str(), "demo line");
+    assert!(
+        store
+            .session(sessions[7].session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .crisis_detected
+    );
+    assert_eq!(
+        store
+            .session(sessions[1000].session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        0
+    );
+}
+on_both_databases!(bulk_loading_keeps_counts_right);
