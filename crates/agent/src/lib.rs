@@ -9,6 +9,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod codec;
 pub mod conversation;
 pub mod events;
 pub mod hook;

@@ -8,6 +8,7 @@ use domain::ConnectionQuality;
 use tokio::sync::mpsc;
 
 pub mod memory;
+pub mod webrtc;
 
 /// Frames of bot audio a transport may hold before the pipeline has to wait. Small on purpose:
 /// when the student interrupts, at most this much already-queued audio still plays (60 ms).
