@@ -6,6 +6,13 @@
 //! - dropping a stream or a session cancels the work behind it and frees what it held;
 //! - channels are bounded: a slow consumer slows the producer, nothing buffers without limit.
 
+pub mod cartesia;
+pub mod cloud;
+pub mod deepgram;
+pub mod fallback;
+pub mod gemini;
+pub mod openai;
+
 use std::pin::Pin;
 
 use async_trait::async_trait;
