@@ -99,6 +99,7 @@ async fn offer(State(server): State<Arc<Server>>, offer_sdp: String) -> Response
 async fn start_server() -> (SocketAddr, mpsc::Receiver<AcceptedOffer>) {
     let config = WebRtcConfig {
         disconnect_grace: Duration::from_secs(1),
+        quality_interval: Duration::from_secs(1),
         ..WebRtcConfig::default()
     };
     let transport = WebRtcTransport::new(config).expect("transport");
@@ -254,6 +255,7 @@ async fn a_browser_call_carries_speech_in_and_the_bot_out() {
     // The student: everything that arrives until the browser hangs up.
     let mut heard = Vec::new();
     let mut disconnected = false;
+    let mut quality_reports = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
     loop {
         tokio::select! {
@@ -266,13 +268,19 @@ async fn a_browser_call_carries_speech_in_and_the_bot_out() {
             },
             event = events.recv() => match event {
                 Some(TransportEvent::Disconnected) | None => { disconnected = true; break; }
-                Some(_) => {}
+                Some(TransportEvent::Quality(_)) => quality_reports += 1,
+                Some(TransportEvent::Connected) => panic!("connected twice"),
             },
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
     browser_verdict(browser).await;
     assert!(disconnected, "closing the page should disconnect the call");
+    // Chromium's receiver reports on the bot's stream give the round-trip time.
+    assert!(
+        quality_reports > 0,
+        "no link quality report during the call"
+    );
     connection.close().await;
     bot.await.expect("bot task");
 

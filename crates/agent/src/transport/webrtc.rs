@@ -76,6 +76,8 @@ pub enum WebRtcError {
     InvalidOffer(String),
     #[error("the SDP offer has no audio section")]
     OfferWithoutAudio,
+    #[error("the peer connection produced no answer")]
+    NoAnswer,
     #[error("gathering ICE candidates took longer than {0:?}")]
     GatheringTimedOut(Duration),
     #[error("webrtc: {0}")]
@@ -308,9 +310,7 @@ impl WebRtcTransport {
         let answer_sdp = peer
             .local_description()
             .await
-            .ok_or_else(|| {
-                WebRtcError::InvalidOffer("no local description after answering".into())
-            })?
+            .ok_or(WebRtcError::NoAnswer)?
             .sdp;
 
         let (audio_in_tx, audio_in) = mpsc::channel(INBOUND_CHANNEL_FRAMES);
