@@ -157,56 +157,15 @@ fn person_of(token: &str) -> Option<Subject> {
 }
 
 fn is_other_person_noun(token: &str) -> bool {
+    #[rustfmt::skip]
     const NOUNS: &[&str] = &[
-        "friend",
-        "friends",
-        "roommate",
-        "roommates",
-        "suitemate",
-        "brother",
-        "sister",
-        "mom",
-        "mother",
-        "dad",
-        "father",
-        "parents",
-        "stepdad",
-        "stepmom",
-        "stepfather",
-        "stepmother",
-        "cousin",
-        "boyfriend",
-        "girlfriend",
-        "partner",
-        "ex",
-        "classmate",
-        "classmates",
-        "teammate",
-        "husband",
-        "wife",
-        "son",
-        "daughter",
-        "aunt",
-        "uncle",
-        "grandma",
-        "grandmother",
-        "grandpa",
-        "grandfather",
-        "bestie",
-        "coworker",
-        "neighbor",
-        "kid",
-        "guy",
-        "girl",
-        "student",
-        "person",
-        "man",
-        "woman",
-        "sibling",
-        "twin",
-        "buddy",
-        "bf",
-        "gf",
+        "friend", "friends", "roommate", "roommates", "suitemate", "suitemates", "brother",
+        "brothers", "sister", "sisters", "mom", "mother", "dad", "father", "parents", "stepdad",
+        "stepmom", "stepfather", "stepmother", "cousin", "cousins", "boyfriend", "girlfriend",
+        "partner", "ex", "classmate", "classmates", "teammate", "teammates", "husband", "wife",
+        "son", "daughter", "aunt", "uncle", "grandma", "grandmother", "grandpa", "grandfather",
+        "bestie", "coworker", "coworkers", "neighbor", "kid", "guy", "girl", "student", "person",
+        "man", "woman", "sibling", "twin", "buddy", "bf", "gf",
     ];
     NOUNS.contains(&token)
 }
@@ -236,10 +195,17 @@ const REPORTING_VERBS: &[&str] = &[
 /// right after it ("a suicidal friend"), or by reported first-person speech
 /// ("she said i want to die").
 fn subject_of(hit: &Hit<'_>, tokens: &[String]) -> Subject {
-    if let Some(next) = tokens.get(hit.span.end) {
-        if is_other_person_noun(next) {
-            return Subject::SomeoneElse;
-        }
+    // For harm and danger the person after the phrase is the victim, not the subject.
+    let names_victim = matches!(
+        hit.rule.signal,
+        CrisisSignal::HarmToOthers | CrisisSignal::DangerOrAbuse
+    );
+    if !names_victim
+        && tokens
+            .get(hit.span.end)
+            .is_some_and(|next| is_other_person_noun(next))
+    {
+        return Subject::SomeoneElse;
     }
     let named = hit
         .span
@@ -313,6 +279,12 @@ fn is_negated(tokens: &[String], start: usize) -> bool {
             return false;
         }
         if NEGATORS.contains(&token) {
+            // Negative concord ("nobody would not care") is still one negative statement.
+            let concord = (i.saturating_sub(2)..i)
+                .any(|j| matches!(tokens[j].as_str(), "nobody" | "nothing" | "never" | "no"));
+            if concord {
+                return false;
+            }
             if between.iter().any(|w| REVERSERS.contains(w)) {
                 return false;
             }

@@ -53,7 +53,7 @@ crisis ideation concern | better off dead
 crisis self_harm concern | do something to ^@refl
 
 # --- Indirect warnings: burden, no reason to live, goodbyes, giving things away ------------
-crisis indirect concern | better off without ^me
+crisis indirect concern | better off without ^@obj
 crisis indirect concern | better off if ^i ( @be gone / @be dead / @be not here / @be not around / @be never born / @die / disappeared / left )
 crisis indirect concern | happier|better without ^me
 crisis indirect concern | care|notice|miss *3 if ^i ( @die / disappeared / @be gone / @be dead / @be not here / @be not around / @kill ^myself )
@@ -63,6 +63,8 @@ crisis indirect concern | ( no / not see the / not see a / what is the ) point (
 crisis indirect concern | not ( @be / going to be ) ( around / here ) *2 ( next / much longer / for long / tomorrow / anymore )
 crisis indirect concern | @give away *2 ^my? stuff|things|belongings|possessions|clothes|cat|dog|games|everything
 crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions away
+crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions|cat|dog|pet|clothes|games|guitar|laptop|car to
+crisis indirect concern | not need *3 ( anymore / where i am going / much longer )
 crisis indirect concern | say|saying|said goodbye to ( everyone / everybody / people / my family / you / all )
 crisis indirect concern | this is goodbye
 crisis indirect concern | goodbye forever
@@ -70,7 +72,7 @@ crisis indirect concern | last time *2 talk|talking|hear|see *1 from? me|you
 concern indirect concern | hopeless|hopelessness
 concern indirect concern | no hope
 concern indirect concern | ( lost / losing ) *1 hope
-concern indirect concern | nothing *3 get|gets|getting better
+concern indirect concern | nothing *4 get|gets|getting better
 concern indirect concern | never *2 get|gets|getting better
 concern indirect concern | burden to|on|for
 concern indirect concern | @be a burden
@@ -82,7 +84,7 @@ concern indirect concern | @want to disappear
 concern indirect concern | @want to sleep forever
 concern indirect concern | @feel *2 trapped|empty|worthless|numb
 concern indirect concern | @be worthless
-concern indirect concern | no way out
+concern indirect concern | ( no / not see a / not see any / not find a ) way out
 concern indirect concern | ( what is / there is no ) *1 point ( of / in )? ( anything / trying / any of this / anymore )
 concern indirect concern | nobody *1 care|cares|notice|miss *1 ^@obj|if
 concern indirect concern | @give up on *1 life|everything|myself
@@ -94,6 +96,9 @@ concern indirect concern | do something stupid|drastic
 crisis plan crisis | @plan *3 ( @kill ^@refl / @end ^@poss life / @end it / suicide )
 crisis plan crisis | a plan *3 @die
 crisis plan crisis | wrote|write|writing|written *1 suicide|goodbye note|notes|letter|letters|message
+crisis plan crisis | wrote|write|writing|written *1 letters|notes|letter|note *4 ( in case / goodbye / to everyone / for after )
+crisis plan crisis | ( use / using / used ) ( it / a gun / the gun / my gun / a knife / the knife / a razor / the razor ) on ^@refl
+crisis plan crisis | roof|rooftop|bridge|ledge|balcony|window *6 ( going to / @want to / about to ) jump
 crisis plan crisis | @pills to ( @die / @end / overdose )
 crisis plan crisis | @pills *2 to @kill ^@refl
 crisis plan crisis | enough @pills
@@ -118,7 +123,7 @@ concern plan concern | access to *1 gun|guns|pills
 
 # --- Self-harm -----------------------------------------------------------------------------
 crisis self_harm concern | @cut|@burn|@hurt|hit|hitting|punch|punching|scratch|scratching|carve|carving|bruise|starve|starving|choke|choking ^@refl
-crisis self_harm concern | @cut|@burn|carve|carving|scratch|scratching *1 ^@poss arms|arm|legs|leg|wrists|wrist|thighs|thigh|skin|stomach
+crisis self_harm concern | @cut|@burn|carve|carved|carving|scratch|scratched|scratching *1 ^@poss arms|arm|legs|leg|wrists|wrist|thighs|thigh|skin|stomach
 concern self_harm concern framable | self_harm
 concern self_harm concern | not @cut|cutting|self_harmed in|since|for
 concern self_harm concern | clean from|of self_harm|cutting
@@ -130,13 +135,18 @@ crisis self_harm concern | @cut again
 crisis self_harm concern | @cut ( last night / today / yesterday / tonight )
 crisis self_harm concern | relapsed|relapse *3 @cut|cutting|self_harm|self_harming
 crisis self_harm concern | hide|hiding|cover|covering *3 cuts|scars|marks|burns
+crisis self_harm concern | until *3 bleed|bleeds|bled|bleeding
+crisis self_harm concern | make ^@refl bleed
+crisis self_harm concern | ( razor / razors / blade / blades ) *3 ( hidden / hide / hiding / stash / stashed )
+crisis self_harm concern | ( hidden / hide / hiding / stash / stashed ) *3 ( razor / razors / blade / blades )
 crisis self_harm concern | razor|razors|blade|blades *4 ^@poss arm|arms|wrist|wrists|skin|thigh|thighs|legs
 
 # --- Harm to others --------------------------------------------------------------------------
-crisis harm_others crisis | shoot|shooting up *1 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church
+crisis harm_others crisis | shoot|shooting up *2 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church
 crisis harm_others crisis | bring|bringing|brought|take|taking *1 gun|knife|weapon|weapons *3 school|class|campus|dorm|work|office
 crisis harm_others crisis | @want|going|@plan|@think|imagine|imagining *2 @hurt|stab|shoot|attack|poison *1 someone|somebody|people|everyone|him|her|them|others|that|those|my
 crisis harm_others crisis | @think|urge|urges|imagine|imagining|fantasize|fantasizing *2 of|about|to? @hurt|hurting|stabbing|shooting|killing *1 someone|somebody|people|others|everyone|my
+crisis harm_others crisis | ( gun / knife / weapon ) to ( @hurt / @kill / shoot / stab )
 crisis harm_others crisis | @kill|murder|shoot|stab ( everyone / everybody / people / them all / all of them )
 concern harm_others crisis | @want|going|@plan *2 ( @kill / murder / strangle / beat up / punch ) *1 him|her|them|someone|somebody|my|that|this|those
 concern harm_others crisis | could ( @hurt / @kill ) *1 someone|somebody|him|her|them
@@ -165,7 +175,9 @@ crisis danger concern | without ^my consent
 const MODIFIERS: &str = r#"
 # Idioms and hyperbole around death.
 suppress | @die|dying of|from embarrassment|shame|laughter|laughing|boredom|cringe|cuteness|excitement|jealousy|envy|curiosity|hunger|heat|thirst
-suppress | dying|died laughing
+suppress | @die laughing
+suppress | ( almost / nearly ) ( @kill ^@refl / died ) *3 ( trying / carrying / lifting / running / falling / skiing / skating / biking / laughing / tripping / slipping / moving )
+suppress | shoot|shooting|shot @poss shot
 suppress | @die *2 hair|shirt|clothes|color|colour|red|blue|pink|black|blonde|purple|green
 suppress | @end things|it with
 suppress | @end it *2 with
