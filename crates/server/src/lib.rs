@@ -1,1 +1,25 @@
-//! server
+//! The counsel server: the HTTP API, its background jobs and the command line.
+//!
+//! - [`config`]: every environment variable, read and checked once.
+//! - [`error`]: the one place errors become `{detail, code}` responses.
+//! - [`auth`]: passwords, tokens, the session cookie and the [`auth::AuthUser`] extractor.
+//! - [`routes`]: thin handlers; [`app`] composes them with the [`middleware`].
+//! - [`jobs`]: transcript retention. [`cli`]: the `counsel` subcommands.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod counselors;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;
+pub use state::AppState;

@@ -1,0 +1,158 @@
+//! Router composition and the running server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::{JwtKeys, PasswordHasher};
+use crate::config::Config;
+use crate::counselors::CategoryCache;
+use crate::error::{method_not_allowed, route_not_found};
+use crate::middleware::{request_id, security_headers, RateLimiters};
+use crate::routes;
+use crate::state::AppState;
+
+/// Opens the store, runs migrations and prepares everything the handlers need.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let store = crate::cli::open_store(&config).await?;
+    store.migrate().await?;
+    let passwords = PasswordHasher::new(config.bcrypt_cost).await?;
+    Ok(AppState {
+        jwt: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_expiration)),
+        rate_limits: Arc::new(RateLimiters::new(&config.rate_limits)),
+        categories: CategoryCache::new(store.clone()),
+        passwords,
+        store,
+        config: Arc::new(config),
+    })
+}
+
+/// The whole HTTP application. The API is nested twice, at `/api/v1` and at `/api`.
+pub fn router(state: AppState) -> Router {
+    let (api, mut openapi) = OpenApiRouter::with_openapi(crate::openapi::base())
+        .nest("/api/v1", api_router())
+        .split_for_parts();
+    // The same paths, documented once; `/api/...` is an alias.
+    openapi.servers = None;
+    let alias = api_router().split_for_parts().0;
+
+    let cors = cors(&state.config.allowed_origins);
+    let openapi_alias = openapi.clone();
+    Router::new()
+        .merge(api)
+        .nest("/api", alias)
+        .route(
+            "/api/openapi.json",
+            get(move || async move { axum::Json(openapi_alias) }),
+        )
+        .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(
+            security_headers::security_headers,
+        ))
+        .layer(axum::middleware::from_fn(request_id::request_id))
+        .with_state(state)
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    routes::api_routes()
+}
+
+fn cors(allowed: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = allowed
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::CONTENT_DISPOSITION,
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `HOST:PORT` (port 0 picks a free one) and builds the app.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let address = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        let state = build_state(config).await?;
+        Ok(Self {
+            listener,
+            router: router(state.clone()),
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the process gets Ctrl-C / SIGTERM; also runs the background jobs.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let jobs = crate::jobs::spawn(self.state.clone());
+        let result = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+        jobs.abort();
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down");
+}

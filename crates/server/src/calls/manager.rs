@@ -1,0 +1,246 @@
+//! The calls this node is running.
+//!
+//! A call goes through three steps: the student asks for a room ([`CallManager::open`]: the
+//! session is recorded and a one-time room token minted), their browser posts its WebRTC offer
+//! with that token ([`CallManager::connect`]: the agent starts), and either side ends it
+//! ([`CallManager::end`], idempotent; a closed tab or an idle student ends it from the agent's
+//! side). Rooms nobody connects to are closed by [`CallManager::close_abandoned`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::transport::webrtc::{WebRtcConnection, WebRtcTransport};
+use agent::{Call, CallConfig, CallHandle, Services};
+use chrono::Utc;
+use domain::{Category, SessionId, SessionMode, UserId};
+use store::{CounselorCategory, NewSession, SessionRecord, Store};
+use tokio::task::JoinHandle;
+
+use super::feed::Feed;
+use super::persona;
+use super::recorder::Recorder;
+use super::safety_hook::SafetyHook;
+
+/// How long ending a call may wait for the agent to wind down and the session to be finalized.
+const END_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a call operation failed; the HTTP layer maps these to responses.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("session not found")]
+    NotFound,
+    #[error("the room token is not valid for this session")]
+    BadRoomToken,
+    #[error("this session is already connected")]
+    AlreadyConnected,
+    #[error("this session has already ended")]
+    AlreadyEnded,
+    #[error("this server is at its limit of {0} concurrent calls")]
+    AtCapacity(usize),
+    #[error("the browser's offer could not be answered: {0}")]
+    Offer(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// The speech stack every call on this node uses.
+pub struct VoiceStack {
+    pub services: Services,
+    pub transport: WebRtcTransport,
+    /// The small offline model needs short prompts; cloud models get the category's own.
+    pub persona: persona::PersonaStyle,
+}
+
+/// What the student's browser needs to join a room.
+#[derive(Debug, Clone)]
+pub struct OpenedRoom {
+    pub session: SessionRecord,
+    pub room_name: String,
+    /// Secret for this room only: the browser presents it with its WebRTC offer.
+    pub room_token: String,
+}
+
+struct LiveCall {
+    owner: UserId,
+    category: Category,
+    persona: String,
+    room_token: String,
+    feed: Arc<Feed>,
+    opened: Instant,
+    state: CallState,
+}
+
+enum CallState {
+    /// Room created; the browser has not sent its offer yet.
+    Waiting,
+    Running { handle: CallHandle, recorder: JoinHandle<()>, _media: WebRtcConnection },
+}
+
+pub struct CallManager {
+    store: Store,
+    voice: Arc<VoiceStack>,
+    max_calls: usize,
+    calls: Mutex<HashMap<SessionId, LiveCall>>,
+}
+
+impl CallManager {
+    pub fn new(store: Store, voice: VoiceStack, max_calls: usize) -> Self {
+        Self { store, voice: Arc::new(voice), max_calls, calls: Mutex::new(HashMap::new()) }
+    }
+
+    /// Calls open or running on this node.
+    pub fn active_calls(&self) -> usize {
+        self.calls.lock().expect("calls lock").len()
+    }
+
+    /// Records a new session and reserves a room for it.
+    pub async fn open(
+        &self,
+        owner: UserId,
+        category: &CounselorCategory,
+        mode: SessionMode,
+    ) -> Result<OpenedRoom, CallError> {
+        if self.active_calls() >= self.max_calls {
+            return Err(CallError::AtCapacity(self.max_calls));
+        }
+        let id = SessionId::new();
+        let room_name = format!("counsel-{}-{}", mode.as_str(), id);
+        let session = self
+            .store
+            .create_session(NewSession {
+                id,
+                user_id: owner,
+                category: category.category,
+                mode,
+                room_name: room_name.clone(),
+                started_at: Utc::now(),
+            })
+            .await?;
+        let room_token = persona::room_token();
+        let persona = self.voice.persona.system_prompt(category);
+        self.calls.lock().expect("calls lock").insert(
+            id,
+            LiveCall {
+                owner,
+                category: category.category,
+                persona,
+                room_token: room_token.clone(),
+                feed: Arc::new(Feed::new()),
+                opened: Instant::now(),
+                state: CallState::Waiting,
+            },
+        );
+        tracing::info!(session_id = %id, user_id = %owner, category = %category.category, mode = %mode, "room opened");
+        Ok(OpenedRoom { session, room_name, room_token })
+    }
+
+    /// Answers the browser's WebRTC offer and starts the counselor.
+    pub async fn connect(&self, id: SessionId, room_token: &str, offer_sdp: &str) -> Result<String, CallError> {
+        let (category, persona, feed, started_at) = {
+            let calls = self.calls.lock().expect("calls lock");
+            let call = calls.get(&id).ok_or(CallError::NotFound)?;
+            if !constant_time_eq(call.room_token.as_bytes(), room_token.as_bytes()) {
+                return Err(CallError::BadRoomToken);
+            }
+            if !matches!(call.state, CallState::Waiting) {
+                return Err(CallError::AlreadyConnected);
+            }
+            (call.category, call.persona.clone(), call.feed.clone(), call.opened)
+        };
+        let accepted = self.voice.transport.accept_offer(offer_sdp).await.map_err(|e| CallError::Offer(e.to_string()))?;
+
+        let mut config = CallConfig::new(persona);
+        config.greeting = Some(persona::greeting(category).to_owned());
+        let mut handle = Call::start(config, self.voice.services.clone(), Arc::new(SafetyHook), accepted.io);
+        let events = handle.events().expect("a new call hands over its events");
+        let recorder = Recorder {
+            session_id: id,
+            started_at: Utc::now() - chrono::Duration::from_std(started_at.elapsed()).unwrap_or_default(),
+            store: self.store.clone(),
+            feed,
+        };
+        let recorder = tokio::spawn(async move {
+            recorder.run(events).await;
+        });
+
+        let mut calls = self.calls.lock().expect("calls lock");
+        match calls.get_mut(&id) {
+            Some(call) if matches!(call.state, CallState::Waiting) => {
+                call.state = CallState::Running { handle, recorder, _media: accepted.connection };
+                tracing::info!(session_id = %id, "call connected");
+                Ok(accepted.answer_sdp)
+            }
+            // Ended or connected by a racing request while we were answering: undo ours.
+            Some(_) => {
+                handle.end();
+                Err(CallError::AlreadyConnected)
+            }
+            None => {
+                handle.end();
+                Err(CallError::AlreadyEnded)
+            }
+        }
+    }
+
+    /// Ends a session the caller owns: stops its call if running here, finalizes the record.
+    /// Ending an ended session returns it unchanged. Another user's session is `NotFound`.
+    pub async fn end(&self, owner: UserId, id: SessionId) -> Result<SessionRecord, CallError> {
+        let record = self.store.session(id).await?.ok_or(CallError::NotFound)?;
+        if record.user_id != owner {
+            return Err(CallError::NotFound);
+        }
+        let live = {
+            let mut calls = self.calls.lock().expect("calls lock");
+            match calls.get(&id) {
+                Some(call) if call.owner == owner => calls.remove(&id),
+                _ => None,
+            }
+        };
+        if let Some(LiveCall { state: CallState::Running { handle, recorder, _media }, .. }) = live {
+            handle.end();
+            // The recorder finalizes the session when the agent reports its end.
+            let _ = tokio::time::timeout(END_WAIT, recorder).await;
+            drop(_media);
+        }
+        Ok(self.store.end_session(id, Utc::now().max(record.started_at), None).await?)
+    }
+
+    /// The live feed of a session the caller owns, if it is running on this node.
+    pub fn feed(&self, owner: UserId, id: SessionId) -> Option<Arc<Feed>> {
+        let calls = self.calls.lock().expect("calls lock");
+        calls.get(&id).filter(|call| call.owner == owner).map(|call| call.feed.clone())
+    }
+
+    /// Forgets calls whose agent has ended on its own (closed tab, idle timeout) and ends rooms
+    /// nobody connected to within `connect_within`. Returns how many were closed.
+    pub async fn close_abandoned(&self, connect_within: Duration) -> usize {
+        let abandoned: Vec<(SessionId, UserId)> = {
+            let mut calls = self.calls.lock().expect("calls lock");
+            let finished: Vec<SessionId> = calls
+                .iter()
+                .filter(|(_, call)| matches!(&call.state, CallState::Running { recorder, .. } if recorder.is_finished()))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in finished {
+                calls.remove(&id);
+            }
+            calls
+                .iter()
+                .filter(|(_, call)| matches!(call.state, CallState::Waiting) && call.opened.elapsed() > connect_within)
+                .map(|(id, call)| (*id, call.owner))
+                .collect()
+        };
+        let mut closed = 0;
+        for (id, owner) in abandoned {
+            if self.end(owner, id).await.is_ok() {
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

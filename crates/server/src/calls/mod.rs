@@ -1,0 +1,14 @@
+//! Live calls: a room per session, the counselor agent running in this process, what is said
+//! stored as it is said, and the student's screen kept up to date over a WebSocket.
+
+mod feed;
+mod manager;
+mod persona;
+mod recorder;
+mod safety_hook;
+
+pub use feed::{CrisisResources, Feed, LiveMessage};
+pub use manager::{CallError, CallManager, OpenedRoom, VoiceStack};
+pub use persona::{greeting, PersonaStyle};
+pub use recorder::Recorder;
+pub use safety_hook::SafetyHook;

@@ -1,0 +1,189 @@
+//! The `counsel` subcommands. `main.rs` parses; this module runs them.
+//!
+//! To add a subcommand: a variant in [`Command`] and an arm in [`run`].
+
+mod category;
+mod purge;
+mod seed;
+mod user;
+
+use std::io::Read;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use domain::{Category, Username};
+
+use crate::config::Config;
+
+pub use seed::{seed_demo, DEMO_PASSWORD, DEMO_USERS};
+pub use user::add_user;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "counsel",
+    version,
+    about = "AI counseling for college students: server and administration"
+)]
+pub struct Cli {
+    /// What to do; without one, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server on HOST:PORT (default 127.0.0.1:8000), migrating the database first.
+    Serve,
+    /// Create or update the database tables, then exit.
+    Migrate,
+    /// Manage student accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage the counselor categories (takes effect in running servers within 30 s).
+    #[command(subcommand)]
+    Category(CategoryCommand),
+    /// Erase transcript text older than TRANSCRIPT_RETENTION_DAYS (session metadata stays).
+    PurgeTranscripts {
+        /// Only count what would be erased.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Add demo accounts (\domain\testuser1, \domain\testuser2, \domain\blockeduser) with past sessions.
+    SeedDemo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. Without --password-stdin a random password is generated and printed once.
+    Add {
+        /// The account name, \DOMAIN\user (quote it in the shell: '\COLLEGE\jdoe').
+        #[arg(value_parser = parse_username)]
+        username: Username,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Create the account already blocked.
+        #[arg(long)]
+        blocked: bool,
+    },
+    /// Stop an account from signing in (also refuses its existing tokens).
+    Block {
+        #[arg(value_parser = parse_username)]
+        username: Username,
+    },
+    /// Allow a blocked account to sign in again.
+    Unblock {
+        #[arg(value_parser = parse_username)]
+        username: Username,
+    },
+    /// List all accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CategoryCommand {
+    /// List the six categories with their state.
+    List,
+    /// Offer a category to students.
+    Enable {
+        #[arg(value_parser = parse_category)]
+        name: Category,
+    },
+    /// Stop offering a category.
+    Disable {
+        #[arg(value_parser = parse_category)]
+        name: Category,
+    },
+    /// Replace a category's system prompt (from --file, or from standard input).
+    SetPrompt {
+        #[arg(value_parser = parse_category)]
+        name: Category,
+        /// A file holding the new prompt.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+fn parse_username(raw: &str) -> Result<Username, String> {
+    Username::parse(raw).map_err(|e| format!("{e}; for example '\\COLLEGE\\jdoe'"))
+}
+
+fn parse_category(raw: &str) -> Result<Category, String> {
+    raw.parse()
+        .map_err(|e: domain::UnknownCategory| e.to_string())
+}
+
+/// Opens the configured database (creating the SQLite file's directory on first run).
+pub async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
+    if let Some(path) = config
+        .database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| config.database_url.strip_prefix("sqlite:"))
+    {
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = std::path::Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("cannot create the database directory {}", dir.display())
+            })?;
+        }
+    }
+    let cipher = store::TranscriptCipher::new(config.transcript_key.bytes());
+    store::Store::connect(&config.database_url, cipher)
+        .await
+        .context("cannot open the database (DATABASE_URL)")
+}
+
+async fn open_migrated_store(config: &Config) -> anyhow::Result<store::Store> {
+    let store = open_store(config).await?;
+    store.migrate().await.context("database migration failed")?;
+    Ok(store)
+}
+
+fn read_stdin_all() -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("cannot read standard input")?;
+    Ok(text)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load().context("configuration")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            open_migrated_store(&config).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::User(command) => {
+            user::run(&open_migrated_store(&config).await?, &config, command).await
+        }
+        Command::Category(command) => {
+            category::run(&open_migrated_store(&config).await?, command).await
+        }
+        Command::PurgeTranscripts { dry_run } => {
+            purge::run(&open_migrated_store(&config).await?, &config, dry_run).await
+        }
+        Command::SeedDemo => {
+            let store = open_migrated_store(&config).await?;
+            let hasher = crate::auth::PasswordHasher::new(config.bcrypt_cost).await?;
+            seed_demo(&store, &hasher).await?;
+            println!(
+                "demo data added; sign in as \\domain\\testuser1 with password {DEMO_PASSWORD}"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::telemetry::init(&config.log_level);
+    let app = crate::Application::build(config).await?;
+    tracing::info!(address = %app.local_addr(), "counsel is listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Background jobs of a running server.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// How often transcript retention runs.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The first run waits a little after start-up, out of the way of the start itself (and of
+/// deployments that restart nodes one after another), then runs daily.
+pub const RETENTION_FIRST_RUN_AFTER: Duration = Duration::from_secs(5 * 60);
+
+pub fn spawn(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let first = tokio::time::Instant::now() + RETENTION_FIRST_RUN_AFTER;
+        let mut ticks = tokio::time::interval_at(first, RETENTION_INTERVAL);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = purge_expired_transcripts(
+                &state.store,
+                state.config.transcript_retention_days,
+                false,
+            )
+            .await
+            {
+                tracing::error!(%error, "transcript retention run failed");
+            }
+        }
+    })
+}
+
+/// Erases transcript text of sessions that started more than `retention_days` ago, keeping the
+/// sessions' metadata. With `dry_run` it only counts.
+pub async fn purge_expired_transcripts(
+    store: &store::Store,
+    retention_days: u32,
+    dry_run: bool,
+) -> Result<store::PurgeReport, store::StoreError> {
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+    let report = store.purge_transcripts_older_than(cutoff, dry_run).await?;
+    tracing::info!(?report, %cutoff, dry_run, "transcript retention");
+    Ok(report)
+}

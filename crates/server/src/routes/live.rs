@@ -1,0 +1,136 @@
+//! The live transcript WebSocket, `/ws/sessions/{id}/transcript`.
+//!
+//! Signed in by the `access_token` cookie, a bearer token, or `?token=<access token>`. Only the
+//! session's owner can open it; anyone else gets the same 404 as for a session that does not
+//! exist. A student may hold at most five sockets at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use domain::{SessionId, UserId};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::AuthUser;
+use crate::calls::LiveMessage;
+use crate::error::ApiError;
+use crate::extract::{Path, Query};
+use crate::state::AppState;
+
+/// Concurrent transcript sockets per student (the architecture document's limit).
+pub const SOCKETS_PER_USER: usize = 5;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/ws/sessions/{session_id}/transcript", get(transcript_socket))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SocketQuery {
+    token: Option<String>,
+}
+
+/// Counts open sockets per student.
+#[derive(Clone, Default)]
+pub struct SocketSlots(Arc<Mutex<HashMap<UserId, usize>>>);
+
+/// One held slot; dropping it frees the slot.
+pub struct SocketSlot {
+    slots: SocketSlots,
+    user: UserId,
+}
+
+impl SocketSlots {
+    pub fn take(&self, user: UserId) -> Option<SocketSlot> {
+        let mut open = self.0.lock().expect("socket slots lock");
+        let count = open.entry(user).or_default();
+        if *count >= SOCKETS_PER_USER {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot { slots: self.clone(), user })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().expect("socket slots lock");
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+async fn transcript_socket(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    Query(query): Query<SocketQuery>,
+    upgrade: WebSocketUpgrade,
+    mut parts: Parts,
+) -> Result<Response, ApiError> {
+    let user = match query.token {
+        Some(token) => {
+            let claims = state.jwt.verify(&token).map_err(ApiError::from)?;
+            state.store.user(claims.sub).await?.filter(|u| !u.is_blocked).ok_or(ApiError::NotAuthenticated)?.id
+        }
+        None => AuthUser::from_request_parts(&mut parts, &state).await?.id,
+    };
+    // Browsers send cookies with cross-site WebSocket handshakes; only our own pages may open one.
+    if !crate::auth::origin_is_allowed(&parts, &state.config.allowed_origins) {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let id: SessionId = raw_id.parse().map_err(|_| ApiError::SessionNotFound)?;
+    let feed = state.calls.feed(user, id).ok_or(ApiError::SessionNotFound)?;
+    let slot = state.sockets.take(user).ok_or(ApiError::RateLimited { retry_after_secs: 5 })?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        relay(socket, feed).await;
+    }))
+}
+
+/// Sends what was said so far, then everything live, until the call ends or the socket closes.
+async fn relay(mut socket: WebSocket, feed: Arc<crate::calls::Feed>) {
+    let (history, mut live) = feed.subscribe();
+    for message in &history {
+        if send(&mut socket, message).await.is_err() {
+            return;
+        }
+    }
+    if history.iter().any(|m| matches!(m, LiveMessage::SessionEnded { .. })) {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(message) => {
+                    let ended = matches!(message, LiveMessage::SessionEnded { .. });
+                    if send(&mut socket, &message).await.is_err() || ended {
+                        break;
+                    }
+                }
+                // A slow screen missed some interim lines; final ones are replayed on reconnect.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+async fn send(socket: &mut WebSocket, message: &LiveMessage) -> Result<(), axum::Error> {
+    let json = serde_json::to_string(message).expect("live messages serialize");
+    socket.send(Message::Text(json.into())).await
+}

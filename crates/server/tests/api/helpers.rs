@@ -1,0 +1,354 @@
+//! The test harness: start the real application on a random port, against a fresh SQLite file or
+//! a fresh PostgreSQL database, and talk to it over real HTTP.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Duration, Utc};
+use domain::{Category, SessionId, SessionMode, Speaker, TranscriptText, UserId, Username};
+use reqwest::{Method, RequestBuilder, Response};
+use server::{AppState, Application, Config};
+use sqlx::{Connection, PgConnection};
+use store::{AuditRecord, AuditResource};
+
+pub const PASSWORD: &str = "Corr3ct horse \"battery\" \\ staple";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the PostgreSQL server for tests is; each test gets its own database on it.
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub backend: Backend,
+    pub data_dir: tempfile::TempDir,
+    postgres_db: Option<String>,
+}
+
+/// A fresh app with rate limits off (tests of the limits turn them on).
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, &[]).await
+}
+
+/// A fresh app with some configuration variables set. `None` (after a loud line) when the
+/// backend is PostgreSQL and no server answers.
+pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut vars: HashMap<String, String> = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("BCRYPT_COST_FOR_TESTS", "4"),
+        ("RATE_LIMIT_ENABLED", "false"),
+        ("LOG_LEVEL", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.insert("DATA_DIR".into(), data_dir.path().display().to_string());
+
+    let mut postgres_db = None;
+    match backend {
+        Backend::Sqlite => {
+            vars.insert(
+                "DATABASE_URL".into(),
+                format!("sqlite://{}", data_dir.path().join("counsel.db").display()),
+            );
+        }
+        Backend::Postgres => {
+            let name = format!("counsel_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = postgres_admin_url();
+            let mut conn = match PgConnection::connect(&admin).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    skipped_postgres(&error.to_string());
+                    return None;
+                }
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin
+                .rsplit_once('/')
+                .map(|(base, _)| base)
+                .unwrap_or(&admin);
+            vars.insert("DATABASE_URL".into(), format!("{base}/{name}"));
+            postgres_db = Some(name);
+        }
+    }
+    for (key, value) in settings {
+        vars.insert((*key).to_owned(), (*value).to_owned());
+    }
+
+    let config = Config::from_vars(&vars).expect("test configuration");
+    let app = Application::build(config)
+        .await
+        .expect("application starts");
+    let address = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Some(TestApp {
+        address,
+        client,
+        state,
+        backend,
+        data_dir,
+        postgres_db,
+    })
+}
+
+fn skipped_postgres(why: &str) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::SeqCst) {
+        eprintln!(
+            "\n==== SKIPPED PostgreSQL: no server at {} ({why}) ====\n",
+            postgres_admin_url()
+        );
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(name) = self.postgres_db.take() {
+            // Drop runs inside the test's runtime; a separate thread gets its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    if let Ok(mut conn) = PgConnection::connect(&postgres_admin_url()).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A user made for a test, with the password [`PASSWORD`].
+pub struct TestUser {
+    pub id: UserId,
+    pub username: Username,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.request(Method::DELETE, path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The audit trail of one session, oldest first.
+    pub async fn audit_of(&self, session: SessionId) -> Vec<AuditRecord> {
+        self.state
+            .store
+            .audit_log_for_resource(AuditResource::Session, *session.as_uuid())
+            .await
+            .unwrap()
+    }
+
+    /// The stored (encrypted) transcript rows of a session, read straight from the database.
+    pub async fn stored_transcript_rows(&self, session: SessionId) -> Vec<Vec<u8>> {
+        let sql = "SELECT text_encrypted FROM transcript_messages WHERE session_id = $1 ORDER BY sequence_number";
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!(
+                    "sqlite://{}",
+                    self.data_dir.path().join("counsel.db").display()
+                );
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar(sql)
+                    .bind(*session.as_uuid())
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.database_url()).await.unwrap();
+                sqlx::query_scalar(sql)
+                    .bind(*session.as_uuid())
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    fn database_url(&self) -> String {
+        let admin = postgres_admin_url();
+        let base = admin
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_owned())
+            .unwrap_or(admin);
+        format!("{base}/{}", self.postgres_db.as_deref().unwrap_or_default())
+    }
+
+    /// PostgreSQL only: removes the app's database from under it.
+    pub async fn drop_database_now(&self) {
+        let name = self.postgres_db.as_ref().expect("a PostgreSQL test app");
+        let mut conn = PgConnection::connect(&postgres_admin_url()).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
+    pub async fn add_user(&self, name: &str, blocked: bool) -> TestUser {
+        let username = Username::parse(name).unwrap();
+        let user = server::cli::add_user(
+            &self.state.store,
+            &self.state.passwords,
+            &username,
+            PASSWORD,
+            blocked,
+        )
+        .await
+        .unwrap();
+        TestUser {
+            id: user.id,
+            username,
+        }
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.request(Method::POST, "/api/v1/auth/login")
+            .json(&serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in and returns the access token.
+    pub async fn token(&self, user: &TestUser) -> String {
+        let response = self.login(user.username.as_str(), PASSWORD).await;
+        assert_eq!(response.status(), 200, "login of {}", user.username);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A finished session with the given lines, one every ten seconds from the start.
+    pub async fn add_session(
+        &self,
+        user: UserId,
+        category: Category,
+        mode: SessionMode,
+        started_at: DateTime<Utc>,
+        lines: &[(Speaker, &str)],
+    ) -> SessionId {
+        let store = &self.state.store;
+        let session = SessionId::new();
+        let new = store::NewSession {
+            id: session,
+            user_id: user,
+            category,
+            mode,
+            room_name: format!("test-{session}"),
+            started_at,
+        };
+        store.create_session(new).await.unwrap();
+        for (i, (speaker, text)) in lines.iter().enumerate() {
+            let message = store::NewMessage {
+                sequence: i as u32,
+                speaker: *speaker,
+                text: TranscriptText::new(*text),
+                is_final: true,
+                timestamp: started_at + Duration::seconds(10 * i as i64 + 5),
+            };
+            store.append_message(session, message).await.unwrap();
+        }
+        store
+            .end_session(
+                session,
+                started_at + Duration::seconds(10 * lines.len() as i64 + 30),
+                None,
+            )
+            .await
+            .unwrap();
+        session
+    }
+}
+
+/// Runs each named `async fn(TestApp)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// The `{detail, code}` of an error response, checking its shape.
+pub async fn error_of(response: Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("error bodies are JSON");
+    let object = body.as_object().expect("error body is an object");
+    assert_eq!(
+        object.len(),
+        2,
+        "error body has exactly detail and code: {body}"
+    );
+    (
+        status,
+        body["code"].as_str().unwrap().to_owned(),
+        body["detail"].as_str().unwrap().to_owned(),
+    )
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real application over real HTTP, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod platform;
+mod rate_limits;
+mod sessions;

@@ -1,0 +1,273 @@
+use reqwest::header::{CONTENT_TYPE, ORIGIN};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    health_reports_the_database,
+    unknown_api_routes_and_methods_are_json_errors,
+    malformed_bodies_get_clear_errors,
+    oversized_bodies_are_refused,
+    every_response_has_security_headers_and_a_request_id,
+    openapi_document_and_docs_are_served,
+);
+
+async fn health_reports_the_database(app: TestApp) {
+    let response = app
+        .request(Method::GET, "/api/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION")})
+    );
+}
+
+async fn unknown_api_routes_and_methods_are_json_errors(app: TestApp) {
+    for path in [
+        "/api/v1/nope",
+        "/api/nope",
+        "/api/v1/sessions/x/y/z",
+        "/nowhere",
+    ] {
+        let (status, code, _) =
+            error_of(app.request(Method::GET, path).send().await.unwrap()).await;
+        assert_eq!((status, code.as_str()), (404, "NOT_FOUND"), "{path}");
+    }
+    let (status, code, _) = error_of(
+        app.request(Method::PUT, "/api/v1/auth/login")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (405, "METHOD_NOT_ALLOWED"));
+}
+
+async fn malformed_bodies_get_clear_errors(app: TestApp) {
+    let post = |body: &'static str, content_type: Option<&'static str>| {
+        let mut request = app.request(Method::POST, "/api/v1/auth/login").body(body);
+        if let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        request.send()
+    };
+    let json = Some("application/json");
+
+    let (status, code, _) = error_of(
+        post(r#"{"username": "\\A\\b", "password": "#, json)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "VALIDATION_002"));
+
+    let (status, code, detail) =
+        error_of(post(r#"{"username": "\\A\\b"}"#, json).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (422, "VALIDATION_001"));
+    assert!(detail.starts_with("password:"), "{detail}");
+
+    let (status, _, detail) = error_of(
+        post(r#"{"username": 42, "password": "x"}"#, json)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(detail.starts_with("username:"), "{detail}");
+
+    let (status, code, _) = error_of(
+        post(r#"{"username": "\\A\\b", "password": "x"}"#, None)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (415, "UNSUPPORTED_MEDIA_TYPE"));
+
+    let (status, code, detail) = error_of(post(r#""just a string""#, json).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (422, "VALIDATION_001"));
+    assert_eq!(
+        detail,
+        "body: must be a JSON object with the documented fields"
+    );
+}
+
+async fn oversized_bodies_are_refused(app: TestApp) {
+    let huge = json!({"username": r"\A\b", "password": "x".repeat(200 * 1024)});
+    let response = app
+        .request(Method::POST, "/api/v1/auth/login")
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (413, "PAYLOAD_TOO_LARGE"));
+}
+
+async fn every_response_has_security_headers_and_a_request_id(app: TestApp) {
+    for path in ["/api/health", "/api/v1/nope", "/api/v1/sessions"] {
+        let response = app.request(Method::GET, path).send().await.unwrap();
+        let h = response.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(h.contains_key("referrer-policy") && h.contains_key("content-security-policy"));
+        assert!(
+            !h.contains_key("strict-transport-security"),
+            "no HSTS over plain http"
+        );
+        assert_eq!(
+            uuid::Uuid::parse_str(h["x-request-id"].to_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+    }
+    let echoed = app
+        .request(Method::GET, "/api/health")
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "trace-abc-123");
+    let behind_tls = app
+        .request(Method::GET, "/api/health")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(behind_tls.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+}
+
+async fn openapi_document_and_docs_are_served(app: TestApp) {
+    let doc: Value = app
+        .request(Method::GET, "/api/v1/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/auth/login",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/me",
+        "/api/v1/counselors/categories",
+        "/api/v1/counselors/categories/{category_id}",
+        "/api/v1/sessions",
+        "/api/v1/sessions/{session_id}",
+        "/api/v1/sessions/{session_id}/download",
+        "/api/v1/health",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(paths["/api/v1/sessions/{session_id}"]
+        .get("delete")
+        .is_some());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["securitySchemes"]["cookieAuth"].is_object());
+    let description = doc["info"]["description"].as_str().unwrap();
+    for code in [
+        "AUTH_001",
+        "SESSION_001",
+        "EXTERNAL_003",
+        "RATE_LIMIT_001",
+        "PAYLOAD_TOO_LARGE",
+    ] {
+        assert!(description.contains(code), "{code}");
+    }
+
+    let page = app.request(Method::GET, "/api/docs/").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger"));
+    let asset = app
+        .request(Method::GET, "/api/docs/swagger-ui.css")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        asset.status(),
+        200,
+        "assets come from the binary, not a CDN"
+    );
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins_with_credentials() {
+    let Some(app) = spawn_app_with(
+        Backend::Sqlite,
+        &[(
+            "ALLOWED_ORIGINS",
+            "https://counsel.example.edu,http://localhost:3000",
+        )],
+    )
+    .await
+    else {
+        return;
+    };
+    let preflight = |origin: &'static str| {
+        app.request(Method::OPTIONS, "/api/v1/auth/login")
+            .header(ORIGIN, origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://counsel.example.edu").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://counsel.example.edu"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_gone() {
+    let Some(app) = crate::helpers::spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    app.drop_database_now().await;
+    let response = app
+        .request(Method::GET, "/api/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["database"].as_str(),
+            body["code"].as_str()
+        ),
+        (
+            Some("degraded"),
+            Some("unreachable"),
+            Some("SERVICE_UNAVAILABLE")
+        )
+    );
+    let text = body.to_string();
+    assert!(
+        !text.contains("postgres") && !text.contains("counsel_test"),
+        "no connection details leak: {text}"
+    );
+}

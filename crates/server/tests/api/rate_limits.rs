@@ -1,0 +1,115 @@
+//! The architecture document's limits, at their default values.
+
+use chrono::{Duration, Utc};
+use domain::{Category, SessionMode, Speaker};
+use reqwest::header::RETRY_AFTER;
+
+use crate::helpers::{error_of, spawn_app_with, Backend, TestApp, PASSWORD};
+
+async fn limited_app() -> Option<TestApp> {
+    spawn_app_with(Backend::Sqlite, &[("RATE_LIMIT_ENABLED", "true")]).await
+}
+
+async fn assert_limited(response: reqwest::Response) {
+    let retry_after: u64 = response.headers()[RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (429, "RATE_LIMIT_001"));
+}
+
+#[tokio::test]
+async fn login_is_limited_to_ten_a_minute_per_address() {
+    let Some(app) = limited_app().await else {
+        return;
+    };
+    app.add_user(r"\COLLEGE\jdoe", false).await;
+    for attempt in 0..10 {
+        let status = app.login(r"\COLLEGE\jdoe", "wrong password").await.status();
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    // Even the right password waits now.
+    assert_limited(app.login(r"\COLLEGE\jdoe", PASSWORD).await).await;
+}
+
+#[tokio::test]
+async fn history_is_limited_to_fifty_a_minute_per_user() {
+    let Some(app) = limited_app().await else {
+        return;
+    };
+    let first = app.add_user(r"\COLLEGE\first", false).await;
+    let second = app.add_user(r"\COLLEGE\second", false).await;
+    let (first_token, second_token) = (app.token(&first).await, app.token(&second).await);
+    for _ in 0..50 {
+        assert_eq!(
+            app.get("/api/v1/sessions", &first_token).await.status(),
+            200
+        );
+    }
+    assert_limited(app.get("/api/v1/sessions", &first_token).await).await;
+    assert_eq!(
+        app.get("/api/v1/sessions", &second_token).await.status(),
+        200,
+        "each user has their own allowance"
+    );
+}
+
+#[tokio::test]
+async fn transcript_views_and_downloads_share_twenty_a_minute_per_user() {
+    let Some(app) = limited_app().await else {
+        return;
+    };
+    let me = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let id = app
+        .add_session(
+            me.id,
+            Category::Health,
+            SessionMode::Voice,
+            Utc::now() - Duration::hours(1),
+            &[(Speaker::Student, "hello")],
+        )
+        .await;
+    let token = app.token(&me).await;
+    for i in 0..20 {
+        let path = if i % 2 == 0 {
+            format!("/api/v1/sessions/{id}")
+        } else {
+            format!("/api/v1/sessions/{id}/download")
+        };
+        assert_eq!(app.get(&path, &token).await.status(), 200, "request {i}");
+    }
+    assert_limited(
+        app.get(&format!("/api/v1/sessions/{id}/download"), &token)
+            .await,
+    )
+    .await;
+    assert_limited(app.get(&format!("/api/v1/sessions/{id}"), &token).await).await;
+    assert_eq!(
+        app.get("/api/v1/sessions", &token).await.status(),
+        200,
+        "history has its own allowance"
+    );
+}
+
+#[tokio::test]
+async fn limits_can_be_configured() {
+    let Some(app) = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("RATE_LIMIT_ENABLED", "true"),
+            ("RATE_LIMIT_HISTORY_PER_MINUTE", "2"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let me = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&me).await;
+    assert_eq!(app.get("/api/v1/sessions", &token).await.status(), 200);
+    assert_eq!(app.get("/api/v1/sessions", &token).await.status(), 200);
+    assert_limited(app.get("/api/v1/sessions", &token).await).await;
+}
