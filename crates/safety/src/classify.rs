@@ -100,6 +100,10 @@ fn judge(
     if context.is_framed(hit, tokens) {
         return None;
     }
+    if hit.rule.needs_agent && !has_agent(tokens, hit.span.start) {
+        // "the news about the layoffs hit me hard": nobody did anything to anybody.
+        return None;
+    }
     let subject = subject_of(hit, tokens);
     let negated = is_negated(tokens, hit.span.start);
     let (mut level, signal) = match subject {
@@ -207,6 +211,9 @@ fn subject_of(hit: &Hit<'_>, tokens: &[String]) -> Subject {
     {
         return Subject::SomeoneElse;
     }
+    if hit.rule.signal == CrisisSignal::DangerOrAbuse && hit.span.person_token.is_none() {
+        return victim_of_danger(tokens, hit.span.start);
+    }
     let named = hit
         .span
         .person_token
@@ -219,6 +226,36 @@ fn subject_of(hit: &Hit<'_>, tokens: &[String]) -> Subject {
         }
         _ => Subject::Student,
     }
+}
+
+/// Someone other than the student is named before the phrase, in the same clause.
+fn has_agent(tokens: &[String], start: usize) -> bool {
+    (start.saturating_sub(8)..start)
+        .rev()
+        .take_while(|&i| tokens[i] != BOUNDARY)
+        .any(|i| person_of(&tokens[i]) == Some(Subject::SomeoneElse))
+}
+
+/// "my boyfriend is abusive" is about the student; "her boyfriend is abusive" and "my
+/// friend's boyfriend is abusive" are about someone else. The person named before a danger
+/// phrase is the one who hurts, so the victim is whoever that person belongs to.
+fn victim_of_danger(tokens: &[String], start: usize) -> Subject {
+    for i in (start.saturating_sub(8)..start).rev() {
+        let token = tokens[i].as_str();
+        if token == BOUNDARY {
+            break;
+        }
+        if is_other_person_noun(token) {
+            if i > 0 && is_other_person_noun(&tokens[i - 1]) {
+                return Subject::SomeoneElse;
+            }
+            continue;
+        }
+        if let Some(subject) = person_of(token) {
+            return subject;
+        }
+    }
+    Subject::Student
 }
 
 fn nearest_person_before(

@@ -1,10 +1,11 @@
 //! The rule set: which phrases signal risk, and which phrases cancel or soften a match.
 //!
 //! Each rule line reads
-//! `<level for the student> <signal> <level when about someone else> [framable] | <pattern>`
+//! `<level for the student> <signal> <level when about someone else> [framable] [agent] | <pattern>`
 //! (pattern syntax in [`crate::pattern`]). `framable` rules are mentions of a topic ("suicide",
 //! "self harm") that mean nothing when the student is talking about a class, a paper, a song or
-//! a film. Modifier lines read `suppress | <pattern>` (an idiom or an innocent use: any rule
+//! a film; `agent` rules (violent verbs) count only when someone other than the student is named
+//! before them, so "the news hit me hard" is not an assault. Modifier lines read `suppress | <pattern>` (an idiom or an innocent use: any rule
 //! match it overlaps is dropped) or `cap concern | <pattern>` (hyperbole that still deserves a
 //! gentle question, never the crisis script).
 
@@ -20,7 +21,8 @@ crisis ideation concern | @want to @die
 crisis ideation concern | @want to be dead
 crisis ideation concern | @want ^i @be ( dead / gone / never born / not alive / not here / not around )
 crisis ideation concern | @want ^i had never been born
-crisis ideation concern | @want ^i could? @die
+crisis ideation concern | @want ^i ( could / would / will / might )? @die
+crisis ideation concern | rather @be dead
 crisis ideation concern | @want to ( not be / stop ) ( alive / here / around / existing / living )
 crisis ideation concern | @want to stop existing
 crisis ideation concern | @kill ^@refl
@@ -33,6 +35,7 @@ crisis ideation concern | @want to @end ( it / things / everything )
 crisis ideation concern framable | suicidal
 concern ideation concern framable | suicide
 crisis ideation concern framable | @think about|of|on suicide
+crisis ideation concern framable | considering|contemplating|considered|contemplated suicide
 crisis ideation concern framable | commit|commits|committing|committed|attempt|attempted|attempting suicide
 crisis ideation concern | not *3 @want to ( live / exist / @be alive / wake up )
 crisis ideation concern | not *3 @want to @be ( here / around ) anymore
@@ -48,7 +51,7 @@ crisis ideation concern | not mind if ^i ( @die / did not wake up / never woke u
 crisis ideation concern | hope ^i ( @die / get hit / crash )
 crisis ideation concern | @want *3 car|bus|truck|train ( would / will / to )? hit ^me
 crisis ideation concern | @feel like dying
-crisis ideation concern | @want to disappear ( forever / permanently / for good )
+crisis ideation concern | @want to disappear|vanish ( forever / permanently / for good )
 crisis ideation concern | better off dead
 crisis self_harm concern | do something to ^@refl
 
@@ -57,16 +60,18 @@ crisis indirect concern | better off without ^@obj
 crisis indirect concern | better off if ^i ( @be gone / @be dead / @be not here / @be not around / @be never born / @die / disappeared / left )
 crisis indirect concern | happier|better without ^me
 crisis indirect concern | care|notice|miss *3 if ^i ( @die / disappeared / @be gone / @be dead / @be not here / @be not around / @kill ^myself )
-crisis indirect concern | no reason ( for me )? to ( live / @be alive / keep going / go on / keep living )
-crisis indirect concern | nothing *1 to live for
+crisis indirect concern | ( no / not see any / not see a / not have any / not have a / not find any ) reason ( for me )? to ( live / @be alive / keep going / go on / keep living )
+crisis indirect concern | nothing *3 to live for
 crisis indirect concern | ( no / not see the / not see a / what is the ) point ( in / of ) ( living / @be alive / going on / life / staying alive )
 crisis indirect concern | not ( @be / going to be ) ( around / here ) *2 ( next / much longer / for long / tomorrow / anymore )
+crisis indirect concern | not *3 be ( around / here ) *2 ( next week / much longer / for long / tomorrow )
 crisis indirect concern | @give away *2 ^my? stuff|things|belongings|possessions|clothes|cat|dog|games|everything
 crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions away
 crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions|cat|dog|pet|clothes|games|guitar|laptop|car to
 crisis indirect concern | not need *3 ( anymore / where i am going / much longer )
 crisis indirect concern | say|saying|said goodbye to ( everyone / everybody / people / my family / you / all )
 crisis indirect concern | this is goodbye
+crisis indirect concern | ( say / saying / said ) ^my? goodbyes
 crisis indirect concern | goodbye forever
 crisis indirect concern | last time *2 talk|talking|hear|see *1 from? me|you
 concern indirect concern | hopeless|hopelessness
@@ -80,7 +85,7 @@ concern indirect concern | @feel like a burden
 concern indirect concern | can not *1 ( go on / keep going / keep living / continue ) *2 ( like this / anymore )
 concern indirect concern | can not ( do / take / handle ) ( it / this / anything / everything / life ) anymore
 concern indirect concern | @want ( it all / everything / the pain / all of this / all of it / it ) to ( stop / end / be over )
-concern indirect concern | @want to disappear
+concern indirect concern | @want to disappear|vanish
 concern indirect concern | @want to sleep forever
 concern indirect concern | @feel *2 trapped|empty|worthless|numb
 concern indirect concern | @be worthless
@@ -98,10 +103,11 @@ crisis plan crisis | a plan *3 @die
 crisis plan crisis | wrote|write|writing|written *1 suicide|goodbye note|notes|letter|letters|message
 crisis plan crisis | wrote|write|writing|written *1 letters|notes|letter|note *4 ( in case / goodbye / to everyone / for after )
 crisis plan crisis | ( use / using / used ) ( it / a gun / the gun / my gun / a knife / the knife / a razor / the razor ) on ^@refl
-crisis plan crisis | roof|rooftop|bridge|ledge|balcony|window *6 ( going to / @want to / about to ) jump
+crisis plan crisis | roof|rooftop|bridge|ledge|balcony|window *6 ( going to / @want to / about to / thinking about / think about )? jump|jumping
 crisis plan crisis | @pills to ( @die / @end / overdose )
 crisis plan crisis | @pills *2 to @kill ^@refl
 crisis plan crisis | enough @pills
+crisis plan crisis | ( @pills / rope / gun / note ) ( is / are )? ready
 crisis plan crisis | saving|stockpiling|stockpiled|hoarding|collecting|collected|saved|stocking *3 @pills
 crisis plan crisis | @take|swallow|swallowed|swallowing *2 all|bunch|bottle|handful|whole|entire|twenty|thirty|forty|fifty|hundred|dozen|dozens|many *3 @pills
 crisis plan crisis framable | overdose|overdosing|overdosed
@@ -144,6 +150,7 @@ crisis self_harm concern | razor|razors|blade|blades *4 ^@poss arm|arms|wrist|wr
 # --- Harm to others --------------------------------------------------------------------------
 crisis harm_others crisis | shoot|shooting up *2 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church
 crisis harm_others crisis | bring|bringing|brought|take|taking *1 gun|knife|weapon|weapons *3 school|class|campus|dorm|work|office
+crisis harm_others crisis | @feel like ( @hurt / stabbing / shooting / attacking ) *1 someone|somebody|people|everyone|him|her|them|others
 crisis harm_others crisis | @want|going|@plan|@think|imagine|imagining *2 @hurt|stab|shoot|attack|poison *1 someone|somebody|people|everyone|him|her|them|others|that|those|my
 crisis harm_others crisis | @think|urge|urges|imagine|imagining|fantasize|fantasizing *2 of|about|to? @hurt|hurting|stabbing|shooting|killing *1 someone|somebody|people|others|everyone|my
 crisis harm_others crisis | ( gun / knife / weapon ) to ( @hurt / @kill / shoot / stab )
@@ -153,9 +160,10 @@ concern harm_others crisis | could ( @hurt / @kill ) *1 someone|somebody|him|her
 concern harm_others crisis | make *1 them|him|her|everyone|everybody pay
 
 # --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
-crisis danger concern | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
-crisis danger concern | hits|hit|beats|beat|chokes|choked|slaps|slapped|punches|punched|abuses|abused|raped|assaulted|molested my ^@kin
+crisis danger concern agent | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
+crisis danger concern agent | hits|hit|beats|beat|chokes|choked|slaps|slapped|punches|punched|abuses|abused|raped|assaulted|molested my ^@kin
 crisis danger concern | ^i @be raped|assaulted|molested|attacked|abused
+crisis danger concern | ^i ( @be / got / get ) hit|beaten|choked|slapped|punched|kicked|pushed|strangled|grabbed|hurt by
 crisis danger concern | sexually assaulted|abused|harassed
 crisis danger concern | threatened|threatens|threatening ( to @kill / to @hurt / to hit / to beat / to shoot / to stab )? ^@obj
 crisis danger concern | @kill|@hurt ^@obj if ^i tell|told|say|said|report|leave
@@ -190,7 +198,9 @@ suppress | @cut class|classes|lecture|lectures|carbs|sugar|back|costs|ties|hair|
 suppress | @cut *2 hair
 # Everyday uses of violent verbs.
 suppress | it|this|that|reality|everything|stress|sadness|grief|anxiety|panic|realization|thought|feeling|exhaustion|homesickness|loneliness|depression|tiredness|wave *1 hit|hits|hitting ^me
-suppress | hit|hits|hitting me up|with
+suppress | hit|hits|hitting me up
+suppress | hit|hits|hitting me with ( the news / that / this / some / questions / a question / an idea / a lot )
+suppress | @kill ( this / that / the / my / your )? presentation|exam|test|interview|game|audition|performance|speech|final|finals|essay|workout|set|shot
 suppress | beat|beats|beating me ( at / in / to / by / up the / why / how )
 suppress | pushed|pushes|pushing|push me to|into|toward|towards|hard|harder|forward|further
 suppress | grabbed|grabs me ( a / some / coffee / lunch / food / dinner / by the hand )
@@ -232,6 +242,8 @@ pub(crate) struct Rule {
     pub level_for_someone_else: CrisisLevel,
     /// A topic mention that a class, paper, song or film turns into nothing.
     pub framable: bool,
+    /// A violent verb that needs someone (not the student) named before it as its agent.
+    pub needs_agent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,18 +326,20 @@ fn parse_rule(line: &'static str) -> Rule {
         .unwrap_or_else(|| panic!("rule without '|': {line:?}"));
     let pattern = pattern.trim();
     let words: Vec<&str> = head.split_whitespace().collect();
-    let (level, signal, other, framable) = match words.as_slice() {
-        [level, signal, other] => (*level, *signal, *other, false),
-        [level, signal, other, "framable"] => (*level, *signal, *other, true),
-        _ => panic!("malformed rule head: {line:?}"),
+    let [level, signal, other, flags @ ..] = words.as_slice() else {
+        panic!("malformed rule head: {line:?}");
     };
+    if let Some(flag) = flags.iter().find(|f| !matches!(**f, "framable" | "agent")) {
+        panic!("unknown rule flag {flag:?} in {line:?}");
+    }
     Rule {
         source: pattern,
         patterns: Pattern::compile_all(pattern),
         signal: parse_signal(signal, line),
         level: parse_level(level, line),
         level_for_someone_else: parse_level(other, line),
-        framable,
+        framable: flags.contains(&"framable"),
+        needs_agent: flags.contains(&"agent"),
     }
 }
 

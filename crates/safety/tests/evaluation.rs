@@ -7,6 +7,7 @@
 use domain::CrisisLevel;
 
 const EVALUATION_SET: &str = include_str!("../eval/utterances.tsv");
+const HOLDOUT_SET: &str = include_str!("../eval/holdout.tsv");
 const MIN_CRISIS_RECALL: f64 = 0.98;
 const MIN_CRISIS_PRECISION: f64 = 0.90;
 const LEVELS: [CrisisLevel; 3] = [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis];
@@ -27,9 +28,8 @@ fn parse_level(word: &str, line: usize) -> CrisisLevel {
     }
 }
 
-fn examples() -> Vec<Example> {
-    EVALUATION_SET
-        .lines()
+fn examples(set: &'static str) -> Vec<Example> {
+    set.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|(index, l)| {
@@ -69,18 +69,32 @@ fn ratio(numerator: usize, denominator: usize) -> f64 {
 
 #[test]
 fn evaluation_set_meets_the_crisis_bar() {
-    let examples = examples();
+    let examples = examples(EVALUATION_SET);
     assert!(
         examples.len() >= 300,
         "the evaluation set must hold at least 300 utterances"
     );
+    let (recall, precision) = report("eval/utterances.tsv", &examples);
+    assert_meets_bar(recall, precision);
+}
 
+/// The second set was written after the rules were fitted to the first; its first score is
+/// recorded in its header and in docs/benchmarks/safety.md.
+#[test]
+fn holdout_set_meets_the_crisis_bar() {
+    let examples = examples(HOLDOUT_SET);
+    let (recall, precision) = report("eval/holdout.tsv", &examples);
+    assert_meets_bar(recall, precision);
+}
+
+/// Classifies every example, prints the report and returns crisis (recall, precision).
+fn report(name: &str, examples: &[Example]) -> (f64, f64) {
     // confusion[expected][predicted]
     let mut confusion = [[0usize; 3]; 3];
     let mut misclassified = Vec::new();
     let mut signal_right = 0;
     let mut signal_checked = 0;
-    for example in &examples {
+    for example in examples {
         let assessment = safety::assess(example.text, &[]);
         confusion[index(example.level)][index(assessment.level)] += 1;
         let predicted_signal = assessment.signal.map(|s| s.as_str());
@@ -108,7 +122,7 @@ fn evaluation_set_meets_the_crisis_bar() {
         }
     }
 
-    println!("\n{} utterances", examples.len());
+    println!("\n{name}: {} utterances", examples.len());
     println!("confusion matrix (rows: expected, columns: predicted)");
     println!("{:>10} {:>8} {:>8} {:>8}", "", "none", "concern", "crisis");
     for level in LEVELS {
@@ -150,7 +164,10 @@ fn evaluation_set_meets_the_crisis_bar() {
         println!("{line}");
     }
 
-    let (recall, precision) = crisis;
+    crisis
+}
+
+fn assert_meets_bar(recall: f64, precision: f64) {
     assert!(
         recall >= MIN_CRISIS_RECALL,
         "crisis recall {recall:.3} is below {MIN_CRISIS_RECALL}"
