@@ -1,1 +1,7 @@
-//! offline
+//! Everything counsel needs to run with no API key: the model installer, local speech-to-text
+//! (Whisper tiny.en on candle), the local language model and the local voice.
+
+pub mod llm;
+pub mod prompts;
+pub mod phonemize;
+pub mod piper;
