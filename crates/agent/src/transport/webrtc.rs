@@ -86,6 +86,16 @@ pub enum WebRtcError {
     Codec(#[from] CodecError),
 }
 
+impl WebRtcError {
+    /// The browser's offer was at fault (answer 400); anything else is the server's (500).
+    pub fn is_bad_offer(&self) -> bool {
+        matches!(
+            self,
+            WebRtcError::InvalidOffer(_) | WebRtcError::OfferWithoutAudio
+        )
+    }
+}
+
 /// A STUN or TURN server for ICE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceServer {
@@ -900,7 +910,10 @@ mod tests {
             }
         };
         // Loopback has next to no delay or loss; allow for a busy test machine.
-        assert!(quality <= ConnectionQuality::Good, "loopback graded {quality:?}");
+        assert!(
+            quality <= ConnectionQuality::Good,
+            "loopback graded {quality:?}"
+        );
 
         // The student hangs up: the call ends within ICE's failure detection plus the grace.
         browser.close().await.unwrap();
@@ -936,6 +949,8 @@ mod tests {
             matches!(no_audio, WebRtcError::OfferWithoutAudio),
             "{no_audio}"
         );
+        assert!(not_sdp.is_bad_offer() && no_audio.is_bad_offer());
+        assert!(!WebRtcError::GatheringTimedOut(Duration::from_secs(5)).is_bad_offer());
     }
 
     #[test]
