@@ -20,8 +20,12 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use super::cloud::{self, WebSocket};
+
+/// Boxed: the socket is large and moves between the session's states.
+type Socket = Box<WebSocket>;
 use super::{ServiceError, SpeechToText, SttEvent, SttInput, SttSession};
 use crate::audio::PIPELINE_SAMPLE_RATE;
 
@@ -138,7 +142,7 @@ impl SpeechToText for DeepgramSpeechToText {
     }
 }
 
-async fn connect(config: &DeepgramConfig) -> Result<WebSocket, ServiceError> {
+async fn connect(config: &DeepgramConfig) -> Result<Socket, ServiceError> {
     let headers = [("authorization", format!("Token {}", config.api_key))];
     cloud::connect_websocket(
         SERVICE,
@@ -147,12 +151,13 @@ async fn connect(config: &DeepgramConfig) -> Result<WebSocket, ServiceError> {
         config.connect_timeout,
     )
     .await
+    .map(Box::new)
 }
 
-type Reconnecting = Pin<Box<dyn Future<Output = Result<WebSocket, ServiceError>> + Send>>;
+type Reconnecting = Pin<Box<dyn Future<Output = Result<Socket, ServiceError>> + Send>>;
 
 enum Link {
-    Up(WebSocket),
+    Up(Socket),
     Reconnecting(Reconnecting),
 }
 
@@ -175,7 +180,7 @@ enum End {
 }
 
 impl Session {
-    fn new(config: DeepgramConfig, socket: WebSocket, events: mpsc::Sender<SttEvent>) -> Self {
+    fn new(config: DeepgramConfig, socket: Socket, events: mpsc::Sender<SttEvent>) -> Self {
         let keepalive_due = Instant::now() + config.keepalive_interval;
         Self {
             config,
@@ -194,7 +199,11 @@ impl Session {
             let _ = socket
                 .send(Message::text(r#"{"type":"CloseStream"}"#))
                 .await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), socket.close(None)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                WebSocketStream::close(socket.as_mut(), None),
+            )
+            .await;
         }
     }
 
@@ -380,7 +389,7 @@ enum Step {
     Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     KeepAlive,
     FinalizeTimedOut,
-    Reconnected(Result<WebSocket, ServiceError>),
+    Reconnected(Result<Socket, ServiceError>),
 }
 
 #[derive(Deserialize)]

@@ -382,10 +382,10 @@ fn check_openai_body(body: &Value) -> Result<(), String> {
             return Err(format!("Unrecognized request argument supplied: {field}"));
         }
     }
-    if !object
+    if object
         .get("model")
         .and_then(Value::as_str)
-        .is_some_and(|model| !model.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err("you must provide a model parameter".into());
     }

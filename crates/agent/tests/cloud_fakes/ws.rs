@@ -94,6 +94,8 @@ impl FakeWsServer {
                 let (check, handler, record) = (check.clone(), handler.clone(), shared.clone());
                 tokio::spawn(async move {
                     let refused = record.clone();
+                    // The callback's signature is tungstenite's.
+                    #[allow(clippy::result_large_err)]
                     let callback = move |request: &Request,
                                          response: Response|
                           -> Result<Response, ErrorResponse> {
