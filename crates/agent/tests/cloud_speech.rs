@@ -14,6 +14,7 @@ use base64::Engine;
 use cloud_fakes::ws::{header, query_pairs, silent_listener, Check, Conn, FakeWsServer, Handler};
 use cloud_fakes::{eventually, within_5s};
 use futures::StreamExt;
+use resilience::{BreakerConfig, CircuitBreaker, ManualClock};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -284,6 +285,39 @@ async fn deepgram_wrong_key_is_rejected_at_open() {
             .refused
             .load(std::sync::atomic::Ordering::SeqCst),
         1
+    );
+}
+
+#[tokio::test]
+async fn deepgram_breaker_opens_after_three_failed_opens_and_then_fails_fast() {
+    let fake = fake_deepgram(|_| Script::Conversation).await;
+    let mut config = deepgram_config(&fake.url);
+    config.api_key = "not-the-key".into();
+    let clock = ManualClock::new();
+    let stt = DeepgramSpeechToText::new(config).with_breaker(CircuitBreaker::with_clock(
+        BreakerConfig::speech_and_language(),
+        clock,
+    ));
+    for _ in 0..3 {
+        assert!(matches!(
+            stt.open().await,
+            Err(ServiceError::Rejected { .. })
+        ));
+    }
+    let error = stt.open().await.err().unwrap();
+    assert_eq!(
+        error,
+        ServiceError::Unavailable {
+            service: "deepgram",
+            reason: "failing recently; retry in 45 s".into()
+        }
+    );
+    assert_eq!(
+        fake.record
+            .refused
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "no fourth attempt"
     );
 }
 
@@ -633,6 +667,34 @@ async fn cartesia_error_message_fails_only_its_sentence() {
         }
     );
     assert_eq!(speak_all(&tts, "Fine.").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn cartesia_breaker_opens_after_three_failed_sentences() {
+    let fake = fake_cartesia().await;
+    let breaker =
+        CircuitBreaker::with_clock(BreakerConfig::speech_and_language(), ManualClock::new());
+    let tts = cartesia(&fake.url).with_breaker(breaker);
+    for _ in 0..3 {
+        assert!(speak_all(&tts, "fail").await.is_err());
+    }
+    let requests_before = fake.record.texts().len();
+    let error = tts.speak("Hello.").await.err().unwrap();
+    assert!(
+        matches!(
+            error,
+            ServiceError::Unavailable {
+                service: "cartesia",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        fake.record.texts().len(),
+        requests_before,
+        "nothing sent while open"
+    );
 }
 
 #[tokio::test]

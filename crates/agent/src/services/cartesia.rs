@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
+use resilience::{BreakerConfig, CircuitBreaker, Permit};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
@@ -87,6 +88,7 @@ pub struct CartesiaTextToSpeech {
     next_context: AtomicU64,
     /// Makes context ids unique across instances and restarts.
     instance_tag: u64,
+    breaker: CircuitBreaker,
 }
 
 impl CartesiaTextToSpeech {
@@ -110,7 +112,14 @@ impl CartesiaTextToSpeech {
             connection: Mutex::new(None),
             next_context: AtomicU64::new(1),
             instance_tag,
+            breaker: CircuitBreaker::new(BreakerConfig::speech_and_language()),
         })
+    }
+
+    /// Replaces the default breaker (speech-service thresholds: 3 failed sentences, 45 s open).
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// The live connection's command queue, opening a socket if there is none.
@@ -220,7 +229,17 @@ impl TextToSpeech for CartesiaTextToSpeech {
             reason: "could not encode the request".into(),
         })?;
 
-        let commands = self.connection().await?;
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|open| cloud::breaker_open(SERVICE, open))?;
+        let commands = match self.connection().await {
+            Ok(commands) => commands,
+            Err(error) => {
+                permit.failure();
+                return Err(error);
+            }
+        };
         // Unbounded on purpose: one sentence's audio is bounded by MAX_SENTENCE_CHARS, and a
         // slow listener must not stall the other sentences sharing the socket.
         let (audio_tx, audio_rx) = mpsc::unbounded_channel();
@@ -242,6 +261,7 @@ impl TextToSpeech for CartesiaTextToSpeech {
             first_chunk_timeout: self.config.first_chunk_timeout,
             between_chunks_timeout: self.config.between_chunks_timeout,
             received_any: false,
+            permit: Some(permit),
         };
         Ok(Box::pin(futures::stream::unfold(
             sentence_audio,
@@ -259,6 +279,8 @@ struct SentenceAudio {
     first_chunk_timeout: Duration,
     between_chunks_timeout: Duration,
     received_any: bool,
+    /// Settled by how the sentence ends; a sentence dropped by the listener counts for nothing.
+    permit: Option<Permit>,
 }
 
 impl SentenceAudio {
@@ -272,6 +294,7 @@ impl SentenceAudio {
         match tokio::time::timeout(wait, self.audio.recv()).await {
             Err(_) => {
                 self.cancel.cancel();
+                self.settle(false);
                 Some(Err(ServiceError::Timeout {
                     service: SERVICE,
                     after_ms: cloud::millis(wait),
@@ -280,16 +303,28 @@ impl SentenceAudio {
             Ok(None) => {
                 // The connection finished this context (done), nothing to cancel.
                 self.cancel.commands = None;
+                self.settle(true);
                 None
             }
             Ok(Some(Err(error))) => {
                 self.cancel.commands = None;
+                self.settle(false);
                 Some(Err(error))
             }
             Ok(Some(Ok(chunk))) => {
                 self.received_any = true;
                 Some(Ok(chunk))
             }
+        }
+    }
+}
+
+impl SentenceAudio {
+    fn settle(&mut self, succeeded: bool) {
+        match self.permit.take() {
+            Some(permit) if succeeded => permit.success(),
+            Some(permit) => permit.failure(),
+            None => {}
         }
     }
 }

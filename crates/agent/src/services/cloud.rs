@@ -172,6 +172,17 @@ pub(crate) fn error_code_in_value(value: &serde_json::Value) -> Option<String> {
         })
 }
 
+/// The error a call gets when its provider's circuit breaker is open.
+pub(crate) fn breaker_open(service: &'static str, open: resilience::BreakerOpen) -> ServiceError {
+    ServiceError::Unavailable {
+        service,
+        reason: format!(
+            "failing recently; retry in {} s",
+            open.retry_after.as_secs()
+        ),
+    }
+}
+
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
-use resilience::RetryPolicy;
+use resilience::{BreakerConfig, CircuitBreaker, RetryPolicy};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -110,12 +110,23 @@ impl std::fmt::Debug for DeepgramConfig {
 
 pub struct DeepgramSpeechToText {
     config: DeepgramConfig,
+    breaker: CircuitBreaker,
 }
 
 impl DeepgramSpeechToText {
+    /// Opening sessions goes through a breaker with the speech-service thresholds
+    /// (3 failures, 45 s open); [`with_breaker`](Self::with_breaker) replaces it.
     pub fn new(config: DeepgramConfig) -> Self {
         cloud::install_default_crypto_provider();
-        Self { config }
+        Self {
+            config,
+            breaker: CircuitBreaker::new(BreakerConfig::speech_and_language()),
+        }
+    }
+
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 }
 
@@ -130,7 +141,20 @@ impl SpeechToText for DeepgramSpeechToText {
     }
 
     async fn open(&self) -> Result<SttSession, ServiceError> {
-        let socket = connect(&self.config).await?;
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|open| cloud::breaker_open(SERVICE, open))?;
+        let socket = match connect(&self.config).await {
+            Ok(socket) => {
+                permit.success();
+                socket
+            }
+            Err(error) => {
+                permit.failure();
+                return Err(error);
+            }
+        };
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let session = Session::new(self.config.clone(), socket, events_tx);
