@@ -44,6 +44,10 @@ pub struct LlmConfig {
     pub repeat_penalty: f32,
     /// How many of the latest tokens the penalty looks at.
     pub repeat_window: usize,
+    /// No sequence of this many tokens appears twice in a reply (0 turns the rule off).
+    pub no_repeat_ngram: usize,
+    /// Conversation prefixes whose attention state is kept for reuse (a few MB each).
+    pub cached_prefixes: usize,
     /// Seeds the sampler; `None` draws a fresh seed per reply. Fixed seeds make replies
     /// reproducible (tests, benchmarks).
     pub seed: Option<u64>,
@@ -60,6 +64,8 @@ impl Default for LlmConfig {
             top_k: 40,
             repeat_penalty: 1.2,
             repeat_window: 64,
+            no_repeat_ngram: 4,
+            cached_prefixes: 16,
             seed: None,
         }
     }
@@ -79,6 +85,7 @@ pub enum LlmLoadError {
 /// The loaded model, ready to generate. Cheap to share: wrap it in an `Arc`.
 pub struct LocalLanguageModel {
     weights: Arc<ModelWeights>,
+    prefixes: Arc<PrefixCache>,
     tokenizer: Arc<Tokenizer>,
     config: LlmConfig,
     turns: Arc<Semaphore>,
@@ -112,7 +119,8 @@ impl LocalLanguageModel {
         }
         .map_err(|e| format_error(e.to_string()))?;
         let turns = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
-        Ok(Self { weights: Arc::new(weights), tokenizer: Arc::new(tokenizer), config, turns })
+        let prefixes = Arc::new(PrefixCache::new(config.cached_prefixes));
+        Ok(Self { weights: Arc::new(weights), prefixes, tokenizer: Arc::new(tokenizer), config, turns })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -121,8 +129,20 @@ impl LocalLanguageModel {
 
     /// The ChatML prompt the model was trained on, as token ids, ending where the assistant's
     /// reply begins. Oldest turns are dropped until it fits `max_prompt_tokens`.
-    pub fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<TokenId>, ServiceError> {
+    pub fn prompt_tokens(&self, request: &ChatRequest) -> Result<Prompt, ServiceError> {
         build_prompt(&self.tokenizer, request, self.config.max_prompt_tokens)
+    }
+
+    fn generation(&self, prompt: Prompt, request: &ChatRequest) -> Generation {
+        Generation {
+            weights: self.weights.clone(),
+            prefixes: self.prefixes.clone(),
+            tokenizer: self.tokenizer.clone(),
+            config: self.config.clone(),
+            prompt,
+            max_tokens: request.max_tokens as usize,
+            temperature: request.temperature,
+        }
     }
 
     /// Generates a reply on the calling thread, handing each text piece to `on_text`, which
@@ -133,15 +153,45 @@ impl LocalLanguageModel {
         on_text: impl FnMut(String) -> bool,
     ) -> Result<usize, ServiceError> {
         let prompt = self.prompt_tokens(request)?;
-        let job = Generation {
-            weights: self.weights.clone(),
-            tokenizer: self.tokenizer.clone(),
-            config: self.config.clone(),
-            prompt,
-            max_tokens: request.max_tokens as usize,
-            temperature: request.temperature,
-        };
-        job.run(on_text)
+        self.generation(prompt, request).run(on_text)
+    }
+}
+
+/// Model copies that have already read some token sequence (a system prompt, a whole prompt,
+/// a prompt plus its reply), most recently used first. A request whose prompt starts with one
+/// of them only has to read the rest: in a conversation, that is the newest turn.
+struct PrefixCache {
+    entries: std::sync::Mutex<std::collections::VecDeque<(Vec<TokenId>, ModelWeights)>>,
+    capacity: usize,
+}
+
+impl PrefixCache {
+    fn new(capacity: usize) -> Self {
+        Self { entries: std::sync::Mutex::new(Default::default()), capacity }
+    }
+
+    /// The copy that has read the longest proper prefix of `tokens`, and that prefix's length.
+    fn longest_prefix_of(&self, tokens: &[TokenId]) -> Option<(ModelWeights, usize)> {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (index, _) = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (prefix, _))| prefix.len() < tokens.len() && tokens.starts_with(prefix))
+            .max_by_key(|(_, (prefix, _))| prefix.len())?;
+        let entry = entries.remove(index).expect("index from this deque");
+        let found = (entry.1.clone(), entry.0.len());
+        entries.push_front(entry);
+        Some(found)
+    }
+
+    fn insert(&self, tokens: &[TokenId], model: &ModelWeights) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.retain(|(prefix, _)| prefix.as_slice() != tokens);
+        entries.push_front((tokens.to_vec(), model.clone()));
+        entries.truncate(self.capacity);
     }
 }
 
@@ -181,17 +231,28 @@ fn to_fast_formats(
 /// Everything one reply needs, owned so it can move to a blocking thread.
 struct Generation {
     weights: Arc<ModelWeights>,
+    prefixes: Arc<PrefixCache>,
     tokenizer: Arc<Tokenizer>,
     config: LlmConfig,
-    prompt: Vec<TokenId>,
+    prompt: Prompt,
     max_tokens: usize,
     temperature: f32,
 }
 
 impl Generation {
     fn run(self, mut on_text: impl FnMut(String) -> bool) -> Result<usize, ServiceError> {
+        let prompt = &self.prompt.tokens;
         // A private copy of the handle gets a private attention cache; the weights are shared.
-        let mut model = (*self.weights).clone();
+        // A cached copy that already read the start of this prompt skips that part.
+        let (mut model, mut fed) = self.prefixes.longest_prefix_of(prompt).unwrap_or_else(|| ((*self.weights).clone(), 0));
+        // The system turn is worth caching on its own: every conversation in a category starts with it.
+        if fed < self.prompt.system_len {
+            let system = &prompt[fed..self.prompt.system_len];
+            let input = Tensor::new(system, &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
+            model.forward(&input, fed).map_err(model_error)?;
+            fed = self.prompt.system_len;
+            self.prefixes.insert(&prompt[..fed], &model);
+        }
         let sampling = if self.temperature <= 0.0 {
             Sampling::ArgMax
         } else {
@@ -202,21 +263,21 @@ impl Generation {
         let mut decoder = StreamDecoder::default();
         let stops = [self.tokenizer.chat.im_end, self.tokenizer.chat.end_of_text];
 
-        let mut context: Vec<TokenId> = self.prompt.clone();
-        let mut input = Tensor::new(self.prompt.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
+        let mut context: Vec<TokenId> = prompt.clone();
+        let mut input = Tensor::new(&prompt[fed..], &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
         let mut generated = 0;
+        let mut finished = false;
         while generated < self.max_tokens {
             let position = context.len() - input.dim(1).map_err(model_error)?;
             let logits = model.forward(&input, position).and_then(|l| l.squeeze(0)).map_err(model_error)?;
-            let window_start = context.len().saturating_sub(self.config.repeat_window).max(self.prompt.len());
-            let logits = if self.config.repeat_penalty != 1.0 && window_start < context.len() {
-                candle_transformers::utils::apply_repeat_penalty(&logits, self.config.repeat_penalty, &context[window_start..])
-                    .map_err(model_error)?
-            } else {
-                logits
-            };
+            if generated == 0 {
+                // The next turn's prompt starts with this one.
+                self.prefixes.insert(prompt, &model);
+            }
+            let logits = self.discourage_repeats(logits, &context[prompt.len()..]).map_err(model_error)?;
             let next = sampler.sample(&logits).map_err(model_error)?;
             if stops.contains(&next) {
+                finished = true;
                 break;
             }
             generated += 1;
@@ -231,8 +292,48 @@ impl Generation {
             }
             input = Tensor::new(&[next], &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
         }
+        if finished {
+            // Every token of the finished reply has been read, so if the next request carries
+            // this reply verbatim, it continues from here.
+            self.prefixes.insert(&context, &model);
+        }
         Ok(generated)
     }
+}
+
+impl Generation {
+    /// Applies the repetition penalty to recent reply tokens, and rules out any token that
+    /// would repeat an n-gram the reply already contains: the small model otherwise starts
+    /// its answer over in a loop.
+    fn discourage_repeats(&self, logits: Tensor, reply: &[TokenId]) -> candle_core::Result<Tensor> {
+        let mut logits = logits.to_vec1::<f32>()?;
+        let recent = &reply[reply.len().saturating_sub(self.config.repeat_window)..];
+        if self.config.repeat_penalty != 1.0 {
+            let mut seen = std::collections::HashSet::new();
+            for &token in recent {
+                if seen.insert(token) {
+                    if let Some(logit) = logits.get_mut(token as usize) {
+                        *logit = if *logit >= 0.0 { *logit / self.config.repeat_penalty } else { *logit * self.config.repeat_penalty };
+                    }
+                }
+            }
+        }
+        for banned in repeated_ngram_continuations(reply, self.config.no_repeat_ngram) {
+            if let Some(logit) = logits.get_mut(banned as usize) {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        Tensor::new(logits, &Device::Cpu)
+    }
+}
+
+/// Tokens that, appended to `reply`, would make its last `n` tokens a sequence it already has.
+fn repeated_ngram_continuations(reply: &[TokenId], n: usize) -> Vec<TokenId> {
+    if n == 0 || reply.len() < n {
+        return Vec::new();
+    }
+    let tail = &reply[reply.len() - (n - 1)..];
+    reply.windows(n).filter(|window| &window[..n - 1] == tail).map(|window| window[n - 1]).collect()
 }
 
 fn fresh_seed() -> u64 {
@@ -246,7 +347,15 @@ fn model_error(error: candle_core::Error) -> ServiceError {
     ServiceError::Unavailable { service: SERVICE, reason: format!("model failure: {error}") }
 }
 
-fn build_prompt(tokenizer: &Tokenizer, request: &ChatRequest, max_tokens: usize) -> Result<Vec<TokenId>, ServiceError> {
+/// A ChatML prompt as token ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub tokens: Vec<TokenId>,
+    /// How many leading tokens are the system turn.
+    pub system_len: usize,
+}
+
+fn build_prompt(tokenizer: &Tokenizer, request: &ChatRequest, max_tokens: usize) -> Result<Prompt, ServiceError> {
     let chat = tokenizer.chat;
     let newline = tokenizer.encode("\n");
     let turn = |role: &str, content: &str| -> Vec<TokenId> {
@@ -294,12 +403,13 @@ fn build_prompt(tokenizer: &Tokenizer, request: &ChatRequest, max_tokens: usize)
     while kept.last().is_some_and(|(role, _)| *role == ChatRole::Assistant) {
         kept.pop();
     }
-    let mut prompt = system;
+    let system_len = system.len();
+    let mut tokens = system;
     for (_, ids) in kept.iter().rev() {
-        prompt.extend(ids);
+        tokens.extend(ids);
     }
-    prompt.extend(reply_start);
-    Ok(prompt)
+    tokens.extend(reply_start);
+    Ok(Prompt { tokens, system_len })
 }
 
 #[async_trait]
@@ -317,14 +427,7 @@ impl LanguageModel for LocalLanguageModel {
             .await
             .map_err(|_| ServiceError::Timeout { service: SERVICE, after_ms: self.config.queue_timeout.as_millis() as u64 })?
             .map_err(|_| ServiceError::Closed { service: SERVICE })?;
-        let job = Generation {
-            weights: self.weights.clone(),
-            tokenizer: self.tokenizer.clone(),
-            config: self.config.clone(),
-            prompt,
-            max_tokens: request.max_tokens as usize,
-            temperature: request.temperature,
-        };
+        let job = self.generation(prompt, &request);
         let (sender, mut receiver) = mpsc::channel::<Result<String, ServiceError>>(32);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -361,7 +464,9 @@ mod tests {
     fn prompt_uses_chatml_and_ends_at_the_reply() {
         let tokenizer = tokenizer();
         let prompt = build_prompt(&tokenizer, &request(vec![ChatMessage::user("Hi")]), 1000).unwrap();
+        assert_eq!(tokenizer.decode(&prompt.tokens[..prompt.system_len]), "system\nBe kind.\n");
         let text: String = prompt
+            .tokens
             .iter()
             .map(|&id| match id {
                 1 => "<s>".to_string(),
@@ -370,6 +475,16 @@ mod tests {
             })
             .collect();
         assert_eq!(text, "<s>system\nBe kind.</s>\n<s>user\nHi</s>\n<s>assistant\n");
+    }
+
+    #[test]
+    fn a_reply_cannot_repeat_an_ngram() {
+        // "1 2 3 4 1 2 3" → the 4-gram "1 2 3 4" exists, so 4 may not follow "1 2 3" again.
+        assert_eq!(repeated_ngram_continuations(&[1, 2, 3, 4, 1, 2, 3], 4), [4]);
+        assert_eq!(repeated_ngram_continuations(&[1, 2, 3, 4, 1, 2, 5], 4), Vec::<TokenId>::new());
+        assert_eq!(repeated_ngram_continuations(&[7, 7, 7], 2), [7, 7]);
+        assert!(repeated_ngram_continuations(&[1, 2], 4).is_empty());
+        assert!(repeated_ngram_continuations(&[1, 1, 1, 1], 0).is_empty());
     }
 
     #[test]
@@ -382,7 +497,7 @@ mod tests {
             ChatMessage::user("latest"),
         ];
         let prompt = build_prompt(&tokenizer, &request(messages), 100).unwrap();
-        let text = tokenizer.decode(&prompt);
+        let text = tokenizer.decode(&prompt.tokens);
         assert!(text.contains("latest"));
         assert!(!text.contains(&long), "old turns should have been dropped: {text}");
     }
