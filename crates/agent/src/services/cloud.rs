@@ -240,7 +240,7 @@ fn request_error(service: &'static str, error: &reqwest::Error, wait: Duration) 
     } else if error.is_builder() {
         ServiceError::Rejected {
             service,
-            reason: "invalid request URL".into(),
+            reason: "invalid request (URL or header)".into(),
         }
     } else if error.is_connect() {
         ServiceError::Unavailable {

@@ -218,8 +218,8 @@ impl Session {
 
     async fn run(mut self, mut input: mpsc::Receiver<SttInput>) {
         let end = self.serve(&mut input).await;
-        if let (End::InputClosed, Link::Up(socket)) = (end, &mut self.link) {
-            // Ask Deepgram to flush and close; the call is over, so nothing waits for the rest.
+        if let (End::InputClosed | End::EventsClosed, Link::Up(socket)) = (end, &mut self.link) {
+            // The call is over: ask Deepgram to flush and close, and wait for nothing more.
             let _ = socket
                 .send(Message::text(r#"{"type":"CloseStream"}"#))
                 .await;
