@@ -61,15 +61,7 @@ fn assess_tokens(tokens: &[String]) -> Assessment {
     if hits.is_empty() {
         return Assessment::NONE;
     }
-    let modifiers: Vec<_> = rules
-        .modifiers
-        .iter()
-        .flat_map(|m| {
-            m.patterns
-                .iter()
-                .flat_map(move |p| p.find_all(tokens).map(move |span| (span, m.effect)))
-        })
-        .collect();
+    let modifiers = rules.modifier_spans(tokens);
     let context = UtteranceContext::read(tokens);
     hits.iter()
         .filter_map(|hit| judge(hit, tokens, &modifiers, &context))

@@ -5,6 +5,9 @@
 //! with recognition slips ("sucide", "my self", "dye"). Everything is mapped onto one spelling
 //! so that each rule is written once.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
 /// Marks where a sentence or clause ended (".", "!", "?", ";", ","). Negation and subject
 /// scans stop here; no word can equal it.
 pub(crate) const BOUNDARY: &str = "|";
@@ -177,8 +180,13 @@ const REWRITES: &[(&str, &[&str])] = &[
     ("tho", &["though"]),
 ];
 
+static REWRITE_TABLE: LazyLock<HashMap<&'static str, &'static [&'static str]>> =
+    LazyLock::new(|| REWRITES.iter().copied().collect());
+static FILLER_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| FILLERS.iter().copied().collect());
+
 fn expand(word: &str, out: &mut Vec<String>) {
-    if let Some((_, replacement)) = REWRITES.iter().find(|(from, _)| *from == word) {
+    if let Some(replacement) = REWRITE_TABLE.get(word) {
         out.extend(replacement.iter().map(|w| (*w).to_owned()));
         return;
     }
@@ -215,10 +223,10 @@ fn expand(word: &str, out: &mut Vec<String>) {
 
 fn push_plain(word: &str, out: &mut Vec<String>) {
     let word: String = word.chars().filter(|c| *c != '\'').collect();
-    if word.is_empty() || FILLERS.contains(&word.as_str()) {
+    if word.is_empty() || FILLER_SET.contains(word.as_str()) {
         return;
     }
-    if let Some((_, replacement)) = REWRITES.iter().find(|(from, _)| *from == word) {
+    if let Some(replacement) = REWRITE_TABLE.get(word.as_str()) {
         out.extend(replacement.iter().map(|w| (*w).to_owned()));
     } else {
         out.push(word);

@@ -153,7 +153,8 @@ impl Pattern {
         })
     }
 
-    /// Every match in `tokens` (for modifiers, which are few and short).
+    /// Every match in `tokens`.
+    #[cfg(test)]
     pub fn find_all<'a>(&'a self, tokens: &'a [String]) -> impl Iterator<Item = Span> + 'a {
         (0..tokens.len()).filter_map(move |start| self.match_at(tokens, start))
     }

@@ -265,6 +265,8 @@ pub(crate) struct RuleSet {
     pub modifiers: Vec<Modifier>,
     /// For each word, the (rule, pattern) pairs whose match can start with it.
     by_first_word: HashMap<Box<str>, Vec<(usize, usize)>>,
+    /// The same index for modifiers.
+    modifiers_by_first_word: HashMap<Box<str>, Vec<(usize, usize)>>,
 }
 
 /// One rule match in an utterance.
@@ -277,23 +279,33 @@ pub(crate) struct Hit<'r> {
 impl RuleSet {
     pub fn compile() -> RuleSet {
         let rules: Vec<Rule> = content_lines(RULES).map(parse_rule).collect();
-        let modifiers = content_lines(MODIFIERS).map(parse_modifier).collect();
-        let mut by_first_word: HashMap<Box<str>, Vec<(usize, usize)>> = HashMap::new();
-        for (rule_index, rule) in rules.iter().enumerate() {
-            for (pattern_index, pattern) in rule.patterns.iter().enumerate() {
-                for word in pattern.first_words() {
-                    let entry = by_first_word.entry(word.clone()).or_default();
-                    if entry.last() != Some(&(rule_index, pattern_index)) {
-                        entry.push((rule_index, pattern_index));
-                    }
-                }
-            }
-        }
+        let modifiers: Vec<Modifier> = content_lines(MODIFIERS).map(parse_modifier).collect();
+        let by_first_word = index_by_first_word(rules.iter().map(|r| &r.patterns[..]));
+        let modifiers_by_first_word =
+            index_by_first_word(modifiers.iter().map(|m| &m.patterns[..]));
         RuleSet {
             rules,
             modifiers,
             by_first_word,
+            modifiers_by_first_word,
         }
+    }
+
+    /// Where modifiers match in `tokens`, with their effect.
+    pub fn modifier_spans(&self, tokens: &[String]) -> Vec<(Span, Effect)> {
+        let mut spans = Vec::new();
+        for start in 0..tokens.len() {
+            let Some(candidates) = self.modifiers_by_first_word.get(tokens[start].as_str()) else {
+                continue;
+            };
+            for &(modifier_index, pattern_index) in candidates {
+                let modifier = &self.modifiers[modifier_index];
+                if let Some(span) = modifier.patterns[pattern_index].match_at(tokens, start) {
+                    spans.push((span, modifier.effect));
+                }
+            }
+        }
+        spans
     }
 
     /// Every rule match in `tokens`.
@@ -312,6 +324,24 @@ impl RuleSet {
         }
         hits
     }
+}
+
+/// For each word, the (item, pattern) pairs whose match can start with it.
+fn index_by_first_word<'a>(
+    items: impl Iterator<Item = &'a [Pattern]>,
+) -> HashMap<Box<str>, Vec<(usize, usize)>> {
+    let mut index: HashMap<Box<str>, Vec<(usize, usize)>> = HashMap::new();
+    for (item_index, patterns) in items.enumerate() {
+        for (pattern_index, pattern) in patterns.iter().enumerate() {
+            for word in pattern.first_words() {
+                let entry = index.entry(word.clone()).or_default();
+                if entry.last() != Some(&(item_index, pattern_index)) {
+                    entry.push((item_index, pattern_index));
+                }
+            }
+        }
+    }
+    index
 }
 
 fn content_lines(text: &'static str) -> impl Iterator<Item = &'static str> {

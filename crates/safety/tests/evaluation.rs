@@ -8,6 +8,7 @@ use domain::CrisisLevel;
 
 const EVALUATION_SET: &str = include_str!("../eval/utterances.tsv");
 const HOLDOUT_SET: &str = include_str!("../eval/holdout.tsv");
+const HELD_OUT_SET: &str = include_str!("../eval/holdout2.tsv");
 const MIN_CRISIS_RECALL: f64 = 0.98;
 const MIN_CRISIS_PRECISION: f64 = 0.90;
 const LEVELS: [CrisisLevel; 3] = [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis];
@@ -85,6 +86,19 @@ fn holdout_set_meets_the_crisis_bar() {
     let examples = examples(HOLDOUT_SET);
     let (recall, precision) = report("eval/holdout.tsv", &examples);
     assert_meets_bar(recall, precision);
+}
+
+/// The held-out set was never used to change a rule. It estimates how the rules generalise to
+/// new phrasings: precision must hold the bar; recall is reported (its first and only score
+/// is recorded in docs/benchmarks/safety.md) because rules miss phrasings nobody wrote down.
+#[test]
+fn held_out_set_keeps_crisis_precision() {
+    let examples = examples(HELD_OUT_SET);
+    let (_, precision) = report("eval/holdout2.tsv (held out)", &examples);
+    assert!(
+        precision >= MIN_CRISIS_PRECISION,
+        "held-out crisis precision {precision:.3} is below {MIN_CRISIS_PRECISION}"
+    );
 }
 
 /// Classifies every example, prints the report and returns crisis (recall, precision).

@@ -62,6 +62,24 @@ fn wrong_arguments_print_usage_and_fail() {
 }
 
 #[test]
+fn safety_check_classifies_each_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with_stdin(
+        dir.path(),
+        &["safety", "check"],
+        "I want to die\nmy exam went fine\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verdicts: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdicts[0]["level"], "crisis");
+    assert_eq!(verdicts[1]["level"], "none");
+}
+
+#[test]
 fn a_bad_username_says_what_format_is_expected() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(dir.path(), &["user", "add", "jdoe"]);

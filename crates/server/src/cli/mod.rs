@@ -50,6 +50,15 @@ pub enum Command {
     },
     /// Add demo accounts (\domain\testuser1, \domain\testuser2, \domain\blockeduser) with past sessions.
     SeedDemo,
+    /// The crisis classifier, for reviewers.
+    #[command(subcommand)]
+    Safety(SafetyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SafetyCommand {
+    /// Classify utterances from standard input, one per line; prints one JSON verdict per line.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,24 +160,28 @@ fn read_stdin_all() -> anyhow::Result<String> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load().context("configuration")?;
+    // Read only by the commands that need it: `safety check` runs with no configuration at all.
+    let config = || Config::load().context("configuration");
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config()?).await,
         Command::Migrate => {
-            open_migrated_store(&config).await?;
+            open_migrated_store(&config()?).await?;
             println!("database is up to date");
             Ok(())
         }
         Command::User(command) => {
+            let config = config()?;
             user::run(&open_migrated_store(&config).await?, &config, command).await
         }
         Command::Category(command) => {
-            category::run(&open_migrated_store(&config).await?, command).await
+            category::run(&open_migrated_store(&config()?).await?, command).await
         }
         Command::PurgeTranscripts { dry_run } => {
+            let config = config()?;
             purge::run(&open_migrated_store(&config).await?, &config, dry_run).await
         }
         Command::SeedDemo => {
+            let config = config()?;
             let store = open_migrated_store(&config).await?;
             let hasher = crate::auth::PasswordHasher::new(config.bcrypt_cost).await?;
             seed_demo(&store, &hasher).await?;
@@ -176,6 +189,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "demo data added; sign in as \\domain\\testuser1 with password {DEMO_PASSWORD}"
             );
             Ok(())
+        }
+        Command::Safety(SafetyCommand::Check) => {
+            safety::check_lines(std::io::stdin().lock(), std::io::stdout().lock())
+                .context("safety check")
         }
     }
 }
