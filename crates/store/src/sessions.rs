@@ -301,7 +301,9 @@ impl Store {
         let offset = i64::from(page - 1) * i64::from(per_page);
         let page_sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE {conditions} \
-             ORDER BY started_at DESC, id DESC LIMIT {per_page} OFFSET {offset}"
+             ORDER BY started_at DESC, id DESC LIMIT ${} OFFSET ${}",
+            binds.len() + 2,
+            binds.len() + 3
         );
         let count_sql = format!("SELECT COUNT(*) FROM sessions WHERE {conditions}");
         let user = *user_id.as_uuid();
@@ -320,7 +322,11 @@ impl Store {
                     }
                 }
             }
-            let rows = rows_query.fetch_all(pool).await?;
+            let rows = rows_query
+                .bind(i64::from(per_page))
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
             // A page short of full, or the first page empty, already tells the total.
             let total = if offset == 0 && rows.len() < per_page as usize {
                 rows.len() as i64

@@ -120,6 +120,15 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes the query planner's statistics; worth running after loading many rows at once
+    /// and now and then (the purge job is a good moment).
+    pub async fn optimize(&self) -> Result<()> {
+        with_pool!(self, writer, |pool| {
+            sqlx::query("ANALYZE").execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         match &self.backend {

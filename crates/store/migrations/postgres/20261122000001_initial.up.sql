@@ -53,11 +53,14 @@ CREATE TABLE sessions (
     CONSTRAINT ended_after_started CHECK (ended_at IS NULL OR ended_at >= started_at)
 );
 
-CREATE INDEX idx_sessions_user_started ON sessions (user_id, started_at DESC);
-CREATE INDEX idx_sessions_user_category_mode ON sessions (user_id, counselor_category, mode, started_at DESC);
+-- Every student-facing query filters by user first and pages newest first, with the id as a
+-- tie-breaker; these two indexes serve them without a sort. Single-column indexes on category or
+-- mode are left out on purpose: with six and two values they never beat the user index, and
+-- they tempt the planner into scanning every student's sessions to count one student's.
+CREATE INDEX idx_sessions_user_started ON sessions (user_id, started_at DESC, id DESC);
+CREATE INDEX idx_sessions_user_category_mode ON sessions (user_id, counselor_category, mode, started_at DESC, id DESC);
+-- The retention purge selects by start time across all students.
 CREATE INDEX idx_sessions_started_at ON sessions (started_at);
-CREATE INDEX idx_sessions_category ON sessions (counselor_category);
-CREATE INDEX idx_sessions_mode ON sessions (mode);
 CREATE INDEX idx_sessions_active ON sessions (ended_at) WHERE ended_at IS NULL;
 
 CREATE TABLE transcript_messages (
