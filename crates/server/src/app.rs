@@ -14,7 +14,9 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Config;
+use crate::calls::CallManager;
 use crate::counselors::CategoryCache;
+use crate::routes::live::SocketSlots;
 use crate::error::{method_not_allowed, route_not_found};
 use crate::middleware::{request_id, security_headers, RateLimiters};
 use crate::routes;
@@ -29,6 +31,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         jwt: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_expiration)),
         rate_limits: Arc::new(RateLimiters::new(&config.rate_limits)),
         categories: CategoryCache::new(store.clone()),
+        calls: Arc::new(CallManager::new(store.clone(), config.voice.clone())),
+        sockets: SocketSlots::default(),
         passwords,
         store,
         config: Arc::new(config),
@@ -54,6 +58,8 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { axum::Json(openapi_alias) }),
         )
         .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi))
+        .merge(routes::live::routes())
+        .merge(crate::web::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -126,6 +132,7 @@ impl Application {
     /// Serves until the process gets Ctrl-C / SIGTERM; also runs the background jobs.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let jobs = crate::jobs::spawn(self.state.clone());
+        let calls = crate::jobs::spawn_call_housekeeping(self.state.clone());
         let result = axum::serve(
             self.listener,
             self.router
@@ -134,6 +141,7 @@ impl Application {
         .with_graceful_shutdown(shutdown_signal())
         .await;
         jobs.abort();
+        calls.abort();
         result
     }
 }

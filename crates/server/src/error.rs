@@ -74,6 +74,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("database unavailable")]
     Unavailable,
+    /// This node runs as many calls as it is configured for.
+    #[error("at call capacity")]
+    AtCapacity,
+    /// The speech services could not be started (models missing, provider misconfigured).
+    #[error("voice service unavailable")]
+    VoiceUnavailable,
     /// Anything unexpected. The cause is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -121,6 +127,8 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The route does not accept this method",
     ),
     ("SERVICE_UNAVAILABLE", 503, "The database is unreachable"),
+    ("CAPACITY_001", 503, "The server is running as many calls as it can; see Retry-After"),
+    ("VOICE_001", 503, "The voice services could not be started; see the server log"),
     ("INTERNAL", 500, "Unexpected server error"),
 ];
 
@@ -146,7 +154,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::SessionAlreadyEnded | ApiError::CategoryDisabled => StatusCode::CONFLICT,
-            ApiError::External { .. } | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::External { .. } | ApiError::Unavailable | ApiError::AtCapacity | ApiError::VoiceUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -188,6 +198,8 @@ impl ApiError {
             ApiError::RouteNotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Unavailable => "SERVICE_UNAVAILABLE",
+            ApiError::AtCapacity => "CAPACITY_001",
+            ApiError::VoiceUnavailable => "VOICE_001",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -229,6 +241,8 @@ impl ApiError {
             ApiError::RouteNotFound => "Not found".into(),
             ApiError::MethodNotAllowed => "Method not allowed".into(),
             ApiError::Unavailable => "Service temporarily unavailable".into(),
+            ApiError::AtCapacity => "All counselors are busy right now; please try again in a minute".into(),
+            ApiError::VoiceUnavailable => "Voice counseling is unavailable on this server right now".into(),
             ApiError::Internal(_) => "Internal server error".into(),
         }
     }
@@ -246,6 +260,7 @@ impl IntoResponse for ApiError {
             ApiError::External {
                 retry_after_secs, ..
             } => retry_after_secs,
+            ApiError::AtCapacity => Some(30),
             _ => None,
         };
         let body = ErrorBody {

@@ -44,3 +44,23 @@ pub async fn purge_expired_transcripts(
     tracing::info!(?report, %cutoff, dry_run, "transcript retention");
     Ok(report)
 }
+
+/// How often finished calls are forgotten and unconnected rooms closed.
+pub const CALL_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// A room whose browser has not connected by then is closed (its session ended).
+pub const ROOM_CONNECT_WITHIN: Duration = Duration::from_secs(120);
+
+/// Loads the voice services in the background, then keeps the call registry tidy.
+pub fn spawn_call_housekeeping(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        state.calls.warm_up().await;
+        let mut ticks = tokio::time::interval(CALL_SWEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let closed = state.calls.close_abandoned(ROOM_CONNECT_WITHIN).await;
+            if closed > 0 {
+                tracing::info!(closed, "closed rooms nobody connected to");
+            }
+        }
+    })
+}

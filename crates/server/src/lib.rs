@@ -4,10 +4,12 @@
 //! - [`error`]: the one place errors become `{detail, code}` responses.
 //! - [`auth`]: passwords, tokens, the session cookie and the [`auth::AuthUser`] extractor.
 //! - [`routes`]: thin handlers; [`app`] composes them with the [`middleware`].
+//! - [`calls`]: live calls — rooms, the in-process counselor agent, recording, crisis alerts.
 //! - [`jobs`]: transcript retention. [`cli`]: the `counsel` subcommands.
 
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod counselors;
@@ -19,6 +21,7 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 pub use app::Application;
 pub use config::Config;

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use crate::auth::{JwtKeys, PasswordHasher};
+use crate::calls::CallManager;
 use crate::config::Config;
 use crate::counselors::CategoryCache;
 use crate::middleware::RateLimiters;
+use crate::routes::live::SocketSlots;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,4 +17,8 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     pub rate_limits: Arc<RateLimiters>,
     pub categories: CategoryCache,
+    /// Live calls on this node.
+    pub calls: Arc<CallManager>,
+    /// Open transcript WebSockets per student.
+    pub sockets: SocketSlots,
 }

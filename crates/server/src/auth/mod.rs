@@ -94,7 +94,7 @@ fn changes_state(method: &Method) -> bool {
 
 /// The request's Origin (or, failing that, its Referer's origin) must be this server itself or
 /// one of `ALLOWED_ORIGINS`. A request with neither is refused.
-fn origin_allowed(parts: &Parts, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(parts: &Parts, allowed: &[String]) -> bool {
     let header_text = |name| {
         parts
             .headers

@@ -15,10 +15,12 @@ use agent::{Call, CallConfig, CallHandle, Services};
 use chrono::Utc;
 use domain::{Category, SessionId, SessionMode, UserId};
 use store::{CounselorCategory, NewSession, SessionRecord, Store};
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 use super::feed::Feed;
 use super::persona;
+use super::providers::{build_voice_stack, VoiceSettings};
 use super::recorder::Recorder;
 use super::safety_hook::SafetyHook;
 
@@ -40,6 +42,8 @@ pub enum CallError {
     AtCapacity(usize),
     #[error("the browser's offer could not be answered: {0}")]
     Offer(String),
+    #[error("the voice services could not be started")]
+    VoiceUnavailable,
     #[error(transparent)]
     Store(#[from] store::StoreError),
 }
@@ -79,14 +83,47 @@ enum CallState {
 
 pub struct CallManager {
     store: Store,
-    voice: Arc<VoiceStack>,
+    /// How to build the voice stack; `None` when it was handed over ready-made.
+    settings: Option<VoiceSettings>,
+    voice: OnceCell<Arc<VoiceStack>>,
     max_calls: usize,
     calls: Mutex<HashMap<SessionId, LiveCall>>,
 }
 
 impl CallManager {
-    pub fn new(store: Store, voice: VoiceStack, max_calls: usize) -> Self {
-        Self { store, voice: Arc::new(voice), max_calls, calls: Mutex::new(HashMap::new()) }
+    /// Calls with the configured services, built on first use (or by [`warm_up`](Self::warm_up)).
+    pub fn new(store: Store, settings: VoiceSettings) -> Self {
+        let max_calls = settings.max_calls;
+        Self { store, settings: Some(settings), voice: OnceCell::new(), max_calls, calls: Mutex::new(HashMap::new()) }
+    }
+
+    /// Calls with a ready-made voice stack (tests use fake services this way).
+    pub fn with_voice(store: Store, voice: VoiceStack, max_calls: usize) -> Self {
+        Self { store, settings: None, voice: OnceCell::new_with(Some(Arc::new(voice))), max_calls, calls: Mutex::new(HashMap::new()) }
+    }
+
+    /// Loads the speech services now rather than on the first call (`counsel serve` does this at
+    /// start-up, so the first student does not wait for the models).
+    pub async fn warm_up(&self) {
+        if let Some(settings) = &self.settings {
+            tracing::info!(services = %settings.describe(), "starting voice services");
+        }
+        if self.voice().await.is_ok() {
+            tracing::info!("voice services ready");
+        }
+    }
+
+    async fn voice(&self) -> Result<Arc<VoiceStack>, CallError> {
+        self.voice
+            .get_or_try_init(|| async {
+                let settings = self.settings.clone().ok_or(CallError::VoiceUnavailable)?;
+                build_voice_stack(settings).await.map(Arc::new).map_err(|error| {
+                    tracing::error!(error = format!("{error:#}"), "voice services could not start");
+                    CallError::VoiceUnavailable
+                })
+            })
+            .await
+            .cloned()
     }
 
     /// Calls open or running on this node.
@@ -104,6 +141,7 @@ impl CallManager {
         if self.active_calls() >= self.max_calls {
             return Err(CallError::AtCapacity(self.max_calls));
         }
+        let voice = self.voice().await?;
         let id = SessionId::new();
         let room_name = format!("counsel-{}-{}", mode.as_str(), id);
         let session = self
@@ -118,7 +156,7 @@ impl CallManager {
             })
             .await?;
         let room_token = persona::room_token();
-        let persona = self.voice.persona.system_prompt(category);
+        let persona = voice.persona.system_prompt(category);
         self.calls.lock().expect("calls lock").insert(
             id,
             LiveCall {
@@ -148,11 +186,19 @@ impl CallManager {
             }
             (call.category, call.persona.clone(), call.feed.clone(), call.opened)
         };
-        let accepted = self.voice.transport.accept_offer(offer_sdp).await.map_err(|e| CallError::Offer(e.to_string()))?;
+        let voice = self.voice().await?;
+        let accepted = voice.transport.accept_offer(offer_sdp).await.map_err(|e| {
+            if e.is_bad_offer() {
+                CallError::Offer(e.to_string())
+            } else {
+                tracing::error!(session_id = %id, error = %e, "answering a WebRTC offer failed");
+                CallError::VoiceUnavailable
+            }
+        })?;
 
         let mut config = CallConfig::new(persona);
         config.greeting = Some(persona::greeting(category).to_owned());
-        let mut handle = Call::start(config, self.voice.services.clone(), Arc::new(SafetyHook), accepted.io);
+        let mut handle = Call::start(config, voice.services.clone(), Arc::new(SafetyHook), accepted.io);
         let events = handle.events().expect("a new call hands over its events");
         let recorder = Recorder {
             session_id: id,

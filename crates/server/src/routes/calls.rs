@@ -42,6 +42,7 @@ pub struct CreateRoomResponse {
     /// The room token: valid for this session's room only.
     pub user_token: String,
     pub room_name: String,
+    #[schema(value_type = uuid::Uuid)]
     pub session_id: SessionId,
     /// The live transcript: `GET` with a WebSocket upgrade, signed in by cookie or `?token=`.
     pub websocket_url: String,
@@ -73,6 +74,7 @@ pub struct EndSessionRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndSessionResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub session_id: SessionId,
     pub status: &'static str,
     pub ended_at: Option<DateTime<Utc>>,
@@ -205,9 +207,11 @@ async fn create_room(
         transport: "local",
         ice_servers: state
             .config
+            .voice
+            .webrtc
             .ice_servers
             .iter()
-            .map(|url| IceServerView { urls: vec![url.clone()] })
+            .map(|server| IceServerView { urls: server.urls.clone() })
             .collect(),
         avatar_id: None,
     }))
@@ -261,6 +265,7 @@ fn call_error(error: CallError) -> ApiError {
         CallError::BadRoomToken => ApiError::NotAuthenticated,
         CallError::AlreadyConnected | CallError::AlreadyEnded => ApiError::SessionAlreadyEnded,
         CallError::AtCapacity(_) => ApiError::AtCapacity,
+        CallError::VoiceUnavailable => ApiError::VoiceUnavailable,
         CallError::Offer(reason) => ApiError::validation("sdp", reason),
         CallError::Store(e) => e.into(),
     }

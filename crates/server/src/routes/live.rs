@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -76,15 +77,18 @@ async fn transcript_socket(
     upgrade: WebSocketUpgrade,
     mut parts: Parts,
 ) -> Result<Response, ApiError> {
-    let user = match query.token {
-        Some(token) => {
-            let claims = state.jwt.verify(&token).map_err(ApiError::from)?;
-            state.store.user(claims.sub).await?.filter(|u| !u.is_blocked).ok_or(ApiError::NotAuthenticated)?.id
-        }
-        None => AuthUser::from_request_parts(&mut parts, &state).await?.id,
-    };
-    // Browsers send cookies with cross-site WebSocket handshakes; only our own pages may open one.
-    if !crate::auth::origin_is_allowed(&parts, &state.config.allowed_origins) {
+    // `?token=` is for clients that cannot set headers on a WebSocket; it is checked exactly
+    // like a bearer token.
+    if let Some(token) = query.token {
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::NotAuthenticated)?;
+        parts.headers.insert(axum::http::header::AUTHORIZATION, bearer);
+    }
+    let user = AuthUser::from_request_parts(&mut parts, &state).await?.id;
+    // Browsers send cookies with cross-site WebSocket handshakes (and always an Origin): only our
+    // own pages may open one.
+    if parts.headers.contains_key(axum::http::header::ORIGIN)
+        && !crate::auth::origin_allowed(&parts, &state.config.allowed_origins)
+    {
         return Err(ApiError::OriginNotAllowed);
     }
     let id: SessionId = raw_id.parse().map_err(|_| ApiError::SessionNotFound)?;

@@ -1,8 +1,10 @@
 //! HTTP handlers, thin: parse, call the store, shape the answer.
 
 pub mod auth;
+pub mod calls;
 pub mod counselors;
 pub mod health;
+pub mod live;
 pub mod sessions;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -16,4 +18,5 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(auth::routes())
         .merge(counselors::routes())
         .merge(sessions::routes())
+        .merge(calls::routes())
 }

