@@ -15,6 +15,13 @@ pub const MAX_PER_PAGE: u32 = 100;
 /// Rows per multi-row INSERT when loading in bulk (stays under both databases' parameter limits).
 const BULK_CHUNK: usize = 1000;
 
+#[derive(sqlx::FromRow)]
+struct CountedSessionRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    total_count: i64,
+}
+
 /// A value bound into a query assembled at run time.
 enum Bind {
     Text(&'static str),
@@ -299,15 +306,17 @@ impl Store {
             condition("started_at <", Bind::Time(start_of(after)));
         }
         let offset = i64::from(page - 1) * i64::from(per_page);
+        // One round trip: the window count gives the total beside the page. Only a page past the
+        // end (no rows to carry it) needs the separate count.
         let page_sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {conditions} \
+            "SELECT {SESSION_COLUMNS}, COUNT(*) OVER () AS total_count FROM sessions WHERE {conditions} \
              ORDER BY started_at DESC, id DESC LIMIT ${} OFFSET ${}",
             binds.len() + 2,
             binds.len() + 3
         );
         let count_sql = format!("SELECT COUNT(*) FROM sessions WHERE {conditions}");
         let user = *user_id.as_uuid();
-        let (rows, total): (Vec<SessionRow>, i64) = with_pool!(self, reader, |pool| {
+        let (rows, total): (Vec<CountedSessionRow>, i64) = with_pool!(self, reader, |pool| {
             let mut rows_query = sqlx::query_as(AssertSqlSafe(page_sql)).bind(user);
             let mut count_query = sqlx::query_scalar(AssertSqlSafe(count_sql)).bind(user);
             for bind in &binds {
@@ -322,19 +331,19 @@ impl Store {
                     }
                 }
             }
-            let rows = rows_query
+            let rows: Vec<CountedSessionRow> = rows_query
                 .bind(i64::from(per_page))
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
-            // A page short of full, or the first page empty, already tells the total.
-            let total = if offset == 0 && rows.len() < per_page as usize {
-                rows.len() as i64
-            } else {
-                count_query.fetch_one(pool).await?
+            let total = match rows.first() {
+                Some(row) => row.total_count,
+                None if offset == 0 => 0,
+                None => count_query.fetch_one(pool).await?,
             };
             (rows, total)
         });
+        let rows = rows.into_iter().map(|row| row.session);
         let records = rows
             .into_iter()
             .map(SessionRecord::try_from)
