@@ -4,7 +4,14 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global JSON logger. Calling it again (tests) is harmless.
 pub fn init(log_level: &str) {
-    let filter = EnvFilter::try_new(log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The WebRTC stack reports every connection's routine teardown as warnings; unless the operator
+    // asks for it by name, only its errors are logged.
+    let directives = if log_level.contains("webrtc") {
+        log_level.to_owned()
+    } else {
+        format!("{log_level},webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_srtp=error,webrtc_mdns=error")
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

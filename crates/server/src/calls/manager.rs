@@ -54,6 +54,8 @@ pub struct VoiceStack {
     pub transport: WebRtcTransport,
     /// The small offline model needs short prompts; cloud models get the category's own.
     pub persona: persona::PersonaStyle,
+    /// How long each stage of a turn may take (offline models on a small CPU need longer).
+    pub timeouts: agent::Timeouts,
 }
 
 /// What the student's browser needs to join a room.
@@ -198,6 +200,7 @@ impl CallManager {
 
         let mut config = CallConfig::new(persona);
         config.greeting = Some(persona::greeting(category).to_owned());
+        config.timeouts = voice.timeouts.clone();
         let mut handle = Call::start(config, voice.services.clone(), Arc::new(SafetyHook), accepted.io);
         let events = handle.events().expect("a new call hands over its events");
         let recorder = Recorder {

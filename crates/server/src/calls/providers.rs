@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use agent::services::cartesia::{CartesiaConfig, CartesiaTextToSpeech};
 use agent::services::deepgram::{DeepgramConfig, DeepgramSpeechToText};
@@ -129,7 +130,25 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
         services: Services { stt, llm, tts, vad: Arc::new(EarshotVadFactory) },
         transport: WebRtcTransport::new(settings.webrtc.clone())?,
         persona: if matches!(settings.llm, LlmChoice::Local) { PersonaStyle::Compact } else { PersonaStyle::FromCategory },
+        timeouts: turn_timeouts(settings),
     })
+}
+
+/// Cloud services answer in well under a second; the offline models share two CPU cores with
+/// every other call, so a busy moment can hold a turn for several seconds without anything wrong.
+fn turn_timeouts(settings: &VoiceSettings) -> agent::Timeouts {
+    let mut timeouts = agent::Timeouts::default();
+    if matches!(settings.stt, SttChoice::Local) {
+        timeouts.stt_final = timeouts.stt_final.max(Duration::from_secs(15));
+    }
+    if matches!(settings.llm, LlmChoice::Local) {
+        timeouts.llm_first_token = timeouts.llm_first_token.max(Duration::from_secs(25));
+        timeouts.llm_between_tokens = timeouts.llm_between_tokens.max(Duration::from_secs(5));
+    }
+    if matches!(settings.tts, TtsChoice::Local) {
+        timeouts.tts_first_audio = timeouts.tts_first_audio.max(Duration::from_secs(10));
+    }
+    timeouts
 }
 
 /// The offline model files, installed first if missing and allowed.

@@ -1,0 +1,84 @@
+// A student's whole visit, through the web app, in headless Chromium with a WAV file as the
+// microphone: sign in, accept the notice, start a voice call with the Health counselor, hear the
+// greeting, say something (the WAV), see it transcribed and answered, end the call, and find the
+// session with its transcript in the history.
+//
+//   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
+//
+// Prints what it saw as one JSON line; exits non-zero, saying why, on failure.
+
+import { existsSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [baseUrl, username, password, microphoneWav] = process.argv.slice(2);
+if (!baseUrl || !username || !password || !microphoneWav) {
+  console.error("usage: node student-call.mjs <base-url> <username> <password> <microphone.wav>");
+  process.exit(2);
+}
+const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+if (!existsSync(executablePath)) {
+  console.error(`Chromium not found at ${executablePath}: install the chromium package or set CHROMIUM_PATH`);
+  process.exit(3);
+}
+const CALL_TIMEOUT_MS = Number(process.env.CALL_TIMEOUT_MS || 90_000);
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${microphoneWav}`,
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
+});
+
+const seen = {};
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (error) => console.error(`[page error] ${error}`));
+  await page.goto(baseUrl);
+
+  await page.fill("input[name=username]", username);
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  await page.waitForSelector(".counselor", { timeout: 15_000 });
+  seen.counselors = await page.locator(".counselor h3").allTextContents();
+
+  await page.check("input[type=checkbox]");
+  await page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }).click();
+
+  // The greeting, then the student's words transcribed, then the counselor's answer.
+  await page.waitForSelector(".line.counselor", { timeout: CALL_TIMEOUT_MS });
+  seen.greeting = await page.locator(".line.counselor .text").first().textContent();
+  await page.waitForSelector(".line.student:not(.interim)", { timeout: CALL_TIMEOUT_MS });
+  seen.student = await page.locator(".line.student:not(.interim) .text").first().textContent();
+  await page.waitForFunction(() => document.querySelectorAll(".line.counselor:not(.interim)").length >= 2, null, { timeout: CALL_TIMEOUT_MS });
+  seen.reply = await page.locator(".line.counselor .text").nth(1).textContent();
+
+  await page.getByRole("button", { name: "End session" }).click();
+  await page.waitForSelector(".detail-head", { timeout: 15_000 });
+  seen.history = await page.locator(".transcript .line").allTextContents();
+  console.log(JSON.stringify(seen));
+
+  const problems = [];
+  if (!seen.greeting || !/counselor|wellness/i.test(seen.greeting)) problems.push(`unexpected greeting: ${seen.greeting}`);
+  if (!seen.student || seen.student.trim().length < 3) problems.push("the student's speech was not transcribed");
+  if (!seen.reply || seen.reply.trim().length < 3) problems.push("the counselor did not answer");
+  if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);
+  if (problems.length) {
+    console.error(problems.join("\n"));
+    process.exit(1);
+  }
+} catch (error) {
+  console.log(JSON.stringify(seen));
+  console.error(`the visit failed: ${error.message}`);
+  process.exit(1);
+} finally {
+  await browser.close();
+}
