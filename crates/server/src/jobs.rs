@@ -50,10 +50,9 @@ pub const CALL_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// A room whose browser has not connected by then is closed (its session ended).
 pub const ROOM_CONNECT_WITHIN: Duration = Duration::from_secs(120);
 
-/// Loads the voice services in the background, then keeps the call registry tidy.
+/// Keeps the call registry tidy: forgets finished calls, closes rooms nobody joined.
 pub fn spawn_call_housekeeping(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
-        state.calls.warm_up().await;
         let mut ticks = tokio::time::interval(CALL_SWEEP_INTERVAL);
         loop {
             ticks.tick().await;

@@ -225,6 +225,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init(&config.log_level);
     let app = crate::Application::build(config).await?;
     tracing::info!(address = %app.local_addr(), "counsel is listening");
+    // Load the speech models now, in the background, so the first student does not wait for them.
+    let calls = app.state().calls.clone();
+    tokio::spawn(async move { calls.warm_up().await });
     app.run_until_stopped().await?;
     Ok(())
 }
