@@ -23,13 +23,24 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() {
     let paths = offline::testing::model_paths();
     let load_start = Instant::now();
-    let voice = PiperVoice::load(&paths.piper_voice, &paths.piper_voice_config, &paths.onnxruntime_lib, PiperConfig::default())
-        .expect("load the voice");
+    let voice = PiperVoice::load(
+        &paths.piper_voice,
+        &paths.piper_voice_config,
+        &paths.onnxruntime_lib,
+        PiperConfig::default(),
+    )
+    .expect("load the voice");
     let load_ms = load_start.elapsed().as_secs_f64() * 1000.0;
     // Warm-up: the first run pays for onnxruntime's lazy initialisation.
-    let _ = voice.speak("Hello.").await.expect("speak").collect::<Vec<_>>().await;
+    let _ = voice
+        .speak("Hello.")
+        .await
+        .expect("speak")
+        .collect::<Vec<_>>()
+        .await;
 
-    let (mut first_audio_ms, mut rtf, mut audio_s, mut pieces) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut first_audio_ms, mut rtf, mut audio_s, mut pieces) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let start = Instant::now();
         let mut stream = voice.speak(SENTENCE).await.expect("speak");

@@ -47,17 +47,35 @@ fn to_16k(samples: &[i16], rate: u32) -> Vec<f32> {
 /// The end of the first complete sentence in `text`, if there is one yet.
 fn first_sentence_end(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
-    (0..bytes.len()).find(|&i| matches!(bytes[i], b'.' | b'!' | b'?') && bytes.get(i + 1).is_some_and(|b| b.is_ascii_whitespace()) && i > 10).map(|i| i + 1)
+    (0..bytes.len())
+        .find(|&i| {
+            matches!(bytes[i], b'.' | b'!' | b'?')
+                && bytes.get(i + 1).is_some_and(|b| b.is_ascii_whitespace())
+                && i > 10
+        })
+        .map(|i| i + 1)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let paths = offline::testing::model_paths();
     // The language model goes first: it sets candle's (process-wide) thread count.
-    let llm = LocalLanguageModel::load(&paths.llm_gguf, LlmConfig { seed: Some(5), ..LlmConfig::default() }).expect("load the model");
+    let llm = LocalLanguageModel::load(
+        &paths.llm_gguf,
+        LlmConfig {
+            seed: Some(5),
+            ..LlmConfig::default()
+        },
+    )
+    .expect("load the model");
     let whisper = WhisperModel::load(&paths.whisper_dir).expect("load Whisper");
-    let voice = PiperVoice::load(&paths.piper_voice, &paths.piper_voice_config, &paths.onnxruntime_lib, PiperConfig::default())
-        .expect("load the voice");
+    let voice = PiperVoice::load(
+        &paths.piper_voice,
+        &paths.piper_voice_config,
+        &paths.onnxruntime_lib,
+        PiperConfig::default(),
+    )
+    .expect("load the voice");
 
     let utterance: Vec<i16> = voice
         .speak(STUDENT_SAYS)
@@ -72,12 +90,18 @@ async fn main() {
     let _ = whisper.transcribe(&utterance).expect("transcribe");
     let _ = llm
         .generate_blocking(
-            &ChatRequest { system: system.clone(), messages: vec![ChatMessage::user("Hello.")], max_tokens: 1, temperature: 0.5 },
+            &ChatRequest {
+                system: system.clone(),
+                messages: vec![ChatMessage::user("Hello.")],
+                max_tokens: 1,
+                temperature: 0.5,
+            },
             |_| true,
         )
         .expect("warm-up");
 
-    let (mut stt, mut llm_first_sentence, mut tts_first, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut stt, mut llm_first_sentence, mut tts_first, mut total) =
+        (vec![], vec![], vec![], vec![]);
     let mut heard = String::new();
     let mut said = String::new();
     for _ in 0..RUNS {
@@ -85,7 +109,12 @@ async fn main() {
         heard = whisper.transcribe(&utterance).expect("transcribe").text;
         let after_stt = Instant::now();
 
-        let request = ChatRequest { system: system.clone(), messages: vec![ChatMessage::user(heard.trim())], max_tokens: 80, temperature: 0.5 };
+        let request = ChatRequest {
+            system: system.clone(),
+            messages: vec![ChatMessage::user(heard.trim())],
+            max_tokens: 80,
+            temperature: 0.5,
+        };
         let mut reply_stream = llm.stream_reply(request).await.expect("reply");
         let mut reply = String::new();
         let sentence = loop {

@@ -43,9 +43,18 @@ pub enum PhonemizeError {
 // The few entry points of libespeak-ng's C API (speak_lib.h) that phonemization needs.
 #[link(name = "espeak-ng")]
 extern "C" {
-    fn espeak_Initialize(output: c_int, buflength: c_int, path: *const c_char, options: c_int) -> c_int;
+    fn espeak_Initialize(
+        output: c_int,
+        buflength: c_int,
+        path: *const c_char,
+        options: c_int,
+    ) -> c_int;
     fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
-    fn espeak_TextToPhonemes(textptr: *mut *const c_void, textmode: c_int, phonememode: c_int) -> *const c_char;
+    fn espeak_TextToPhonemes(
+        textptr: *mut *const c_void,
+        textmode: c_int,
+        phonememode: c_int,
+    ) -> *const c_char;
 }
 
 const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
@@ -64,11 +73,21 @@ static ESPEAK: Mutex<Option<Espeak>> = Mutex::new(None);
 /// Phonemizes `text` with the espeak-ng voice `voice` (e.g. `en-us`), clause by clause.
 pub fn phonemize(text: &str, voice: &str) -> Result<Vec<Clause>, PhonemizeError> {
     let text_c = CString::new(text).map_err(|_| PhonemizeError::NulInText)?;
-    let voice_c = CString::new(voice).map_err(|_| PhonemizeError::UnknownVoice(voice.to_string()))?;
-    let mut guard = ESPEAK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let voice_c =
+        CString::new(voice).map_err(|_| PhonemizeError::UnknownVoice(voice.to_string()))?;
+    let mut guard = ESPEAK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if guard.is_none() {
         // SAFETY: called under the lock; a null path means espeak-ng's installed data.
-        let rate = unsafe { espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, std::ptr::null(), ESPEAK_INITIALIZE_DONT_EXIT) };
+        let rate = unsafe {
+            espeak_Initialize(
+                AUDIO_OUTPUT_SYNCHRONOUS,
+                0,
+                std::ptr::null(),
+                ESPEAK_INITIALIZE_DONT_EXIT,
+            )
+        };
         if rate <= 0 {
             return Err(PhonemizeError::Initialize);
         }
@@ -92,13 +111,21 @@ pub fn phonemize(text: &str, voice: &str) -> Result<Vec<Clause>, PhonemizeError>
         let clause_start = cursor as usize - start as usize;
         // SAFETY: under the lock; `cursor` points into `text_c`, which is NUL-terminated and
         // alive; espeak-ng advances it past the clause it read, or nulls it at the end.
-        let phonemes_ptr = unsafe { espeak_TextToPhonemes(&mut cursor, ESPEAK_CHARS_UTF8, ESPEAK_PHONEMES_IPA) };
-        let clause_end = if cursor.is_null() { bytes.len() } else { (cursor as usize - start as usize).min(bytes.len()) };
+        let phonemes_ptr =
+            unsafe { espeak_TextToPhonemes(&mut cursor, ESPEAK_CHARS_UTF8, ESPEAK_PHONEMES_IPA) };
+        let clause_end = if cursor.is_null() {
+            bytes.len()
+        } else {
+            (cursor as usize - start as usize).min(bytes.len())
+        };
         if phonemes_ptr.is_null() {
             break;
         }
         // SAFETY: espeak-ng returns a NUL-terminated string valid until its next call.
-        let phonemes = unsafe { CStr::from_ptr(phonemes_ptr) }.to_string_lossy().trim().to_string();
+        let phonemes = unsafe { CStr::from_ptr(phonemes_ptr) }
+            .to_string_lossy()
+            .trim()
+            .to_string();
         let consumed = String::from_utf8_lossy(&bytes[clause_start.min(clause_end)..clause_end]);
         // espeak-ng reads one character past a clause's end (it gives it back to the next
         // clause), so skip that before looking for the closing mark.
@@ -108,7 +135,10 @@ pub fn phonemize(text: &str, voice: &str) -> Result<Vec<Clause>, PhonemizeError>
             .last()
             .filter(|c| matches!(c, '.' | ',' | '?' | '!' | ';' | ':'));
         if !phonemes.is_empty() {
-            clauses.push(Clause { phonemes, punctuation });
+            clauses.push(Clause {
+                phonemes,
+                punctuation,
+            });
         } else if let (Some(mark), Some(previous)) = (punctuation, clauses.last_mut()) {
             // A stray mark on its own (say "...") belongs to the clause before it.
             previous.punctuation.get_or_insert(mark);
@@ -157,7 +187,11 @@ mod tests {
     #[test]
     fn concurrent_callers_are_serialised() {
         let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| phonemize("Take a deep breath, then start again.", "en-us").unwrap()))
+            .map(|_| {
+                std::thread::spawn(|| {
+                    phonemize("Take a deep breath, then start again.", "en-us").unwrap()
+                })
+            })
             .collect();
         let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         assert!(results.windows(2).all(|pair| pair[0] == pair[1]));

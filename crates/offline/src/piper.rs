@@ -63,11 +63,17 @@ impl VoiceConfig {
         let config: VoiceConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
         if let Some(kind) = config.phoneme_type.as_deref() {
             if kind != "espeak" {
-                return Err(format!("phoneme_type {kind:?} is not supported; only espeak voices are"));
+                return Err(format!(
+                    "phoneme_type {kind:?} is not supported; only espeak voices are"
+                ));
             }
         }
         for symbol in [PAD, BOS, EOS] {
-            if config.phoneme_id_map.get(symbol).is_none_or(|ids| ids.is_empty()) {
+            if config
+                .phoneme_id_map
+                .get(symbol)
+                .is_none_or(|ids| ids.is_empty())
+            {
                 return Err(format!("phoneme_id_map lacks the {symbol:?} symbol"));
             }
         }
@@ -113,7 +119,12 @@ pub struct PiperConfig {
 
 impl Default for PiperConfig {
     fn default() -> Self {
-        Self { threads: 1, max_concurrent: 1, queue_timeout: Duration::from_secs(20), min_piece_phonemes: 24 }
+        Self {
+            threads: 1,
+            max_concurrent: 1,
+            queue_timeout: Duration::from_secs(20),
+            min_piece_phonemes: 24,
+        }
     }
 }
 
@@ -137,11 +148,16 @@ pub fn onnx_environment(dylib: &Path) -> Result<ort::environment::Environment, P
     if let Some(environment) = ONNX_ENVIRONMENT.get() {
         return Ok(environment.clone());
     }
-    let _init = ONNX_ENVIRONMENT_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _init = ONNX_ENVIRONMENT_INIT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(environment) = ONNX_ENVIRONMENT.get() {
         return Ok(environment.clone());
     }
-    let runtime_error = |reason: String| PiperLoadError::Runtime { path: dylib.to_path_buf(), reason };
+    let runtime_error = |reason: String| PiperLoadError::Runtime {
+        path: dylib.to_path_buf(),
+        reason,
+    };
     if !dylib.is_file() {
         return Err(runtime_error("no such file".into()));
     }
@@ -169,19 +185,31 @@ impl PiperVoice {
         onnxruntime_dylib: &Path,
         settings: PiperConfig,
     ) -> Result<Self, PiperLoadError> {
-        let config_error = |reason: String| PiperLoadError::Config { path: config_path.to_path_buf(), reason };
+        let config_error = |reason: String| PiperLoadError::Config {
+            path: config_path.to_path_buf(),
+            reason,
+        };
         let json = std::fs::read_to_string(config_path).map_err(|e| config_error(e.to_string()))?;
         let config = VoiceConfig::from_json(&json).map_err(config_error)?;
         let environment = onnx_environment(onnxruntime_dylib)?;
-        let model_error = |reason: String| PiperLoadError::Model { path: model_path.to_path_buf(), reason };
+        let model_error = |reason: String| PiperLoadError::Model {
+            path: model_path.to_path_buf(),
+            reason,
+        };
         if !model_path.is_file() {
             return Err(model_error("no such file".into()));
         }
         let sessions = (0..settings.max_concurrent.max(1))
             .map(|_| {
                 Session::builder(&environment)
-                    .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(Into::into))
-                    .and_then(|b| b.with_intra_threads(settings.threads.max(1)).map_err(Into::into))
+                    .and_then(|b| {
+                        b.with_optimization_level(GraphOptimizationLevel::Level3)
+                            .map_err(Into::into)
+                    })
+                    .and_then(|b| {
+                        b.with_intra_threads(settings.threads.max(1))
+                            .map_err(Into::into)
+                    })
                     .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
                     .and_then(|mut b| b.commit_from_file(model_path))
                     .map(Mutex::new)
@@ -189,7 +217,12 @@ impl PiperVoice {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let turns = Arc::new(Semaphore::new(sessions.len()));
-        Ok(Self { config: Arc::new(config), settings, sessions: Arc::new(sessions), turns })
+        Ok(Self {
+            config: Arc::new(config),
+            settings,
+            sessions: Arc::new(sessions),
+            turns,
+        })
     }
 
     pub fn sample_rate(&self) -> u32 {
@@ -203,8 +236,11 @@ impl PiperVoice {
     /// Cuts text into the pieces synthesised one at a time: sentence ends always cut, and a
     /// clause ends a piece once the piece is long enough to be worth a model call.
     pub fn pieces(&self, text: &str) -> Result<Vec<String>, ServiceError> {
-        let clauses = phonemize(text, &self.config.espeak.voice)
-            .map_err(|e| ServiceError::Unavailable { service: SERVICE, reason: e.to_string() })?;
+        let clauses =
+            phonemize(text, &self.config.espeak.voice).map_err(|e| ServiceError::Unavailable {
+                service: SERVICE,
+                reason: e.to_string(),
+            })?;
         Ok(group_clauses(&clauses, self.settings.min_piece_phonemes))
     }
 
@@ -220,7 +256,11 @@ fn lock_a_session(sessions: &[Mutex<Session>]) -> std::sync::MutexGuard<'_, Sess
     sessions
         .iter()
         .find_map(|session| session.try_lock().ok())
-        .unwrap_or_else(|| sessions[0].lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        .unwrap_or_else(|| {
+            sessions[0]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        })
 }
 
 fn group_clauses(clauses: &[Clause], min_piece_phonemes: usize) -> Vec<String> {
@@ -242,7 +282,10 @@ fn group_clauses(clauses: &[Clause], min_piece_phonemes: usize) -> Vec<String> {
 }
 
 fn inference_error(error: ort::Error) -> ServiceError {
-    ServiceError::Unavailable { service: SERVICE, reason: format!("voice model failure: {error}") }
+    ServiceError::Unavailable {
+        service: SERVICE,
+        reason: format!("voice model failure: {error}"),
+    }
 }
 
 fn synthesize(
@@ -252,18 +295,30 @@ fn synthesize(
 ) -> Result<AudioChunk, ServiceError> {
     let ids = config.phoneme_ids(phonemes);
     let length = ids.len() as i64;
-    let scales = vec![config.inference.noise_scale, config.inference.length_scale, config.inference.noise_w];
+    let scales = vec![
+        config.inference.noise_scale,
+        config.inference.length_scale,
+        config.inference.noise_w,
+    ];
     let input = Tensor::from_array(([1usize, ids.len()], ids)).map_err(inference_error)?;
     let input_lengths = Tensor::from_array(([1usize], vec![length])).map_err(inference_error)?;
     let scales = Tensor::from_array(([3usize], scales)).map_err(inference_error)?;
     let outputs = session
         .run(ort::inputs!["input" => input, "input_lengths" => input_lengths, "scales" => scales])
         .map_err(inference_error)?;
-    let (_, audio) = outputs[0].try_extract_tensor::<f32>().map_err(inference_error)?;
+    let (_, audio) = outputs[0]
+        .try_extract_tensor::<f32>()
+        .map_err(inference_error)?;
     if audio.iter().any(|sample| !sample.is_finite()) {
-        return Err(ServiceError::Protocol { service: SERVICE, reason: "the voice model produced non-finite samples".into() });
+        return Err(ServiceError::Protocol {
+            service: SERVICE,
+            reason: "the voice model produced non-finite samples".into(),
+        });
     }
-    let samples = audio.iter().map(|&sample| (sample.clamp(-1.0, 1.0) * i16::MAX as f32) as i16).collect();
+    let samples = audio
+        .iter()
+        .map(|&sample| (sample.clamp(-1.0, 1.0) * i16::MAX as f32) as i16)
+        .collect();
     Ok(AudioChunk::new(samples, config.audio.sample_rate))
 }
 
@@ -273,14 +328,26 @@ impl TextToSpeech for PiperVoice {
         SERVICE
     }
 
-    async fn speak(&self, sentence: &str) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
+    async fn speak(
+        &self,
+        sentence: &str,
+    ) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
         if sentence.contains('\0') {
-            return Err(ServiceError::Rejected { service: SERVICE, reason: "text contains a NUL character".into() });
+            return Err(ServiceError::Rejected {
+                service: SERVICE,
+                reason: "text contains a NUL character".into(),
+            });
         }
-        let permit = tokio::time::timeout(self.settings.queue_timeout, self.turns.clone().acquire_owned())
-            .await
-            .map_err(|_| ServiceError::Timeout { service: SERVICE, after_ms: self.settings.queue_timeout.as_millis() as u64 })?
-            .map_err(|_| ServiceError::Closed { service: SERVICE })?;
+        let permit = tokio::time::timeout(
+            self.settings.queue_timeout,
+            self.turns.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ServiceError::Timeout {
+            service: SERVICE,
+            after_ms: self.settings.queue_timeout.as_millis() as u64,
+        })?
+        .map_err(|_| ServiceError::Closed { service: SERVICE })?;
         let text = sentence.to_string();
         let config = self.config.clone();
         let sessions = self.sessions.clone();
@@ -291,7 +358,10 @@ impl TextToSpeech for PiperVoice {
             let pieces = match phonemize(&text, &config.espeak.voice) {
                 Ok(clauses) => group_clauses(&clauses, min_piece_phonemes),
                 Err(error) => {
-                    let _ = sender.blocking_send(Err(ServiceError::Unavailable { service: SERVICE, reason: error.to_string() }));
+                    let _ = sender.blocking_send(Err(ServiceError::Unavailable {
+                        service: SERVICE,
+                        reason: error.to_string(),
+                    }));
                     return;
                 }
             };
@@ -305,7 +375,9 @@ impl TextToSpeech for PiperVoice {
                 }
             }
         });
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))))
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            receiver.poll_recv(cx)
+        })))
     }
 }
 
@@ -325,7 +397,10 @@ mod tests {
 
     #[test]
     fn phoneme_ids_are_padded_and_framed_like_piper() {
-        assert_eq!(config().phoneme_ids("hi, h"), [1, 0, 20, 0, 21, 0, 8, 0, 3, 0, 20, 0, 2]);
+        assert_eq!(
+            config().phoneme_ids("hi, h"),
+            [1, 0, 20, 0, 21, 0, 8, 0, 3, 0, 20, 0, 2]
+        );
     }
 
     #[test]
@@ -345,7 +420,10 @@ mod tests {
     }
 
     fn clause(phonemes: &str, punctuation: Option<char>) -> Clause {
-        Clause { phonemes: phonemes.into(), punctuation }
+        Clause {
+            phonemes: phonemes.into(),
+            punctuation,
+        }
     }
 
     #[test]
@@ -357,6 +435,9 @@ mod tests {
             clause("dd", Some('.')),
             clause("ee", None),
         ];
-        assert_eq!(group_clauses(&clauses, 10), ["aa, bbbbbbbbbb,", "cc, dd.", "ee"]);
+        assert_eq!(
+            group_clauses(&clauses, 10),
+            ["aa, bbbbbbbbbb,", "cc, dd.", "ee"]
+        );
     }
 }

@@ -45,7 +45,10 @@ mod tests {
         for category in Category::ALL {
             let persona = compact_persona(category);
             let words = persona.split_whitespace().count();
-            assert!((15..=45).contains(&words), "{category:?} persona has {words} words");
+            assert!(
+                (15..=45).contains(&words),
+                "{category:?} persona has {words} words"
+            );
             assert!(persona.is_ascii());
             assert!(persona.contains("college students"));
         }

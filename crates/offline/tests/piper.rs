@@ -12,8 +12,13 @@ fn voice() -> &'static PiperVoice {
     static VOICE: OnceLock<PiperVoice> = OnceLock::new();
     VOICE.get_or_init(|| {
         let paths = offline::testing::model_paths();
-        PiperVoice::load(&paths.piper_voice, &paths.piper_voice_config, &paths.onnxruntime_lib, PiperConfig::default())
-            .expect("load the Piper voice")
+        PiperVoice::load(
+            &paths.piper_voice,
+            &paths.piper_voice_config,
+            &paths.onnxruntime_lib,
+            PiperConfig::default(),
+        )
+        .expect("load the Piper voice")
     })
 }
 
@@ -39,13 +44,23 @@ async fn a_sentence_becomes_audible_speech_of_plausible_length() {
     let chunks = speak(text).await;
     assert!(!chunks.is_empty());
     assert!(chunks.iter().all(|chunk| chunk.sample_rate == 22_050));
-    let samples: Vec<i16> = chunks.iter().flat_map(|chunk| chunk.samples.iter().copied()).collect();
+    let samples: Vec<i16> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.samples.iter().copied())
+        .collect();
     let seconds = samples.len() as f64 / 22_050.0;
     let per_char = seconds / text.chars().count() as f64;
-    assert!((0.04..=0.15).contains(&per_char), "{seconds:.2} s for {} characters", text.len());
+    assert!(
+        (0.04..=0.15).contains(&per_char),
+        "{seconds:.2} s for {} characters",
+        text.len()
+    );
     let level = rms(&samples);
     assert!(level > 500.0, "too quiet to be speech: RMS {level:.0}");
-    let clipped = samples.iter().filter(|s| s.unsigned_abs() >= i16::MAX as u16).count();
+    let clipped = samples
+        .iter()
+        .filter(|s| s.unsigned_abs() >= i16::MAX as u16)
+        .count();
     assert!(clipped * 100 < samples.len(), "{clipped} clipped samples");
 }
 
@@ -54,17 +69,30 @@ async fn a_long_sentence_streams_in_clause_pieces() {
     let text = "When you feel overwhelmed, take a short walk outside, drink some water, \
                 and then pick the single smallest task on your list.";
     let chunks = speak(text).await;
-    assert!(chunks.len() >= 2, "expected several pieces, got {}", chunks.len());
+    assert!(
+        chunks.len() >= 2,
+        "expected several pieces, got {}",
+        chunks.len()
+    );
     let total: f64 = chunks.iter().map(AudioChunk::duration_secs).sum();
-    assert!(chunks[0].duration_secs() < total / 2.0, "the first piece should be a clause, not most of the sentence");
+    assert!(
+        chunks[0].duration_secs() < total / 2.0,
+        "the first piece should be a clause, not most of the sentence"
+    );
     assert!(chunks.iter().all(|chunk| rms(&chunk.samples) > 300.0));
 }
 
 #[tokio::test]
 async fn each_piece_is_speech_not_silence() {
-    let chunk = voice().synthesize_phonemes("həlˈoʊ wˈɜːld.").expect("synthesis");
+    let chunk = voice()
+        .synthesize_phonemes("həlˈoʊ wˈɜːld.")
+        .expect("synthesis");
     assert_eq!(chunk.sample_rate, 22_050);
-    assert!((0.4..3.0).contains(&chunk.duration_secs()), "{} s", chunk.duration_secs());
+    assert!(
+        (0.4..3.0).contains(&chunk.duration_secs()),
+        "{} s",
+        chunk.duration_secs()
+    );
     assert!(rms(&chunk.samples) > 500.0);
 }
 
@@ -78,7 +106,10 @@ async fn text_with_a_nul_is_rejected() {
 #[tokio::test]
 async fn dropping_the_stream_frees_the_voice() {
     let voice: &dyn TextToSpeech = voice();
-    let mut stream = voice.speak("First, this. Then, that. Finally, the rest of it.").await.expect("speak");
+    let mut stream = voice
+        .speak("First, this. Then, that. Finally, the rest of it.")
+        .await
+        .expect("speak");
     assert!(stream.next().await.expect("a chunk").is_ok());
     drop(stream);
     let chunks = speak("Still here.").await;
@@ -88,9 +119,19 @@ async fn dropping_the_stream_frees_the_voice() {
 #[test]
 fn a_missing_voice_file_is_a_clear_error() {
     let paths = offline::testing::model_paths();
-    let missing = paths.piper_voice_config.with_file_name("no-such-voice.onnx.json");
-    let error = PiperVoice::load(&paths.piper_voice, &missing, &paths.onnxruntime_lib, PiperConfig::default())
-        .err()
-        .expect("load must fail");
-    assert!(error.to_string().contains("no-such-voice.onnx.json"), "{error}");
+    let missing = paths
+        .piper_voice_config
+        .with_file_name("no-such-voice.onnx.json");
+    let error = PiperVoice::load(
+        &paths.piper_voice,
+        &missing,
+        &paths.onnxruntime_lib,
+        PiperConfig::default(),
+    )
+    .err()
+    .expect("load must fail");
+    assert!(
+        error.to_string().contains("no-such-voice.onnx.json"),
+        "{error}"
+    );
 }

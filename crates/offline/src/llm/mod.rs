@@ -25,9 +25,20 @@ use self::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 
 const SERVICE: &str = "smollm2";
 
+/// How the model's weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// 32-bit floats (about 540 MB): reads prompts several times faster, which is most of the
+    /// time to the first token, at some cost in generation speed.
+    Float32,
+    /// 8-bit blocks (about 145 MB): generates fastest, but reads prompts a token at a time.
+    Q8_0,
+}
+
 /// How the local model generates.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
+    pub weights: WeightFormat,
     /// CPU threads for the matrix kernels. One is the default: on a busy two-core machine
     /// two threads fight the audio pipeline and generation collapses.
     pub threads: usize,
@@ -56,6 +67,7 @@ pub struct LlmConfig {
 impl Default for LlmConfig {
     fn default() -> Self {
         Self {
+            weights: WeightFormat::Float32,
             threads: 1,
             max_concurrent: 1,
             queue_timeout: Duration::from_secs(20),
@@ -75,7 +87,10 @@ impl Default for LlmConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LlmLoadError {
     #[error("cannot open the language model {}: {source}", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the language model {} is not a usable GGUF llama model: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -101,18 +116,35 @@ impl LocalLanguageModel {
         if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
             std::env::set_var("CANDLE_NUM_THREADS", config.threads.max(1).to_string());
         }
-        let format_error = |reason: String| LlmLoadError::Format { path: gguf_path.to_path_buf(), reason };
-        let file = File::open(gguf_path).map_err(|source| LlmLoadError::Open { path: gguf_path.to_path_buf(), source })?;
+        let format_error = |reason: String| LlmLoadError::Format {
+            path: gguf_path.to_path_buf(),
+            reason,
+        };
+        let file = File::open(gguf_path).map_err(|source| LlmLoadError::Open {
+            path: gguf_path.to_path_buf(),
+            source,
+        })?;
         let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| format_error(e.to_string()))?;
-        let architecture = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned();
+        let content =
+            gguf_file::Content::read(&mut reader).map_err(|e| format_error(e.to_string()))?;
+        let architecture = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
         if architecture.as_deref() != Some("llama") {
-            return Err(format_error(format!("expected the llama architecture, found {architecture:?}")));
+            return Err(format_error(format!(
+                "expected the llama architecture, found {architecture:?}"
+            )));
         }
         let tokenizer = Tokenizer::from_gguf(&content)?;
-        let weights = if content.tensor_infos.values().any(|info| needs_fast_format(info.ggml_dtype)) {
-            let (content, mut converted) =
-                to_fast_formats(content, &mut reader).map_err(|e| format_error(e.to_string()))?;
+        let weights = if content
+            .tensor_infos
+            .values()
+            .any(|info| needs_conversion(info.ggml_dtype, config.weights))
+        {
+            let (content, mut converted) = convert_weights(content, &mut reader, config.weights)
+                .map_err(|e| format_error(e.to_string()))?;
             ModelWeights::from_gguf(content, &mut converted, &Device::Cpu)
         } else {
             ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)
@@ -120,7 +152,13 @@ impl LocalLanguageModel {
         .map_err(|e| format_error(e.to_string()))?;
         let turns = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         let prefixes = Arc::new(PrefixCache::new(config.cached_prefixes));
-        Ok(Self { weights: Arc::new(weights), prefixes, tokenizer: Arc::new(tokenizer), config, turns })
+        Ok(Self {
+            weights: Arc::new(weights),
+            prefixes,
+            tokenizer: Arc::new(tokenizer),
+            config,
+            turns,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -167,12 +205,18 @@ struct PrefixCache {
 
 impl PrefixCache {
     fn new(capacity: usize) -> Self {
-        Self { entries: std::sync::Mutex::new(Default::default()), capacity }
+        Self {
+            entries: std::sync::Mutex::new(Default::default()),
+            capacity,
+        }
     }
 
     /// The copy that has read the longest proper prefix of `tokens`, and that prefix's length.
     fn longest_prefix_of(&self, tokens: &[TokenId]) -> Option<(ModelWeights, usize)> {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (index, _) = entries
             .iter()
             .enumerate()
@@ -188,38 +232,58 @@ impl PrefixCache {
         if self.capacity == 0 {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.retain(|(prefix, _)| prefix.as_slice() != tokens);
         entries.push_front((tokens.to_vec(), model.clone()));
         entries.truncate(self.capacity);
     }
 }
 
-/// Formats whose matrix kernels candle only has in plain scalar code (Q4_1 is the one
-/// SmolLM2's package ships): several times slower than the SIMD ones.
-fn needs_fast_format(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
+/// Whether a stored tensor must be re-encoded for `format`. candle has only plain scalar
+/// kernels for Q4_1 (what SmolLM2's package ships), Q5_0 and Q5_1: several times slower than
+/// its SIMD ones, so those always go.
+fn needs_conversion(dtype: GgmlDType, format: WeightFormat) -> bool {
+    match format {
+        WeightFormat::Q8_0 => matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1),
+        WeightFormat::Float32 => !matches!(dtype, GgmlDType::F32 | GgmlDType::F16),
+    }
 }
 
-/// Re-encodes slow-format tensors as Q8_0, which has SIMD kernels and holds 4- and 5-bit
-/// values exactly enough, and returns an in-memory GGUF to load from.
-fn to_fast_formats(
+/// Re-encodes the tensors `format` needs converted and returns an in-memory GGUF to load
+/// from. Float weights are written as F16, which candle widens to F32 as it loads them, so
+/// the transient copy is half the size; F16 holds 4-bit block values with room to spare.
+fn convert_weights(
     content: gguf_file::Content,
     reader: &mut BufReader<File>,
+    format: WeightFormat,
 ) -> candle_core::Result<(gguf_file::Content, Cursor<Vec<u8>>)> {
+    let target = match format {
+        WeightFormat::Q8_0 => GgmlDType::Q8_0,
+        WeightFormat::Float32 => GgmlDType::F16,
+    };
     let device = Device::Cpu;
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());
     for (name, info) in &content.tensor_infos {
         let tensor = content.tensor(reader, name, &device)?;
-        let tensor = if needs_fast_format(info.ggml_dtype) {
-            QTensor::quantize(&tensor.dequantize(&device)?, GgmlDType::Q8_0)?
+        let tensor = if needs_conversion(info.ggml_dtype, format) {
+            QTensor::quantize(&tensor.dequantize(&device)?, target)?
         } else {
             tensor
         };
         tensors.push((name.as_str(), tensor));
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(name, tensor)| (*name, tensor)).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors
+        .iter()
+        .map(|(name, tensor)| (*name, tensor))
+        .collect();
     let mut buffer = Cursor::new(Vec::new());
     gguf_file::write(&mut buffer, &metadata, &tensor_refs)?;
     drop(tensors);
@@ -244,11 +308,16 @@ impl Generation {
         let prompt = &self.prompt.tokens;
         // A private copy of the handle gets a private attention cache; the weights are shared.
         // A cached copy that already read the start of this prompt skips that part.
-        let (mut model, mut fed) = self.prefixes.longest_prefix_of(prompt).unwrap_or_else(|| ((*self.weights).clone(), 0));
+        let (mut model, mut fed) = self
+            .prefixes
+            .longest_prefix_of(prompt)
+            .unwrap_or_else(|| ((*self.weights).clone(), 0));
         // The system turn is worth caching on its own: every conversation in a category starts with it.
         if fed < self.prompt.system_len {
             let system = &prompt[fed..self.prompt.system_len];
-            let input = Tensor::new(system, &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
+            let input = Tensor::new(system, &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(model_error)?;
             model.forward(&input, fed).map_err(model_error)?;
             fed = self.prompt.system_len;
             self.prefixes.insert(&prompt[..fed], &model);
@@ -256,7 +325,11 @@ impl Generation {
         let sampling = if self.temperature <= 0.0 {
             Sampling::ArgMax
         } else {
-            Sampling::TopKThenTopP { k: self.config.top_k, p: self.config.top_p, temperature: self.temperature as f64 }
+            Sampling::TopKThenTopP {
+                k: self.config.top_k,
+                p: self.config.top_p,
+                temperature: self.temperature as f64,
+            }
         };
         let seed = self.config.seed.unwrap_or_else(fresh_seed);
         let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
@@ -264,17 +337,24 @@ impl Generation {
         let stops = [self.tokenizer.chat.im_end, self.tokenizer.chat.end_of_text];
 
         let mut context: Vec<TokenId> = prompt.clone();
-        let mut input = Tensor::new(&prompt[fed..], &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
+        let mut input = Tensor::new(&prompt[fed..], &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(model_error)?;
         let mut generated = 0;
         let mut finished = false;
         while generated < self.max_tokens {
             let position = context.len() - input.dim(1).map_err(model_error)?;
-            let logits = model.forward(&input, position).and_then(|l| l.squeeze(0)).map_err(model_error)?;
+            let logits = model
+                .forward(&input, position)
+                .and_then(|l| l.squeeze(0))
+                .map_err(model_error)?;
             if generated == 0 {
                 // The next turn's prompt starts with this one.
                 self.prefixes.insert(prompt, &model);
             }
-            let logits = self.discourage_repeats(logits, &context[prompt.len()..]).map_err(model_error)?;
+            let logits = self
+                .discourage_repeats(logits, &context[prompt.len()..])
+                .map_err(model_error)?;
             let next = sampler.sample(&logits).map_err(model_error)?;
             if stops.contains(&next) {
                 finished = true;
@@ -290,7 +370,9 @@ impl Generation {
             if context.len() >= candle_transformers::models::quantized_llama::MAX_SEQ_LEN {
                 break;
             }
-            input = Tensor::new(&[next], &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(model_error)?;
+            input = Tensor::new(&[next], &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(model_error)?;
         }
         if finished {
             // Every token of the finished reply has been read, so if the next request carries
@@ -313,7 +395,11 @@ impl Generation {
             for &token in recent {
                 if seen.insert(token) {
                     if let Some(logit) = logits.get_mut(token as usize) {
-                        *logit = if *logit >= 0.0 { *logit / self.config.repeat_penalty } else { *logit * self.config.repeat_penalty };
+                        *logit = if *logit >= 0.0 {
+                            *logit / self.config.repeat_penalty
+                        } else {
+                            *logit * self.config.repeat_penalty
+                        };
                     }
                 }
             }
@@ -333,18 +419,29 @@ fn repeated_ngram_continuations(reply: &[TokenId], n: usize) -> Vec<TokenId> {
         return Vec::new();
     }
     let tail = &reply[reply.len() - (n - 1)..];
-    reply.windows(n).filter(|window| &window[..n - 1] == tail).map(|window| window[n - 1]).collect()
+    reply
+        .windows(n)
+        .filter(|window| &window[..n - 1] == tail)
+        .map(|window| window[n - 1])
+        .collect()
 }
 
 fn fresh_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.finish()
 }
 
 fn model_error(error: candle_core::Error) -> ServiceError {
-    ServiceError::Unavailable { service: SERVICE, reason: format!("model failure: {error}") }
+    ServiceError::Unavailable {
+        service: SERVICE,
+        reason: format!("model failure: {error}"),
+    }
 }
 
 /// A ChatML prompt as token ids.
@@ -355,7 +452,11 @@ pub struct Prompt {
     pub system_len: usize,
 }
 
-fn build_prompt(tokenizer: &Tokenizer, request: &ChatRequest, max_tokens: usize) -> Result<Prompt, ServiceError> {
+fn build_prompt(
+    tokenizer: &Tokenizer,
+    request: &ChatRequest,
+    max_tokens: usize,
+) -> Result<Prompt, ServiceError> {
     let chat = tokenizer.chat;
     let newline = tokenizer.encode("\n");
     let turn = |role: &str, content: &str| -> Vec<TokenId> {
@@ -400,7 +501,10 @@ fn build_prompt(tokenizer: &Tokenizer, request: &ChatRequest, max_tokens: usize)
         });
     }
     // A history that starts with the counselor's turn confuses the model: start with a student's.
-    while kept.last().is_some_and(|(role, _)| *role == ChatRole::Assistant) {
+    while kept
+        .last()
+        .is_some_and(|(role, _)| *role == ChatRole::Assistant)
+    {
         kept.pop();
     }
     let system_len = system.len();
@@ -423,10 +527,16 @@ impl LanguageModel for LocalLanguageModel {
         request: ChatRequest,
     ) -> Result<BoxStream<Result<String, ServiceError>>, ServiceError> {
         let prompt = self.prompt_tokens(&request)?;
-        let permit = tokio::time::timeout(self.config.queue_timeout, self.turns.clone().acquire_owned())
-            .await
-            .map_err(|_| ServiceError::Timeout { service: SERVICE, after_ms: self.config.queue_timeout.as_millis() as u64 })?
-            .map_err(|_| ServiceError::Closed { service: SERVICE })?;
+        let permit = tokio::time::timeout(
+            self.config.queue_timeout,
+            self.turns.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ServiceError::Timeout {
+            service: SERVICE,
+            after_ms: self.config.queue_timeout.as_millis() as u64,
+        })?
+        .map_err(|_| ServiceError::Closed { service: SERVICE })?;
         let job = self.generation(prompt, &request);
         let (sender, mut receiver) = mpsc::channel::<Result<String, ServiceError>>(32);
         tokio::task::spawn_blocking(move || {
@@ -437,7 +547,9 @@ impl LanguageModel for LocalLanguageModel {
                 let _ = sender.blocking_send(Err(error));
             }
         });
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))))
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            receiver.poll_recv(cx)
+        })))
     }
 }
 
@@ -448,23 +560,38 @@ mod tests {
 
     /// A vocabulary of the three control tokens and the 256 bytes, with no merges.
     fn tokenizer() -> Tokenizer {
-        let mut vocab: Vec<String> =
-            ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
-        vocab.extend(tokenizer::byte_to_char_table().iter().map(|c| c.to_string()));
+        let mut vocab: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        vocab.extend(
+            tokenizer::byte_to_char_table()
+                .iter()
+                .map(|c| c.to_string()),
+        );
         let mut types = vec![3, 3, 3];
         types.resize(vocab.len(), 1);
         Tokenizer::new(vocab, &[], &types).unwrap()
     }
 
     fn request(messages: Vec<ChatMessage>) -> ChatRequest {
-        ChatRequest { system: "Be kind.".into(), messages, max_tokens: 10, temperature: 0.5 }
+        ChatRequest {
+            system: "Be kind.".into(),
+            messages,
+            max_tokens: 10,
+            temperature: 0.5,
+        }
     }
 
     #[test]
     fn prompt_uses_chatml_and_ends_at_the_reply() {
         let tokenizer = tokenizer();
-        let prompt = build_prompt(&tokenizer, &request(vec![ChatMessage::user("Hi")]), 1000).unwrap();
-        assert_eq!(tokenizer.decode(&prompt.tokens[..prompt.system_len]), "system\nBe kind.\n");
+        let prompt =
+            build_prompt(&tokenizer, &request(vec![ChatMessage::user("Hi")]), 1000).unwrap();
+        assert_eq!(
+            tokenizer.decode(&prompt.tokens[..prompt.system_len]),
+            "system\nBe kind.\n"
+        );
         let text: String = prompt
             .tokens
             .iter()
@@ -474,14 +601,20 @@ mod tests {
                 _ => tokenizer.decode(&[id]),
             })
             .collect();
-        assert_eq!(text, "<s>system\nBe kind.</s>\n<s>user\nHi</s>\n<s>assistant\n");
+        assert_eq!(
+            text,
+            "<s>system\nBe kind.</s>\n<s>user\nHi</s>\n<s>assistant\n"
+        );
     }
 
     #[test]
     fn a_reply_cannot_repeat_an_ngram() {
         // "1 2 3 4 1 2 3" → the 4-gram "1 2 3 4" exists, so 4 may not follow "1 2 3" again.
         assert_eq!(repeated_ngram_continuations(&[1, 2, 3, 4, 1, 2, 3], 4), [4]);
-        assert_eq!(repeated_ngram_continuations(&[1, 2, 3, 4, 1, 2, 5], 4), Vec::<TokenId>::new());
+        assert_eq!(
+            repeated_ngram_continuations(&[1, 2, 3, 4, 1, 2, 5], 4),
+            Vec::<TokenId>::new()
+        );
         assert_eq!(repeated_ngram_continuations(&[7, 7, 7], 2), [7, 7]);
         assert!(repeated_ngram_continuations(&[1, 2], 4).is_empty());
         assert!(repeated_ngram_continuations(&[1, 1, 1, 1], 0).is_empty());
@@ -499,13 +632,21 @@ mod tests {
         let prompt = build_prompt(&tokenizer, &request(messages), 100).unwrap();
         let text = tokenizer.decode(&prompt.tokens);
         assert!(text.contains("latest"));
-        assert!(!text.contains(&long), "old turns should have been dropped: {text}");
+        assert!(
+            !text.contains(&long),
+            "old turns should have been dropped: {text}"
+        );
     }
 
     #[test]
     fn request_must_end_with_the_student() {
         let tokenizer = tokenizer();
-        let error = build_prompt(&tokenizer, &request(vec![ChatMessage::assistant("Hello")]), 1000).unwrap_err();
+        let error = build_prompt(
+            &tokenizer,
+            &request(vec![ChatMessage::assistant("Hello")]),
+            1000,
+        )
+        .unwrap_err();
         assert!(matches!(error, ServiceError::Rejected { .. }));
         let error = build_prompt(&tokenizer, &request(vec![]), 1000).unwrap_err();
         assert!(matches!(error, ServiceError::Rejected { .. }));
@@ -514,7 +655,12 @@ mod tests {
     #[test]
     fn oversized_student_turn_is_rejected_not_truncated() {
         let tokenizer = tokenizer();
-        let error = build_prompt(&tokenizer, &request(vec![ChatMessage::user("y".repeat(500))]), 100).unwrap_err();
+        let error = build_prompt(
+            &tokenizer,
+            &request(vec![ChatMessage::user("y".repeat(500))]),
+            100,
+        )
+        .unwrap_err();
         assert!(matches!(error, ServiceError::Rejected { .. }), "{error:?}");
     }
 }

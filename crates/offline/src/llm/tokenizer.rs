@@ -68,36 +68,64 @@ impl Tokenizer {
                 .to_vec()
                 .map_err(|e| malformed("tokenizer.ggml.token_type", e))?
                 .iter()
-                .map(|v| v.to_i32().map_err(|e| malformed("tokenizer.ggml.token_type", e)))
+                .map(|v| {
+                    v.to_i32()
+                        .map_err(|e| malformed("tokenizer.ggml.token_type", e))
+                })
                 .collect::<Result<_, _>>()?,
             None => vec![1; tokens.len()],
         };
         Self::new(tokens, &merges, &token_types)
     }
 
-    pub fn new(tokens: Vec<String>, merges: &[String], token_types: &[i32]) -> Result<Self, TokenizerError> {
-        let ids: HashMap<String, TokenId> =
-            tokens.iter().enumerate().map(|(id, token)| (token.clone(), id as TokenId)).collect();
+    pub fn new(
+        tokens: Vec<String>,
+        merges: &[String],
+        token_types: &[i32],
+    ) -> Result<Self, TokenizerError> {
+        let ids: HashMap<String, TokenId> = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, token)| (token.clone(), id as TokenId))
+            .collect();
         let mut merge_ranks = HashMap::with_capacity(merges.len());
         for (rank, merge) in merges.iter().enumerate() {
-            let (left, right) = merge.split_once(' ').ok_or_else(|| TokenizerError::Malformed {
-                key: "tokenizer.ggml.merges",
-                reason: format!("merge {rank} is not two symbols separated by a space"),
-            })?;
+            let (left, right) = merge
+                .split_once(' ')
+                .ok_or_else(|| TokenizerError::Malformed {
+                    key: "tokenizer.ggml.merges",
+                    reason: format!("merge {rank} is not two symbols separated by a space"),
+                })?;
             merge_ranks.insert((left.to_string(), right.to_string()), rank as u32);
         }
         let is_control = (0..tokens.len())
             .map(|id| token_types.get(id).copied() == Some(TOKEN_TYPE_CONTROL))
             .collect();
-        let special = |name: &'static str| ids.get(name).copied().ok_or(TokenizerError::MissingSpecialToken(name));
+        let special = |name: &'static str| {
+            ids.get(name)
+                .copied()
+                .ok_or(TokenizerError::MissingSpecialToken(name))
+        };
         let chat = ChatTokens {
             im_start: special("<|im_start|>")?,
             im_end: special("<|im_end|>")?,
             end_of_text: special("<|endoftext|>")?,
         };
         let byte_to_char = byte_to_char_table();
-        let char_to_byte = byte_to_char.iter().enumerate().map(|(byte, &c)| (c, byte as u8)).collect();
-        Ok(Self { tokens, ids, merge_ranks, is_control, byte_to_char, char_to_byte, chat })
+        let char_to_byte = byte_to_char
+            .iter()
+            .enumerate()
+            .map(|(byte, &c)| (c, byte as u8))
+            .collect();
+        Ok(Self {
+            tokens,
+            ids,
+            merge_ranks,
+            is_control,
+            byte_to_char,
+            char_to_byte,
+            chat,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -109,14 +137,20 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Vec<TokenId> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
         for piece in pre_tokenize(text) {
-            let symbols: Vec<String> =
-                piece.bytes().map(|byte| self.byte_to_char[byte as usize].to_string()).collect();
+            let symbols: Vec<String> = piece
+                .bytes()
+                .map(|byte| self.byte_to_char[byte as usize].to_string())
+                .collect();
             for symbol in self.merge(symbols) {
                 match self.ids.get(&symbol) {
                     Some(&id) => ids.push(id),
                     // Every single byte is in the vocabulary, so a miss can only be a merge
                     // result the vocabulary lacks: fall back to its bytes.
-                    None => ids.extend(symbol.chars().filter_map(|c| self.ids.get(&c.to_string()).copied())),
+                    None => ids.extend(
+                        symbol
+                            .chars()
+                            .filter_map(|c| self.ids.get(&c.to_string()).copied()),
+                    ),
                 }
             }
         }
@@ -130,15 +164,22 @@ impl Tokenizer {
                 .windows(2)
                 .enumerate()
                 .filter_map(|(i, pair)| {
-                    self.merge_ranks.get(&(pair[0].clone(), pair[1].clone())).map(|&rank| (rank, i))
+                    self.merge_ranks
+                        .get(&(pair[0].clone(), pair[1].clone()))
+                        .map(|&rank| (rank, i))
                 })
                 .min();
-            let Some((rank, _)) = best else { return symbols };
+            let Some((rank, _)) = best else {
+                return symbols;
+            };
             let mut merged = Vec::with_capacity(symbols.len());
             let mut i = 0;
             while i < symbols.len() {
                 if i + 1 < symbols.len()
-                    && self.merge_ranks.get(&(symbols[i].clone(), symbols[i + 1].clone())) == Some(&rank)
+                    && self
+                        .merge_ranks
+                        .get(&(symbols[i].clone(), symbols[i + 1].clone()))
+                        == Some(&rank)
                 {
                     merged.push(format!("{}{}", symbols[i], symbols[i + 1]));
                     i += 2;
@@ -157,7 +198,10 @@ impl Tokenizer {
         if id >= self.tokens.len() || self.is_control[id] {
             return Vec::new();
         }
-        self.tokens[id].chars().filter_map(|c| self.char_to_byte.get(&c).copied()).collect()
+        self.tokens[id]
+            .chars()
+            .filter_map(|c| self.char_to_byte.get(&c).copied())
+            .collect()
     }
 
     pub fn decode(&self, ids: &[TokenId]) -> String {
@@ -190,16 +234,23 @@ impl StreamDecoder {
             return None;
         }
         let rest = self.pending.split_off(valid_up_to);
-        let text = String::from_utf8(std::mem::replace(&mut self.pending, rest)).expect("checked above");
+        let text =
+            String::from_utf8(std::mem::replace(&mut self.pending, rest)).expect("checked above");
         Some(text)
     }
 }
 
 fn malformed(key: &'static str, error: candle_core::Error) -> TokenizerError {
-    TokenizerError::Malformed { key, reason: error.to_string() }
+    TokenizerError::Malformed {
+        key,
+        reason: error.to_string(),
+    }
 }
 
-fn string_array(content: &gguf_file::Content, key: &'static str) -> Result<Vec<String>, TokenizerError> {
+fn string_array(
+    content: &gguf_file::Content,
+    key: &'static str,
+) -> Result<Vec<String>, TokenizerError> {
     content
         .metadata
         .get(key)
@@ -282,7 +333,8 @@ fn split_gpt2<'a>(text: &'a str, pieces: &mut Vec<&'a str>) {
     while i < chars.len() {
         let (start, c) = chars[i];
         if c == '\'' {
-            if let Some(contraction) = CONTRACTIONS.iter().find(|s| text[start..].starts_with(**s)) {
+            if let Some(contraction) = CONTRACTIONS.iter().find(|s| text[start..].starts_with(**s))
+            {
                 pieces.push(&text[start..start + contraction.len()]);
                 i += contraction.chars().count();
                 continue;
@@ -291,7 +343,12 @@ fn split_gpt2<'a>(text: &'a str, pieces: &mut Vec<&'a str>) {
         let class = class_of(c);
         // A single leading space joins the word, number or punctuation run after it.
         let next_class = chars.get(i + 1).map(|&(_, next)| class_of(next));
-        if c == ' ' && matches!(next_class, Some(CharClass::Letter | CharClass::Number | CharClass::Other)) {
+        if c == ' '
+            && matches!(
+                next_class,
+                Some(CharClass::Letter | CharClass::Number | CharClass::Other)
+            )
+        {
             let j = run_end(i + 1, next_class.expect("matched"));
             pieces.push(&text[start..end_of(j)]);
             i = j;
@@ -316,8 +373,14 @@ mod tests {
     #[test]
     fn pre_tokenizer_follows_gpt2_rules_with_single_digits() {
         assert_eq!(pre_tokenize("Hello world"), ["Hello", " world"]);
-        assert_eq!(pre_tokenize("I'm here, ok?"), ["I", "'m", " here", ",", " ok", "?"]);
-        assert_eq!(pre_tokenize("year 2024!"), ["year", " ", "2", "0", "2", "4", "!"]);
+        assert_eq!(
+            pre_tokenize("I'm here, ok?"),
+            ["I", "'m", " here", ",", " ok", "?"]
+        );
+        assert_eq!(
+            pre_tokenize("year 2024!"),
+            ["year", " ", "2", "0", "2", "4", "!"]
+        );
         assert_eq!(pre_tokenize("a   b"), ["a", "  ", " b"]);
         assert_eq!(pre_tokenize("line\n\nnext"), ["line", "\n", "\n", "next"]);
         assert_eq!(pre_tokenize("end.  "), ["end", ".", "  "]);
@@ -335,11 +398,16 @@ mod tests {
     }
 
     fn tiny_tokenizer() -> Tokenizer {
-        let mut tokens: Vec<String> =
-            ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
+        let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         tokens.extend(byte_to_char_table().iter().map(|c| c.to_string()));
         tokens.extend(["Ġt", "he", "Ġthe"].iter().map(|s| s.to_string()));
-        let merges: Vec<String> = ["Ġ t", "h e", "Ġt he"].iter().map(|s| s.to_string()).collect();
+        let merges: Vec<String> = ["Ġ t", "h e", "Ġt he"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let mut types = vec![3, 3, 3];
         types.resize(tokens.len(), 1);
         Tokenizer::new(tokens, &merges, &types).unwrap()
