@@ -33,7 +33,7 @@ async fn transcribes_a_known_sentence() {
 
 #[test]
 fn transcribes_a_second_synthetic_voice() {
-    let sentence = "Can we talk about my roommate?";
+    let sentence = "Can we talk about my anxiety?";
     let transcript = model().transcribe(&to_f32(&espeak_16k(sentence))).unwrap();
     assert_eq!(normalized_words(&transcript.text), normalized_words(sentence), "got {:?}", transcript.text);
 }
@@ -41,7 +41,7 @@ fn transcribes_a_second_synthetic_voice() {
 #[test]
 fn silence_gives_no_text() {
     let transcript = model().transcribe(&vec![0.0; 16_000 * 2]).unwrap();
-    assert_eq!(transcript.text, "", "hallucinated {:?}", transcript.text);
+    assert_eq!(transcript.text, "", "hallucinated {:?}: {transcript:?}", transcript.text);
 }
 
 const SENTENCES: [&str; 20] = [

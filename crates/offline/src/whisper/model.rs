@@ -24,6 +24,22 @@ const MARGIN_FRAMES: usize = 100;
 /// No-speech detection, as Whisper does it: a likely `<|nocaptions|>` and an unsure transcript.
 const NO_SPEECH_THRESHOLD: f32 = 0.6;
 const LOGPROB_THRESHOLD: f32 = -1.0;
+/// Above this, `<|nocaptions|>` alone is trusted (tiny.en says "you" to pure silence with a
+/// middling log-probability).
+const CERTAIN_NO_SPEECH: f32 = 0.9;
+
+#[cfg(test)]
+mod tests {
+    use super::repeated_tail;
+
+    #[test]
+    fn a_repeated_tail_block_is_found() {
+        assert_eq!(repeated_tail(&[1, 2, 3, 4, 5, 1, 2, 3, 4, 5]), Some(5));
+        assert_eq!(repeated_tail(&[9, 1, 2, 3, 1, 2, 3]), Some(3));
+        assert_eq!(repeated_tail(&[1, 2, 3, 4, 1, 2, 3]), None);
+        assert_eq!(repeated_tail(&[7, 7, 7, 7]), None, "short repeats are ordinary speech");
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WhisperError {
@@ -180,16 +196,31 @@ impl WhisperModel {
                 break;
             }
             tokens.push(next);
+            if let Some(repeat) = repeated_tail(&tokens[prompt_len..]) {
+                tokens.truncate(tokens.len() - repeat);
+                break;
+            }
         }
         let generated = &tokens[prompt_len..];
         let average_logprob = logprob_sum / (generated.len() + 1) as f32;
-        let text = if no_speech_probability > NO_SPEECH_THRESHOLD && average_logprob < LOGPROB_THRESHOLD {
+        let no_speech = no_speech_probability > CERTAIN_NO_SPEECH
+            || (no_speech_probability > NO_SPEECH_THRESHOLD && average_logprob < LOGPROB_THRESHOLD);
+        let text = if no_speech {
             String::new()
         } else {
             self.vocabulary.decode(generated).trim().to_string()
         };
         Ok(Transcript { text, no_speech_probability, average_logprob })
     }
+}
+
+/// The length of a block of at least 3 tokens that the tail of `generated` repeats right after
+/// itself. With its encoder input cut short, tiny.en sometimes transcribes the utterance and
+/// then starts over instead of ending; the second copy is dropped. (A genuinely repeated phrase
+/// of 3+ tokens is lost too, a price worth paying against a runaway transcript.)
+fn repeated_tail(generated: &[u32]) -> Option<usize> {
+    let n = generated.len();
+    (3..=n / 2).find(|&k| generated[n - k..] == generated[n - 2 * k..n - k])
 }
 
 fn argmax_with_logprob(logits: &[f32]) -> (u32, f32) {
