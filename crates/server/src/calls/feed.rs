@@ -121,7 +121,7 @@ mod tests {
             text: TranscriptText::new("hello"),
             is_final,
             sequence,
-            timestamp: Utc::now(),
+            timestamp: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             interrupted: false,
         }
     }

@@ -477,8 +477,14 @@ async fn transcript_text_is_encrypted_at_rest(app: TestApp) {
         "the stored row is not the words"
     );
     if app.backend == crate::helpers::Backend::Sqlite {
+        // The database and its WAL and shared-memory files (other entries, such as folders, are not
+        // the database's).
         for entry in std::fs::read_dir(app.data_dir.path()).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let entry = entry.unwrap();
+            if !entry.file_type().unwrap().is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).unwrap();
             assert!(
                 !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
                 "the words are not in any database file"
