@@ -18,7 +18,8 @@ use std::time::Duration;
 use agent::audio::{resample, AudioChunk, FRAME_SAMPLES, PIPELINE_SAMPLE_RATE};
 use agent::codec::{VoiceDecoder, VoiceEncoder};
 use agent::services::{
-    BoxStream, ChatRequest, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, SttSession, TextToSpeech,
+    BoxStream, ChatRequest, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput,
+    SttSession, TextToSpeech,
 };
 use agent::transport::{TransportEvent, TransportIo, OUTPUT_QUEUE_FRAMES};
 use agent::vad::EarshotVadFactory;
@@ -86,7 +87,10 @@ impl LanguageModel for AnchorLlm {
     fn name(&self) -> &'static str {
         "anchor-llm"
     }
-    async fn stream_reply(&self, _: ChatRequest) -> Result<BoxStream<Result<String, ServiceError>>, ServiceError> {
+    async fn stream_reply(
+        &self,
+        _: ChatRequest,
+    ) -> Result<BoxStream<Result<String, ServiceError>>, ServiceError> {
         let start = Instant::now();
         let words: Vec<String> = REPLY.split_inclusive(' ').map(str::to_string).collect();
         Ok(futures::stream::iter(words.into_iter().enumerate())
@@ -109,7 +113,10 @@ impl TextToSpeech for AnchorTts {
     fn name(&self) -> &'static str {
         "anchor-tts"
     }
-    async fn speak(&self, _: &str) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
+    async fn speak(
+        &self,
+        _: &str,
+    ) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
         let start = Instant::now();
         let tone = self.tone.clone();
         Ok(futures::stream::iter(0..TTS_SENTENCE_FRAMES)
@@ -130,7 +137,10 @@ fn espeak(text: &str) -> Vec<i16> {
         .output()
         .expect("espeak-ng is installed");
     let rate = u32::from_le_bytes(out.stdout[24..28].try_into().unwrap());
-    let samples: Vec<i16> = out.stdout[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let samples: Vec<i16> = out.stdout[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     resample(&samples, rate, PIPELINE_SAMPLE_RATE).unwrap()
 }
 
@@ -162,16 +172,27 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { calls: 50, opus: false, warmup: Duration::from_secs(10), measure: Duration::from_secs(30) };
+    let mut args = Args {
+        calls: 50,
+        opus: false,
+        warmup: Duration::from_secs(10),
+        measure: Duration::from_secs(30),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
             "--calls" => args.calls = value().parse().expect("--calls N"),
             "--opus" => args.opus = true,
-            "--warmup" => args.warmup = Duration::from_secs(value().parse().expect("--warmup SECONDS")),
-            "--measure" => args.measure = Duration::from_secs(value().parse().expect("--measure SECONDS")),
-            other => panic!("unknown argument {other}; use --calls N [--opus] [--warmup S] [--measure S]"),
+            "--warmup" => {
+                args.warmup = Duration::from_secs(value().parse().expect("--warmup SECONDS"))
+            }
+            "--measure" => {
+                args.measure = Duration::from_secs(value().parse().expect("--measure SECONDS"))
+            }
+            other => panic!(
+                "unknown argument {other}; use --calls N [--opus] [--warmup S] [--measure S]"
+            ),
         }
     }
     args
@@ -180,14 +201,27 @@ fn parse_args() -> Args {
 /// User + system CPU seconds of this process.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     kib / 1024.0
 }
 
@@ -212,7 +246,11 @@ async fn run_caller(
     let (student_tx, audio_in) = mpsc::channel(50);
     let (audio_out, mut bot_rx) = mpsc::channel(OUTPUT_QUEUE_FRAMES);
     let (events_tx, events_rx) = mpsc::channel(4);
-    let io = TransportIo { audio_in, audio_out, events: events_rx };
+    let io = TransportIo {
+        audio_in,
+        audio_out,
+        events: events_rx,
+    };
     let mut config = CallConfig::new("You are a helpful assistant.");
     config.turn.stop_after = STOP_SILENCE;
     config.idle.prompt_after = None;
@@ -302,7 +340,11 @@ fn main() {
             })
             .collect(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let rss_before = rss_mib();
     let result = runtime.block_on(async {
         let services = Services {

@@ -17,7 +17,10 @@ pub struct AudioChunk {
 
 impl AudioChunk {
     pub fn new(samples: Vec<i16>, sample_rate: u32) -> Self {
-        Self { samples, sample_rate }
+        Self {
+            samples,
+            sample_rate,
+        }
     }
 
     pub fn duration_secs(&self) -> f64 {
@@ -26,7 +29,10 @@ impl AudioChunk {
 
     /// This chunk at another rate (a one-shot conversion; streams should keep a [`Resampler`]).
     pub fn resampled(&self, to_rate: u32) -> Result<AudioChunk, ResampleError> {
-        Ok(AudioChunk::new(resample(&self.samples, self.sample_rate, to_rate)?, to_rate))
+        Ok(AudioChunk::new(
+            resample(&self.samples, self.sample_rate, to_rate)?,
+            to_rate,
+        ))
     }
 }
 
@@ -35,7 +41,9 @@ impl AudioChunk {
 pub enum ResampleError {
     #[error("sample rate {0} Hz is outside the supported 1 000..=384 000 Hz")]
     UnsupportedRate(u32),
-    #[error("converting {from} Hz to {to} Hz needs a filter bank of more than {MAX_PHASES} phases")]
+    #[error(
+        "converting {from} Hz to {to} Hz needs a filter bank of more than {MAX_PHASES} phases"
+    )]
     RatioTooComplex { from: u32, to: u32 },
 }
 
@@ -84,16 +92,32 @@ impl Resampler {
         let divisor = gcd(from_rate, to_rate);
         let (up, down) = (to_rate / divisor, from_rate / divisor);
         if up > MAX_PHASES {
-            return Err(ResampleError::RatioTooComplex { from: from_rate, to: to_rate });
+            return Err(ResampleError::RatioTooComplex {
+                from: from_rate,
+                to: to_rate,
+            });
         }
         let (up, down) = (up as usize, down as usize);
         // Downsampling narrows the cutoff, so the filter must span proportionally more input.
         let stretch = (down as f64 / up as f64).max(1.0);
         let taps_per_phase = 2 * (HALF_TAPS as f64 * stretch).ceil() as usize;
-        let phases = if up == down { Vec::new() } else { design_phases(up, down, taps_per_phase) };
+        let phases = if up == down {
+            Vec::new()
+        } else {
+            design_phases(up, down, taps_per_phase)
+        };
         let history = vec![0.0; taps_per_phase.saturating_sub(1)];
         let position = history.len() * up;
-        Ok(Self { from_rate, to_rate, up, down, taps_per_phase, phases, history, position })
+        Ok(Self {
+            from_rate,
+            to_rate,
+            up,
+            down,
+            taps_per_phase,
+            phases,
+            history,
+            position,
+        })
     }
 
     pub fn from_rate(&self) -> u32 {
@@ -129,7 +153,11 @@ impl Resampler {
             let coefficients = &self.phases[self.position % self.up];
             let window = &self.history[newest + 1 - self.taps_per_phase..=newest];
             // `window` runs oldest → newest while coefficients run newest → oldest.
-            let acc: f32 = coefficients.iter().zip(window.iter().rev()).map(|(c, x)| c * x).sum();
+            let acc: f32 = coefficients
+                .iter()
+                .zip(window.iter().rev())
+                .map(|(c, x)| c * x)
+                .sum();
             out.push(acc.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16);
             self.position += self.down;
         }
@@ -148,7 +176,8 @@ impl Resampler {
     /// Forgets the past signal (the next piece starts from silence).
     pub fn reset(&mut self) {
         self.history.clear();
-        self.history.resize(self.taps_per_phase.saturating_sub(1), 0.0);
+        self.history
+            .resize(self.taps_per_phase.saturating_sub(1), 0.0);
         self.position = self.history.len() * self.up;
     }
 }
@@ -165,7 +194,8 @@ pub fn resample(samples: &[i16], from_rate: u32, to_rate: u32) -> Result<Vec<i16
     let mut out = Vec::with_capacity(wanted + delay);
     resampler.process_into(samples, &mut out);
     // Push silence through until the delayed tail of the signal has come out.
-    let flush = vec![0i16; (delay + 1) * from_rate as usize / to_rate as usize + resampler.taps_per_phase];
+    let flush =
+        vec![0i16; (delay + 1) * from_rate as usize / to_rate as usize + resampler.taps_per_phase];
     while out.len() < wanted + delay {
         resampler.process_into(&flush, &mut out);
     }
@@ -197,7 +227,9 @@ fn design_phases(up: usize, down: usize, taps_per_phase: usize) -> Vec<Vec<f32>>
         .collect();
     (0..up)
         .map(|phase| {
-            let branch: Vec<f64> = (0..taps_per_phase).map(|k| prototype[phase + k * up]).collect();
+            let branch: Vec<f64> = (0..taps_per_phase)
+                .map(|k| prototype[phase + k * up])
+                .collect();
             let gain: f64 = branch.iter().sum();
             branch.iter().map(|c| (c / gain) as f32).collect()
         })
@@ -239,7 +271,11 @@ impl FrameBuffer {
     pub fn push(&mut self, samples: &[i16]) -> Vec<Vec<i16>> {
         self.pending.extend_from_slice(samples);
         let complete = self.pending.len() / FRAME_SAMPLES;
-        let frames = self.pending.chunks_exact(FRAME_SAMPLES).map(<[i16]>::to_vec).collect();
+        let frames = self
+            .pending
+            .chunks_exact(FRAME_SAMPLES)
+            .map(<[i16]>::to_vec)
+            .collect();
         self.pending.drain(..complete * FRAME_SAMPLES);
         frames
     }
@@ -266,7 +302,10 @@ mod tests {
     fn sine(freq: f64, rate: u32, secs: f64, amplitude: f64) -> Vec<i16> {
         let n = (rate as f64 * secs) as usize;
         (0..n)
-            .map(|i| (amplitude * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16)
+            .map(|i| {
+                (amplitude * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin())
+                    as i16
+            })
             .collect()
     }
 
@@ -296,16 +335,32 @@ mod tests {
 
     #[test]
     fn common_rates_keep_a_tone_clean_and_its_level() {
-        for (from, to) in [(48_000, 16_000), (16_000, 48_000), (24_000, 16_000), (22_050, 16_000), (16_000, 24_000), (44_100, 16_000)] {
+        for (from, to) in [
+            (48_000, 16_000),
+            (16_000, 48_000),
+            (24_000, 16_000),
+            (22_050, 16_000),
+            (16_000, 24_000),
+            (44_100, 16_000),
+        ] {
             let input = sine(440.0, from, 1.0, 10_000.0);
             let output = resample(&input, from, to).unwrap();
-            assert_eq!(output.len(), (input.len() as u64 * to as u64).div_ceil(from as u64) as usize);
+            assert_eq!(
+                output.len(),
+                (input.len() as u64 * to as u64).div_ceil(from as u64) as usize
+            );
             // Skip the edges, where the signal starts and stops abruptly.
             let middle = &output[output.len() / 10..output.len() * 9 / 10];
             let level = rms(middle) / rms(&input);
-            assert!((level - 1.0).abs() < 0.01, "{from}->{to}: level changed by {level}");
+            assert!(
+                (level - 1.0).abs() < 0.01,
+                "{from}->{to}: level changed by {level}"
+            );
             let distortion = distortion_db(middle, 440.0, to);
-            assert!(distortion < -60.0, "{from}->{to}: distortion {distortion:.1} dB");
+            assert!(
+                distortion < -60.0,
+                "{from}->{to}: distortion {distortion:.1} dB"
+            );
         }
     }
 
@@ -315,7 +370,11 @@ mod tests {
         let input = sine(12_000.0, 48_000, 0.5, 10_000.0);
         let output = resample(&input, 48_000, 16_000).unwrap();
         let middle = &output[output.len() / 10..output.len() * 9 / 10];
-        assert!(rms(middle) < 10_000.0 * 0.001, "alias leaked: rms {}", rms(middle));
+        assert!(
+            rms(middle) < 10_000.0 * 0.001,
+            "alias leaked: rms {}",
+            rms(middle)
+        );
     }
 
     #[test]
@@ -335,8 +394,14 @@ mod tests {
     fn equal_rates_pass_through_and_bad_rates_are_named() {
         let input = vec![1, -2, 3];
         assert_eq!(resample(&input, 16_000, 16_000).unwrap(), input);
-        assert_eq!(Resampler::new(0, 16_000).unwrap_err(), ResampleError::UnsupportedRate(0));
-        assert!(matches!(Resampler::new(16_001, 44_099), Err(ResampleError::RatioTooComplex { .. })));
+        assert_eq!(
+            Resampler::new(0, 16_000).unwrap_err(),
+            ResampleError::UnsupportedRate(0)
+        );
+        assert!(matches!(
+            Resampler::new(16_001, 44_099),
+            Err(ResampleError::RatioTooComplex { .. })
+        ));
     }
 
     #[test]

@@ -21,12 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audio::FRAME_SAMPLES;
 use crate::conversation::{Conversation, ConversationLimits};
-use crate::events::{AgentEvent, CallError, EndReason, Stage, TranscriptLine, TurnMetrics, EVENT_QUEUE};
-use crate::hook::{UtteranceHook, Utterance};
+use crate::events::{
+    AgentEvent, CallError, EndReason, Stage, TranscriptLine, TurnMetrics, EVENT_QUEUE,
+};
+use crate::hook::{Utterance, UtteranceHook};
 use crate::reply::{run_reply, Ledger, ReplyContext, ReplyNote, ReplySource, Timeouts};
 use crate::services::{
-    ChatRole, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, TextToSpeech, VadFactory,
-    VoiceActivityDetector,
+    ChatRole, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, TextToSpeech,
+    VadFactory, VoiceActivityDetector,
 };
 use crate::transport::{TransportEvent, TransportIo};
 use crate::vad::{TurnChange, TurnDetector, TurnParams};
@@ -88,7 +90,9 @@ impl CallConfig {
             greeting: None,
             turn: TurnParams::default(),
             idle: IdlePolicy::default(),
-            apology: "I'm sorry, I lost my train of thought for a moment. Could you say that again?".into(),
+            apology:
+                "I'm sorry, I lost my train of thought for a moment. Could you say that again?"
+                    .into(),
             limits: ConversationLimits::default(),
             timeouts: Timeouts::default(),
         }
@@ -112,11 +116,20 @@ impl Call {
         let conductor_stop = stop.clone();
         tokio::spawn(async move {
             let events = events_tx.clone();
-            let reason = conduct(config, services, hook, transport, events_tx, conductor_stop).await;
-            let _ = timeout(IMPORTANT_EVENT_WAIT, events.send(AgentEvent::Ended(reason.clone()))).await;
+            let reason =
+                conduct(config, services, hook, transport, events_tx, conductor_stop).await;
+            let _ = timeout(
+                IMPORTANT_EVENT_WAIT,
+                events.send(AgentEvent::Ended(reason.clone())),
+            )
+            .await;
             let _ = ended_tx.send(Some(reason));
         });
-        CallHandle { events: Some(events_rx), stop, ended: ended_rx }
+        CallHandle {
+            events: Some(events_rx),
+            stop,
+            ended: ended_rx,
+        }
     }
 }
 
@@ -173,7 +186,9 @@ impl<T> Drop for TaskGuard<T> {
 enum Heard {
     SpeechStarted,
     /// The student's turn is over; they last spoke at `speech_ended_at`.
-    TurnEnded { speech_ended_at: Instant },
+    TurnEnded {
+        speech_ended_at: Instant,
+    },
 }
 
 /// Reads student audio: VAD, turn detection, and audio into speech-to-text.
@@ -221,7 +236,9 @@ async fn listen(
                 let _ = stt.send(SttInput::SpeechEnded).await;
                 let silence = Duration::from_millis(20 * silent_frames as u64);
                 let now = Instant::now();
-                Heard::TurnEnded { speech_ended_at: now.checked_sub(silence).unwrap_or(now) }
+                Heard::TurnEnded {
+                    speech_ended_at: now.checked_sub(silence).unwrap_or(now),
+                }
             }
             None => continue,
         };
@@ -290,14 +307,25 @@ async fn conduct(
     events: mpsc::Sender<AgentEvent>,
     stop: CancellationToken,
 ) -> EndReason {
-    let TransportIo { audio_in, audio_out, events: mut transport_events } = transport;
+    let TransportIo {
+        audio_in,
+        audio_out,
+        events: mut transport_events,
+    } = transport;
     let stt = match timeout(config.timeouts.stt_open, services.stt.open()).await {
         Ok(Ok(session)) => session,
         Ok(Err(error)) => return fail(&events, Stage::SpeechToText, error).await,
         Err(_) => {
             let after_ms = config.timeouts.stt_open.as_millis() as u64;
-            return fail(&events, Stage::SpeechToText, ServiceError::Timeout { service: services.stt.name(), after_ms })
-                .await;
+            return fail(
+                &events,
+                Stage::SpeechToText,
+                ServiceError::Timeout {
+                    service: services.stt.name(),
+                    after_ms,
+                },
+            )
+            .await;
         }
     };
     let mut stt_events = stt.events;
@@ -334,7 +362,12 @@ async fn conduct(
         idle_prompted: false,
     };
     call.emit(AgentEvent::BotState(BotState::Listening));
-    if let Some(greeting) = call.config.greeting.clone().filter(|g| !g.trim().is_empty()) {
+    if let Some(greeting) = call
+        .config
+        .greeting
+        .clone()
+        .filter(|g| !g.trim().is_empty())
+    {
         call.start_reply(ReplyKind::Greeting, ReplySource::Script(greeting));
     }
 
@@ -403,8 +436,14 @@ fn far_future() -> Instant {
 async fn fail(events: &mpsc::Sender<AgentEvent>, stage: Stage, error: ServiceError) -> EndReason {
     tracing::warn!(?stage, %error, "call failed");
     let message = error.to_string();
-    let _ = timeout(IMPORTANT_EVENT_WAIT, events.send(AgentEvent::Error(CallError { stage, message: message.clone() })))
-        .await;
+    let _ = timeout(
+        IMPORTANT_EVENT_WAIT,
+        events.send(AgentEvent::Error(CallError {
+            stage,
+            message: message.clone(),
+        })),
+    )
+    .await;
     EndReason::Failed(message)
 }
 
@@ -420,11 +459,28 @@ impl Conductor {
 
     fn report(&self, stage: Stage, error: &ServiceError) {
         tracing::warn!(?stage, %error, "call service error");
-        self.emit(AgentEvent::Error(CallError { stage, message: error.to_string() }));
+        self.emit(AgentEvent::Error(CallError {
+            stage,
+            message: error.to_string(),
+        }));
     }
 
-    fn line(&self, seq: u64, speaker: Speaker, text: String, is_final: bool, interrupted: bool) -> AgentEvent {
-        AgentEvent::Transcript(TranscriptLine { seq, speaker, text, is_final, at: self.started.elapsed(), interrupted })
+    fn line(
+        &self,
+        seq: u64,
+        speaker: Speaker,
+        text: String,
+        is_final: bool,
+        interrupted: bool,
+    ) -> AgentEvent {
+        AgentEvent::Transcript(TranscriptLine {
+            seq,
+            speaker,
+            text,
+            is_final,
+            at: self.started.elapsed(),
+            interrupted,
+        })
     }
 
     fn take_seq(&mut self) -> u64 {
@@ -436,9 +492,20 @@ impl Conductor {
     fn start_reply(&mut self, kind: ReplyKind, source: ReplySource) {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let (notes_tx, notes) = mpsc::channel(16);
-        let task = tokio::spawn(run_reply(source, self.reply_context.clone(), ledger.clone(), notes_tx));
+        let task = tokio::spawn(run_reply(
+            source,
+            self.reply_context.clone(),
+            ledger.clone(),
+            notes_tx,
+        ));
         let seq = self.take_seq();
-        self.reply = Some(ActiveReply { kind, ledger, notes, task: TaskGuard(task), seq });
+        self.reply = Some(ActiveReply {
+            kind,
+            ledger,
+            notes,
+            task: TaskGuard(task),
+            seq,
+        });
         if matches!(kind, ReplyKind::Answer { .. }) {
             self.emit(AgentEvent::BotState(BotState::Thinking));
         }
@@ -446,7 +513,9 @@ impl Conductor {
 
     /// Ends the current reply: what the student heard goes into the history and the transcript.
     async fn finish_reply(&mut self, interrupted: bool) {
-        let Some(reply) = self.reply.take() else { return };
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
         if interrupted {
             reply.task.0.abort();
         }
@@ -462,7 +531,9 @@ impl Conductor {
             self.emit(AgentEvent::TurnMetrics(TurnMetrics {
                 llm_first_token: ledger.llm_first_token,
                 tts_first_audio: ledger.tts_first_audio,
-                student_stop_to_bot_audio: ledger.first_audio_at.map(|at| at.saturating_duration_since(speech_ended_at)),
+                student_stop_to_bot_audio: ledger
+                    .first_audio_at
+                    .map(|at| at.saturating_duration_since(speech_ended_at)),
             }));
         }
         if reply.kind != ReplyKind::IdlePrompt {
@@ -501,7 +572,10 @@ impl Conductor {
     fn student_turn_ended(&mut self, speech_ended_at: Instant) {
         self.student_speaking = false;
         self.quiet_since = Instant::now();
-        self.awaiting_final = Some((Instant::now() + self.config.timeouts.stt_final, speech_ended_at));
+        self.awaiting_final = Some((
+            Instant::now() + self.config.timeouts.stt_final,
+            speech_ended_at,
+        ));
     }
 
     fn student_interim(&self, text: String) {
@@ -528,7 +602,10 @@ impl Conductor {
 
     /// The student's turn is complete: record it and start the answer.
     async fn answer_turn(&mut self) {
-        let speech_ended_at = self.awaiting_final.take().map_or_else(Instant::now, |(_, ended)| ended);
+        let speech_ended_at = self
+            .awaiting_final
+            .take()
+            .map_or_else(Instant::now, |(_, ended)| ended);
         let text = std::mem::take(&mut self.student_text);
         if text.is_empty() {
             return;
@@ -538,10 +615,16 @@ impl Conductor {
         self.emit_important(line).await;
         let recent_student_turns = self.conversation.recent_student_turns(HOOK_CONTEXT_TURNS);
         self.conversation.record(ChatRole::User, &text);
-        let utterance = Utterance { text, recent_student_turns };
+        let utterance = Utterance {
+            text,
+            recent_student_turns,
+        };
         let request = self.conversation.request(None);
         self.cut_reply().await;
-        self.start_reply(ReplyKind::Answer { speech_ended_at }, ReplySource::Answer { utterance, request });
+        self.start_reply(
+            ReplyKind::Answer { speech_ended_at },
+            ReplySource::Answer { utterance, request },
+        );
     }
 
     /// When the next idle step is due, if the call is quiet.
@@ -550,7 +633,9 @@ impl Conductor {
             return None;
         }
         let idle = &self.config.idle;
-        let prompt = idle.prompt_after.filter(|_| !self.idle_prompted && !idle.prompt.trim().is_empty());
+        let prompt = idle
+            .prompt_after
+            .filter(|_| !self.idle_prompted && !idle.prompt.trim().is_empty());
         match (prompt, idle.end_after) {
             (Some(prompt), Some(end)) => Some(self.quiet_since + prompt.min(end)),
             (Some(prompt), None) => Some(self.quiet_since + prompt),
@@ -560,6 +645,9 @@ impl Conductor {
     }
 
     fn idle_due_to_end(&self) -> bool {
-        self.config.idle.end_after.is_some_and(|end| self.quiet_since.elapsed() >= end)
+        self.config
+            .idle
+            .end_after
+            .is_some_and(|end| self.quiet_since.elapsed() >= end)
     }
 }

@@ -26,7 +26,11 @@ pub struct ConversationLimits {
 
 impl Default for ConversationLimits {
     fn default() -> Self {
-        Self { history_token_budget: 3_000, max_reply_tokens: 200, temperature: 0.7 }
+        Self {
+            history_token_budget: 3_000,
+            max_reply_tokens: 200,
+            temperature: 0.7,
+        }
     }
 }
 
@@ -47,7 +51,11 @@ impl Conversation {
         } else {
             format!("{PLATFORM_PREAMBLE}\n\n{persona}")
         };
-        Self { system, messages: Vec::new(), limits }
+        Self {
+            system,
+            messages: Vec::new(),
+            limits,
+        }
     }
 
     pub fn system_prompt(&self) -> &str {
@@ -71,14 +79,23 @@ impl Conversation {
                 last.content.push(' ');
                 last.content.push_str(text);
             }
-            _ => self.messages.push(ChatMessage { role, content: text.to_string() }),
+            _ => self.messages.push(ChatMessage {
+                role,
+                content: text.to_string(),
+            }),
         }
     }
 
     /// The student's recent turns, oldest first (what the utterance hook sees as context).
     pub fn recent_student_turns(&self, count: usize) -> Vec<String> {
-        let mut turns: Vec<String> =
-            self.messages.iter().rev().filter(|m| m.role == ChatRole::User).take(count).map(|m| m.content.clone()).collect();
+        let mut turns: Vec<String> = self
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| m.role == ChatRole::User)
+            .take(count)
+            .map(|m| m.content.clone())
+            .collect();
         turns.reverse();
         turns
     }
@@ -87,10 +104,15 @@ impl Conversation {
     /// given) and as much recent history as fits the budget. The newest message is always kept.
     pub fn request(&self, instruction: Option<&str>) -> ChatRequest {
         let system = match instruction {
-            Some(extra) if !extra.trim().is_empty() => format!("{}\n\n{}", self.system, extra.trim()),
+            Some(extra) if !extra.trim().is_empty() => {
+                format!("{}\n\n{}", self.system, extra.trim())
+            }
             _ => self.system.clone(),
         };
-        let mut budget = self.limits.history_token_budget.saturating_sub(estimate_tokens(&system));
+        let mut budget = self
+            .limits
+            .history_token_budget
+            .saturating_sub(estimate_tokens(&system));
         let mut first_kept = self.messages.len();
         for (i, message) in self.messages.iter().enumerate().rev() {
             let cost = estimate_tokens(&message.content);
@@ -115,12 +137,19 @@ mod tests {
 
     #[test]
     fn the_system_prompt_is_the_preamble_then_the_persona() {
-        let conversation = Conversation::new("You are Maya, a career counselor.", ConversationLimits::default());
+        let conversation = Conversation::new(
+            "You are Maya, a career counselor.",
+            ConversationLimits::default(),
+        );
         let request = conversation.request(None);
         assert!(request.system.starts_with(PLATFORM_PREAMBLE));
-        assert!(request.system.ends_with("You are Maya, a career counselor."));
+        assert!(request
+            .system
+            .ends_with("You are Maya, a career counselor."));
         let with_instruction = conversation.request(Some("Mention the campus crisis line."));
-        assert!(with_instruction.system.ends_with("Mention the campus crisis line."));
+        assert!(with_instruction
+            .system
+            .ends_with("Mention the campus crisis line."));
     }
 
     #[test]
@@ -130,13 +159,22 @@ mod tests {
         conversation.record(ChatRole::User, "I feel");
         conversation.record(ChatRole::User, "  ");
         conversation.record(ChatRole::User, "stuck.");
-        assert_eq!(conversation.messages(), &[ChatMessage::assistant("Hi, I'm here."), ChatMessage::user("I feel stuck.")]);
+        assert_eq!(
+            conversation.messages(),
+            &[
+                ChatMessage::assistant("Hi, I'm here."),
+                ChatMessage::user("I feel stuck.")
+            ]
+        );
         assert_eq!(conversation.recent_student_turns(3), ["I feel stuck."]);
     }
 
     #[test]
     fn old_turns_fall_out_of_the_budget_but_the_newest_stays() {
-        let limits = ConversationLimits { history_token_budget: estimate_tokens(PLATFORM_PREAMBLE) + 30, ..Default::default() };
+        let limits = ConversationLimits {
+            history_token_budget: estimate_tokens(PLATFORM_PREAMBLE) + 30,
+            ..Default::default()
+        };
         let mut conversation = Conversation::new("", limits);
         for i in 0..10 {
             conversation.record(ChatRole::User, &format!("student line number {i} here"));
@@ -147,7 +185,13 @@ mod tests {
         assert_eq!(request.messages.len(), 1, "only the newest message fits");
         assert_eq!(request.messages[0].role, ChatRole::User);
 
-        let mut roomy = Conversation::new("", ConversationLimits { history_token_budget: 10_000, ..Default::default() });
+        let mut roomy = Conversation::new(
+            "",
+            ConversationLimits {
+                history_token_budget: 10_000,
+                ..Default::default()
+            },
+        );
         roomy.record(ChatRole::User, "hello");
         roomy.record(ChatRole::Assistant, "hi");
         roomy.record(ChatRole::User, "bye");

@@ -67,7 +67,10 @@ pub(crate) enum ReplySource {
     Script(String),
     /// An answer to the student: the hook reviews the utterance, then the language model answers
     /// `request` (unless the hook supplies the words).
-    Answer { utterance: Utterance, request: ChatRequest },
+    Answer {
+        utterance: Utterance,
+        request: ChatRequest,
+    },
 }
 
 /// A sentence of the reply and how much of it reached the transport.
@@ -97,16 +100,25 @@ impl Ledger {
     pub fn heard(&self) -> String {
         let mut heard: Vec<&str> = Vec::new();
         for sentence in &self.sentences {
-            let complete = sentence.as_text || sentence.frames_total.is_some_and(|total| sentence.frames_sent >= total);
+            let complete = sentence.as_text
+                || sentence
+                    .frames_total
+                    .is_some_and(|total| sentence.frames_sent >= total);
             if complete {
                 heard.push(&sentence.text);
                 continue;
             }
             if sentence.frames_sent > 0 {
-                let estimated = (sentence.text.chars().count() as f64 / SPOKEN_CHARS_PER_SECOND * 50.0).ceil() as usize;
-                let total = sentence.frames_total.unwrap_or(estimated.max(sentence.frames_made)).max(1);
+                let estimated = (sentence.text.chars().count() as f64 / SPOKEN_CHARS_PER_SECOND
+                    * 50.0)
+                    .ceil() as usize;
+                let total = sentence
+                    .frames_total
+                    .unwrap_or(estimated.max(sentence.frames_made))
+                    .max(1);
                 let share = (sentence.frames_sent as f64 / total as f64).min(1.0);
-                let keep = (sentence.text.split_whitespace().count() as f64 * share).floor() as usize;
+                let keep =
+                    (sentence.text.split_whitespace().count() as f64 * share).floor() as usize;
                 if keep > 0 {
                     heard.push(first_words(&sentence.text, keep));
                 }
@@ -118,8 +130,12 @@ impl Ledger {
 
     /// The sentences that have started playing (or were shown as text), in full.
     pub fn started(&self) -> String {
-        let started: Vec<&str> =
-            self.sentences.iter().filter(|s| s.as_text || s.frames_sent > 0).map(|s| s.text.as_str()).collect();
+        let started: Vec<&str> = self
+            .sentences
+            .iter()
+            .filter(|s| s.as_text || s.frames_sent > 0)
+            .map(|s| s.text.as_str())
+            .collect();
         started.join(" ")
     }
 }
@@ -182,7 +198,10 @@ pub(crate) async fn run_reply(
 fn report(events: &mpsc::Sender<AgentEvent>, stage: Stage, error: &ServiceError) {
     tracing::warn!(?stage, %error, "call service error");
     // Errors are advisory; a platform that is not reading loses them rather than stalling audio.
-    let _ = events.try_send(AgentEvent::Error(CallError { stage, message: error.to_string() }));
+    let _ = events.try_send(AgentEvent::Error(CallError {
+        stage,
+        message: error.to_string(),
+    }));
 }
 
 /// Produces the reply's sentences: from the script, from the hook, or from the language model.
@@ -200,7 +219,14 @@ async fn write_sentences(
         Ok(decision) => decision,
         Err(_) => {
             let after_ms = context.timeouts.hook.as_millis() as u64;
-            report(&context.events, Stage::Hook, &ServiceError::Timeout { service: "utterance hook", after_ms });
+            report(
+                &context.events,
+                Stage::Hook,
+                &ServiceError::Timeout {
+                    service: "utterance hook",
+                    after_ms,
+                },
+            );
             HookDecision::Proceed
         }
     };
@@ -237,15 +263,23 @@ async fn stream_answer(
 ) -> bool {
     let limits = context.timeouts;
     let asked = Instant::now();
-    let timed_out = |after: Duration| ServiceError::Timeout { service: "language model", after_ms: after.as_millis() as u64 };
-    let mut stream = match timeout(limits.llm_first_token, context.llm.stream_reply(request)).await {
+    let timed_out = |after: Duration| ServiceError::Timeout {
+        service: "language model",
+        after_ms: after.as_millis() as u64,
+    };
+    let mut stream = match timeout(limits.llm_first_token, context.llm.stream_reply(request)).await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             report(&context.events, Stage::LanguageModel, &error);
             return false;
         }
         Err(_) => {
-            report(&context.events, Stage::LanguageModel, &timed_out(limits.llm_first_token));
+            report(
+                &context.events,
+                Stage::LanguageModel,
+                &timed_out(limits.llm_first_token),
+            );
             return false;
         }
     };
@@ -253,7 +287,11 @@ async fn stream_answer(
     let mut wrote_any = false;
     let mut got_text = false;
     loop {
-        let wait = if got_text { limits.llm_between_tokens } else { limits.llm_first_token.saturating_sub(asked.elapsed()) };
+        let wait = if got_text {
+            limits.llm_between_tokens
+        } else {
+            limits.llm_first_token.saturating_sub(asked.elapsed())
+        };
         let delta = match timeout(wait, stream.next()).await {
             Ok(Some(Ok(delta))) => delta,
             Ok(None) => break,
@@ -282,7 +320,14 @@ async fn stream_answer(
         let _ = out.send(rest).await;
     }
     if !wrote_any {
-        report(&context.events, Stage::LanguageModel, &ServiceError::Protocol { service: "language model", reason: "empty reply".into() });
+        report(
+            &context.events,
+            Stage::LanguageModel,
+            &ServiceError::Protocol {
+                service: "language model",
+                reason: "empty reply".into(),
+            },
+        );
     }
     wrote_any
 }
@@ -305,7 +350,10 @@ async fn speak_sentences(
     while let Some(sentence) = sentences.recv().await {
         let index = {
             let mut ledger = ledger.lock().expect("ledger lock");
-            ledger.sentences.push(LedgerSentence { text: sentence.clone(), ..Default::default() });
+            ledger.sentences.push(LedgerSentence {
+                text: sentence.clone(),
+                ..Default::default()
+            });
             ledger.sentences.len() - 1
         };
         if synthesis_works {
@@ -333,7 +381,10 @@ async fn speak_sentence(
     let limits = context.timeouts;
     let asked = Instant::now();
     let timed_out = |after: Duration| {
-        SpeakFailure::Synthesis(ServiceError::Timeout { service: "speech synthesis", after_ms: after.as_millis() as u64 })
+        SpeakFailure::Synthesis(ServiceError::Timeout {
+            service: "speech synthesis",
+            after_ms: after.as_millis() as u64,
+        })
     };
     let mut stream = match timeout(limits.tts_first_audio, context.tts.speak(sentence)).await {
         Ok(Ok(stream)) => stream,
@@ -345,7 +396,11 @@ async fn speak_sentence(
     let mut pcm = Vec::new();
     let mut got_audio = false;
     loop {
-        let wait = if got_audio { limits.tts_between_chunks } else { limits.tts_first_audio.saturating_sub(asked.elapsed()) };
+        let wait = if got_audio {
+            limits.tts_between_chunks
+        } else {
+            limits.tts_first_audio.saturating_sub(asked.elapsed())
+        };
         let chunk = match timeout(wait, stream.next()).await {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) => break,
@@ -364,13 +419,23 @@ async fn speak_sentence(
         if chunk.sample_rate == PIPELINE_SAMPLE_RATE {
             pcm.extend_from_slice(&chunk.samples);
         } else {
-            if resampler.as_ref().is_none_or(|r| r.from_rate() != chunk.sample_rate) {
-                let built = Resampler::new(chunk.sample_rate, PIPELINE_SAMPLE_RATE).map_err(|e| {
-                    SpeakFailure::Synthesis(ServiceError::Protocol { service: "speech synthesis", reason: e.to_string() })
-                })?;
+            if resampler
+                .as_ref()
+                .is_none_or(|r| r.from_rate() != chunk.sample_rate)
+            {
+                let built =
+                    Resampler::new(chunk.sample_rate, PIPELINE_SAMPLE_RATE).map_err(|e| {
+                        SpeakFailure::Synthesis(ServiceError::Protocol {
+                            service: "speech synthesis",
+                            reason: e.to_string(),
+                        })
+                    })?;
                 resampler = Some(built);
             }
-            resampler.as_mut().expect("just set").process_into(&chunk.samples, &mut pcm);
+            resampler
+                .as_mut()
+                .expect("just set")
+                .process_into(&chunk.samples, &mut pcm);
         }
         for frame in frames.push(&pcm) {
             ledger.lock().expect("ledger lock").sentences[index].frames_made += 1;
@@ -394,12 +459,24 @@ async fn send_frame(
     ledger: &Mutex<Ledger>,
     notes: &mpsc::Sender<ReplyNote>,
 ) -> Result<(), SpeakFailure> {
-    match timeout(context.timeouts.transport_send, context.audio_out.send(frame)).await {
+    match timeout(
+        context.timeouts.transport_send,
+        context.audio_out.send(frame),
+    )
+    .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(SpeakFailure::TransportGone),
         Err(_) => {
             let after_ms = context.timeouts.transport_send.as_millis() as u64;
-            report(&context.events, Stage::Transport, &ServiceError::Timeout { service: "transport", after_ms });
+            report(
+                &context.events,
+                Stage::Transport,
+                &ServiceError::Timeout {
+                    service: "transport",
+                    after_ms,
+                },
+            );
             return Err(SpeakFailure::TransportGone);
         }
     }
@@ -427,7 +504,13 @@ mod tests {
     use super::*;
 
     fn sentence(text: &str, sent: usize, total: Option<usize>) -> LedgerSentence {
-        LedgerSentence { text: text.into(), frames_made: sent, frames_sent: sent, frames_total: total, as_text: false }
+        LedgerSentence {
+            text: text.into(),
+            frames_made: sent,
+            frames_sent: sent,
+            frames_total: total,
+            as_text: false,
+        }
     }
 
     #[test]
@@ -440,15 +523,35 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(ledger.heard(), "That sounds really hard. One two three four");
-        assert_eq!(ledger.started(), "That sounds really hard. One two three four five six seven eight.");
+        assert_eq!(
+            ledger.heard(),
+            "That sounds really hard. One two three four"
+        );
+        assert_eq!(
+            ledger.started(),
+            "That sounds really hard. One two three four five six seven eight."
+        );
     }
 
     #[test]
     fn text_only_sentences_count_as_heard_and_nothing_sent_means_nothing_heard() {
         let mut shown = sentence("Shown as text.", 0, None);
         shown.as_text = true;
-        assert_eq!(Ledger { sentences: vec![shown], ..Default::default() }.heard(), "Shown as text.");
-        assert_eq!(Ledger { sentences: vec![sentence("Not yet.", 0, None)], ..Default::default() }.heard(), "");
+        assert_eq!(
+            Ledger {
+                sentences: vec![shown],
+                ..Default::default()
+            }
+            .heard(),
+            "Shown as text."
+        );
+        assert_eq!(
+            Ledger {
+                sentences: vec![sentence("Not yet.", 0, None)],
+                ..Default::default()
+            }
+            .heard(),
+            ""
+        );
     }
 }

@@ -3,8 +3,8 @@
 
 /// Words that end in a period without ending a sentence (compared lower-case, without the dot).
 const ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "a.m", "p.m", "approx",
-    "dept", "no", "fig", "mt", "u.s", "inc", "ltd", "co",
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "a.m", "p.m",
+    "approx", "dept", "no", "fig", "mt", "u.s", "inc", "ltd", "co",
 ];
 
 /// A sentence that grows past this many characters without an end is cut at a comma or a space,
@@ -71,7 +71,12 @@ impl SentenceSplitter {
             }
             // Take the whole run of terminators and closing marks: `?!`, `...`, `."`, `.)`.
             let mut j = i;
-            while j + 1 < chars.len() && matches!(chars[j + 1].1, '.' | '!' | '?' | '…' | '"' | '\'' | '”' | '’' | ')' | ']') {
+            while j + 1 < chars.len()
+                && matches!(
+                    chars[j + 1].1,
+                    '.' | '!' | '?' | '…' | '"' | '\'' | '”' | '’' | ')' | ']'
+                )
+            {
                 j += 1;
             }
             let end = chars.get(j + 1).map_or(text.len(), |&(at, _)| at);
@@ -84,7 +89,9 @@ impl SentenceSplitter {
             }
             let run = &text[at..end];
             let ellipsis = run.contains('…') || run.contains("..");
-            if ellipsis || (c == '.' && run.len() == 1 && self.is_abbreviation_or_initial(&text[..at])) {
+            if ellipsis
+                || (c == '.' && run.len() == 1 && self.is_abbreviation_or_initial(&text[..at]))
+            {
                 // Decided by the next word: only a capital letter starts a new sentence.
                 match chars[j + 1..].iter().find(|(_, ch)| !ch.is_whitespace()) {
                     None => return None,
@@ -101,14 +108,21 @@ impl SentenceSplitter {
     }
 
     fn is_abbreviation_or_initial(&self, before_dot: &str) -> bool {
-        let word = before_dot.rsplit(|c: char| c.is_whitespace() || c == '(' || c == '"').next().unwrap_or("");
+        let word = before_dot
+            .rsplit(|c: char| c.is_whitespace() || c == '(' || c == '"')
+            .next()
+            .unwrap_or("");
         let lower = word.to_lowercase();
         let single_capital = word.chars().count() == 1 && word.chars().all(char::is_uppercase);
         single_capital || ABBREVIATIONS.contains(&lower.as_str())
     }
 
     fn long_sentence_cut(&self) -> usize {
-        let limit = self.buffer.char_indices().nth(LONGEST_SENTENCE_CHARS).map_or(self.buffer.len(), |(i, _)| i);
+        let limit = self
+            .buffer
+            .char_indices()
+            .nth(LONGEST_SENTENCE_CHARS)
+            .map_or(self.buffer.len(), |(i, _)| i);
         let head = &self.buffer[..limit];
         head.rfind([',', ';', ':'])
             .map(|i| i + 1)
@@ -129,8 +143,15 @@ fn push_trimmed(sentences: &mut Vec<String>, sentence: &str) {
 /// they would be read aloud.
 fn clean(text: &str) -> String {
     let trimmed = text.trim();
-    let trimmed = trimmed.trim_start_matches(['-', '*', '#', '•']).trim_start();
-    trimmed.replace("**", "").replace('*', "").replace('`', "").trim().to_string()
+    let trimmed = trimmed
+        .trim_start_matches(['-', '*', '#', '•'])
+        .trim_start();
+    trimmed
+        .replace("**", "")
+        .replace('*', "")
+        .replace('`', "")
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -155,7 +176,11 @@ mod tests {
         for piece in [1, 2, 5, 100] {
             assert_eq!(
                 split(text, piece),
-                ["That sounds hard.", "How long has it felt this way?", "Let's take it slowly!"],
+                [
+                    "That sounds hard.",
+                    "How long has it felt this way?",
+                    "Let's take it slowly!"
+                ],
                 "piece size {piece}"
             );
         }
@@ -194,12 +219,20 @@ mod tests {
 
     #[test]
     fn quotes_line_breaks_markdown_and_run_ons_are_handled() {
-        assert_eq!(split("He said \"stop.\" Then left.", 4), ["He said \"stop.\"", "Then left."]);
-        assert_eq!(split("- **First** idea\n- second idea", 3), ["First idea", "second idea"]);
+        assert_eq!(
+            split("He said \"stop.\" Then left.", 4),
+            ["He said \"stop.\"", "Then left."]
+        );
+        assert_eq!(
+            split("- **First** idea\n- second idea", 3),
+            ["First idea", "second idea"]
+        );
         let run_on = "word ".repeat(100);
         let parts = split(&run_on, 7);
         assert!(parts.len() >= 2);
-        assert!(parts.iter().all(|p| p.chars().count() <= LONGEST_SENTENCE_CHARS));
+        assert!(parts
+            .iter()
+            .all(|p| p.chars().count() <= LONGEST_SENTENCE_CHARS));
         assert_eq!(parts.join(" ").split_whitespace().count(), 100);
     }
 }

@@ -88,7 +88,11 @@ pub struct TurnParams {
 
 impl Default for TurnParams {
     fn default() -> Self {
-        Self { threshold: 0.5, start_after: Duration::from_millis(200), stop_after: Duration::from_millis(600) }
+        Self {
+            threshold: 0.5,
+            start_after: Duration::from_millis(200),
+            stop_after: Duration::from_millis(600),
+        }
     }
 }
 
@@ -173,7 +177,10 @@ mod tests {
         assert_eq!(changes[9], Some(TurnChange::SpeechStarted));
         let changes: Vec<_> = (0..30).map(|_| turns.push(0.1)).collect();
         assert_eq!(changes.iter().position(|c| c.is_some()), Some(29));
-        assert_eq!(changes[29], Some(TurnChange::TurnEnded { silent_frames: 30 }));
+        assert_eq!(
+            changes[29],
+            Some(TurnChange::TurnEnded { silent_frames: 30 })
+        );
     }
 
     #[test]
@@ -200,7 +207,9 @@ mod tests {
     fn earshot_scores_silence_as_no_speech() {
         let mut vad = EarshotVad::new();
         let silence = vec![0i16; FRAME_SAMPLES];
-        let quiet: f32 = (0..50).map(|_| vad.speech_probability(&silence)).fold(0.0, f32::max);
+        let quiet: f32 = (0..50)
+            .map(|_| vad.speech_probability(&silence))
+            .fold(0.0, f32::max);
         assert!(quiet < 0.5, "silence scored {quiet}");
     }
 }

@@ -27,7 +27,10 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -69,17 +72,32 @@ async fn open_and_close_calls(services: &agent::Services, tts: &ToneTts) {
 async fn a_thousand_calls_open_and_close_without_leaking_tasks_or_memory() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let tts = ToneTts::new(Duration::from_millis(50), Duration::from_millis(50));
-    let services = services(ScriptedStt::new(&[], Duration::from_millis(100)), FakeLlm::replying("unused"), tts.clone());
+    let services = services(
+        ScriptedStt::new(&[], Duration::from_millis(100)),
+        FakeLlm::replying("unused"),
+        tts.clone(),
+    );
     let tasks_before = metrics.num_alive_tasks();
 
     // The first round warms up the runtime's own pools (timer wheel, task slabs).
     open_and_close_calls(&services, &tts).await;
-    assert_eq!(metrics.num_alive_tasks(), tasks_before, "tasks left behind after the first round");
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        tasks_before,
+        "tasks left behind after the first round"
+    );
     let bytes_after_warm_up = LIVE_BYTES.load(Ordering::Relaxed);
 
     open_and_close_calls(&services, &tts).await;
-    assert_eq!(metrics.num_alive_tasks(), tasks_before, "tasks left behind after the second round");
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        tasks_before,
+        "tasks left behind after the second round"
+    );
     let growth = LIVE_BYTES.load(Ordering::Relaxed) - bytes_after_warm_up;
     // A thousand calls that each leaked even one small buffer would show up here.
-    assert!(growth < 64 * 1024, "{growth} bytes still held after {CALLS} calls came and went");
+    assert!(
+        growth < 64 * 1024,
+        "{growth} bytes still held after {CALLS} calls came and went"
+    );
 }

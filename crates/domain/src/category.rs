@@ -73,12 +73,18 @@ mod tests {
         for c in Category::ALL {
             assert_eq!(c.name().parse::<Category>().unwrap(), c);
         }
-        assert_eq!("personal development".parse::<Category>().unwrap(), Category::PersonalDevelopment);
+        assert_eq!(
+            "personal development".parse::<Category>().unwrap(),
+            Category::PersonalDevelopment
+        );
         assert!("Dating".parse::<Category>().is_err());
     }
 
     #[test]
     fn serializes_with_the_api_name() {
-        assert_eq!(serde_json::to_string(&Category::PersonalDevelopment).unwrap(), "\"Personal Development\"");
+        assert_eq!(
+            serde_json::to_string(&Category::PersonalDevelopment).unwrap(),
+            "\"Personal Development\""
+        );
     }
 }

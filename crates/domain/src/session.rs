@@ -39,7 +39,11 @@ impl FromStr for SessionMode {
         match s {
             "voice" => Ok(SessionMode::Voice),
             "video" => Ok(SessionMode::Video),
-            _ => Err(UnknownValue { kind: "mode", value: s.to_owned(), expected: "voice, video" }),
+            _ => Err(UnknownValue {
+                kind: "mode",
+                value: s.to_owned(),
+                expected: "voice, video",
+            }),
         }
     }
 }
@@ -110,10 +114,22 @@ mod tests {
 
     #[test]
     fn link_grades() {
-        assert_eq!(ConnectionQuality::from_link(40.0, 0.0), ConnectionQuality::Excellent);
-        assert_eq!(ConnectionQuality::from_link(200.0, 0.0), ConnectionQuality::Good);
-        assert_eq!(ConnectionQuality::from_link(100.0, 0.05), ConnectionQuality::Fair);
-        assert_eq!(ConnectionQuality::from_link(900.0, 0.0), ConnectionQuality::Poor);
+        assert_eq!(
+            ConnectionQuality::from_link(40.0, 0.0),
+            ConnectionQuality::Excellent
+        );
+        assert_eq!(
+            ConnectionQuality::from_link(200.0, 0.0),
+            ConnectionQuality::Good
+        );
+        assert_eq!(
+            ConnectionQuality::from_link(100.0, 0.05),
+            ConnectionQuality::Fair
+        );
+        assert_eq!(
+            ConnectionQuality::from_link(900.0, 0.0),
+            ConnectionQuality::Poor
+        );
     }
 
     #[test]

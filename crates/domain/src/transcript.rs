@@ -41,7 +41,11 @@ impl FromStr for Speaker {
         match s {
             "student" => Ok(Speaker::Student),
             "counselor" => Ok(Speaker::Counselor),
-            _ => Err(UnknownValue { kind: "speaker", value: s.to_owned(), expected: "student, counselor" }),
+            _ => Err(UnknownValue {
+                kind: "speaker",
+                value: s.to_owned(),
+                expected: "student, counselor",
+            }),
         }
     }
 }

@@ -44,12 +44,18 @@ impl Username {
 
     /// The part between the two backslashes.
     pub fn domain(&self) -> &str {
-        self.0[1..].split_once('\\').map(|(d, _)| d).unwrap_or_default()
+        self.0[1..]
+            .split_once('\\')
+            .map(|(d, _)| d)
+            .unwrap_or_default()
     }
 
     /// The part after the second backslash.
     pub fn user(&self) -> &str {
-        self.0[1..].split_once('\\').map(|(_, u)| u).unwrap_or_default()
+        self.0[1..]
+            .split_once('\\')
+            .map(|(_, u)| u)
+            .unwrap_or_default()
     }
 }
 
@@ -80,14 +86,25 @@ mod tests {
 
     #[test]
     fn rejects_what_the_database_check_rejects() {
-        for bad in ["jdoe", r"COLLEGE\jdoe", r"\COLLEGE", r"\\jdoe", r"\COLLEGE\", r"\A\b\c", ""] {
+        for bad in [
+            "jdoe",
+            r"COLLEGE\jdoe",
+            r"\COLLEGE",
+            r"\\jdoe",
+            r"\COLLEGE\",
+            r"\A\b\c",
+            "",
+        ] {
             assert_eq!(Username::parse(bad), Err(UsernameError::Format), "{bad:?}");
         }
     }
 
     #[test]
     fn rejects_whitespace_and_overlong_names() {
-        assert_eq!(Username::parse(r"\A\j doe"), Err(UsernameError::InvalidCharacter));
+        assert_eq!(
+            Username::parse(r"\A\j doe"),
+            Err(UsernameError::InvalidCharacter)
+        );
         let long = format!(r"\A\{}", "x".repeat(300));
         assert_eq!(Username::parse(&long), Err(UsernameError::TooLong));
     }

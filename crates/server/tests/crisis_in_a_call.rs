@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use agent::audio::{resample, AudioChunk, FRAME_SAMPLES, PIPELINE_SAMPLE_RATE};
 use agent::services::{
-    BoxStream, ChatRequest, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, SttSession, TextToSpeech,
+    BoxStream, ChatRequest, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput,
+    SttSession, TextToSpeech,
 };
 use agent::transport::memory::memory_transport;
 use agent::vad::EarshotVadFactory;
@@ -42,7 +43,12 @@ impl SpeechToText for ScriptedStt {
         tokio::spawn(async move {
             while let Some(input) = audio.recv().await {
                 if let SttInput::SpeechEnded = input {
-                    let text = lines.lock().unwrap().pop_front().unwrap_or_default().to_owned();
+                    let text = lines
+                        .lock()
+                        .unwrap()
+                        .pop_front()
+                        .unwrap_or_default()
+                        .to_owned();
                     if events_tx.send(SttEvent::Final { text }).await.is_err() {
                         return;
                     }
@@ -61,8 +67,14 @@ impl LanguageModel for DownLlm {
     fn name(&self) -> &'static str {
         "down"
     }
-    async fn stream_reply(&self, _: ChatRequest) -> Result<BoxStream<Result<String, ServiceError>>, ServiceError> {
-        Err(ServiceError::Unavailable { service: "down", reason: "outage for the test".into() })
+    async fn stream_reply(
+        &self,
+        _: ChatRequest,
+    ) -> Result<BoxStream<Result<String, ServiceError>>, ServiceError> {
+        Err(ServiceError::Unavailable {
+            service: "down",
+            reason: "outage for the test".into(),
+        })
     }
 }
 
@@ -74,11 +86,16 @@ impl TextToSpeech for ToneTts {
     fn name(&self) -> &'static str {
         "tone"
     }
-    async fn speak(&self, _sentence: &str) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
+    async fn speak(
+        &self,
+        _sentence: &str,
+    ) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
         Ok(futures::stream::iter(0..10)
             .then(|k| async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let samples = (0..320).map(|i| ((((k * 320 + i) as f32) * 0.157).sin() * 3000.0) as i16).collect();
+                let samples = (0..320)
+                    .map(|i| ((((k * 320 + i) as f32) * 0.157).sin() * 3000.0) as i16)
+                    .collect();
                 Ok(AudioChunk::new(samples, PIPELINE_SAMPLE_RATE))
             })
             .boxed())
@@ -93,7 +110,10 @@ fn spoken(text: &str) -> Vec<Vec<i16>> {
         .expect("espeak-ng must be installed (apt-get install espeak-ng)");
     let wav = output.stdout;
     let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
-    let samples: Vec<i16> = wav[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     let samples = resample(&samples, rate, PIPELINE_SAMPLE_RATE).unwrap();
     samples
         .chunks(FRAME_SAMPLES)
@@ -108,11 +128,21 @@ fn spoken(text: &str) -> Vec<Vec<i16>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("calls.db").display()), TranscriptCipher::new([7; 32]))
+    let store = Store::connect(
+        &format!("sqlite://{}", dir.path().join("calls.db").display()),
+        TranscriptCipher::new([7; 32]),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let student = store
+        .create_user(
+            &Username::parse(r"\campus\alex").unwrap(),
+            "not-a-real-hash",
+            false,
+        )
         .await
         .unwrap();
-    store.migrate().await.unwrap();
-    let student = store.create_user(&Username::parse(r"\campus\alex").unwrap(), "not-a-real-hash", false).await.unwrap();
     let session = store
         .create_session(NewSession {
             id: SessionId::new(),
@@ -127,15 +157,27 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
 
     let (io, mut peer) = memory_transport();
     let services = Services {
-        stt: Arc::new(ScriptedStt(Arc::new(Mutex::new(STUDENT_LINES.into_iter().collect())))),
+        stt: Arc::new(ScriptedStt(Arc::new(Mutex::new(
+            STUDENT_LINES.into_iter().collect(),
+        )))),
         llm: Arc::new(DownLlm),
         tts: Arc::new(ToneTts),
         vad: Arc::new(EarshotVadFactory),
     };
-    let mut call = Call::start(CallConfig::new("You are a health counselor."), services, Arc::new(SafetyHook), io);
+    let mut call = Call::start(
+        CallConfig::new("You are a health counselor."),
+        services,
+        Arc::new(SafetyHook),
+        io,
+    );
     let feed = Arc::new(Feed::new());
     let (_, mut screen) = feed.subscribe();
-    let recorder = Recorder { session_id: session.id, started_at: session.started_at, store: store.clone(), feed: feed.clone() };
+    let recorder = Recorder {
+        session_id: session.id,
+        started_at: session.started_at,
+        store: store.clone(),
+        feed: feed.clone(),
+    };
     let recording = tokio::spawn(recorder.run(call.events().unwrap()));
 
     // The student says each line, then waits for the counselor's reply before the next one.
@@ -172,27 +214,80 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
     let counselor_lines: Vec<&str> = screen_log
         .iter()
         .filter_map(|m| match m {
-            LiveMessage::Transcript { speaker: Speaker::Counselor, is_final: true, text, .. } => Some(text.as_str()),
+            LiveMessage::Transcript {
+                speaker: Speaker::Counselor,
+                is_final: true,
+                text,
+                ..
+            } => Some(text.as_str()),
             _ => None,
         })
         .collect();
     assert_eq!(counselor_lines.len(), 3, "one reply per student turn");
-    assert!(!counselor_lines[0].contains("988") && !counselor_lines[1].contains("988"), "no crisis message before the crisis");
-    assert_eq!(counselor_lines[2], safety::policy::CRISIS_MESSAGE, "the reply to the crisis turn is the crisis message");
+    assert!(
+        !counselor_lines[0].contains("988") && !counselor_lines[1].contains("988"),
+        "no crisis message before the crisis"
+    );
+    assert_eq!(
+        counselor_lines[2],
+        safety::policy::CRISIS_MESSAGE,
+        "the reply to the crisis turn is the crisis message"
+    );
 
     // The alert reached the screen before the counselor's reply was complete.
-    let alert = screen_log.iter().position(|m| matches!(m, LiveMessage::CrisisAlert { level: CrisisLevel::Crisis, .. }));
-    let reply = screen_log.iter().rposition(|m| matches!(m, LiveMessage::Transcript { speaker: Speaker::Counselor, is_final: true, .. }));
-    assert!(alert.is_some() && alert < reply, "crisis alert shown before the reply finished");
+    let alert = screen_log.iter().position(|m| {
+        matches!(
+            m,
+            LiveMessage::CrisisAlert {
+                level: CrisisLevel::Crisis,
+                ..
+            }
+        )
+    });
+    let reply = screen_log.iter().rposition(|m| {
+        matches!(
+            m,
+            LiveMessage::Transcript {
+                speaker: Speaker::Counselor,
+                is_final: true,
+                ..
+            }
+        )
+    });
+    assert!(
+        alert.is_some() && alert < reply,
+        "crisis alert shown before the reply finished"
+    );
 
     // Everything said was stored as it was said, and the crisis is flagged for review.
-    let detail = store.session_for_user(student.id, session.id).await.unwrap().unwrap();
+    let detail = store
+        .session_for_user(student.id, session.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(detail.record.crisis_detected);
-    assert!(detail.record.ended_at.is_some(), "the session was finalized when the call ended");
-    let said: Vec<(Speaker, &str)> = detail.messages.iter().map(|m| (m.speaker, m.text.as_str())).collect();
-    assert_eq!(said.len(), 6, "three student lines and three replies: {:?}", said.iter().map(|(s, _)| s).collect::<Vec<_>>());
+    assert!(
+        detail.record.ended_at.is_some(),
+        "the session was finalized when the call ended"
+    );
+    let said: Vec<(Speaker, &str)> = detail
+        .messages
+        .iter()
+        .map(|m| (m.speaker, m.text.as_str()))
+        .collect();
+    assert_eq!(
+        said.len(),
+        6,
+        "three student lines and three replies: {:?}",
+        said.iter().map(|(s, _)| s).collect::<Vec<_>>()
+    );
     assert_eq!(said[4], (Speaker::Student, STUDENT_LINES[2]));
-    assert_eq!(said[5], (Speaker::Counselor, safety::policy::CRISIS_MESSAGE));
+    assert_eq!(
+        said[5],
+        (Speaker::Counselor, safety::policy::CRISIS_MESSAGE)
+    );
     let events = store.crisis_events(session.id).await.unwrap();
-    assert!(events.iter().any(|e| e.level == CrisisLevel::Crisis && e.flagged_for_review));
+    assert!(events
+        .iter()
+        .any(|e| e.level == CrisisLevel::Crisis && e.flagged_for_review));
 }

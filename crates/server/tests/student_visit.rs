@@ -16,7 +16,11 @@ use server::{Application, Config};
 const PASSWORD: &str = "a long enough password";
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A microphone file: two seconds of quiet, one spoken sentence, then quiet (Chromium loops it).
@@ -72,12 +76,16 @@ async fn a_student_talks_to_the_offline_counselor_in_the_browser() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let app = Application::build(Config::from_vars(&vars).unwrap()).await.unwrap();
+    let app = Application::build(Config::from_vars(&vars).unwrap())
+        .await
+        .unwrap();
     let address = format!("http://{}", app.local_addr());
     let state = app.state().clone();
     state.calls.warm_up().await;
     let username = Username::parse(r"\campus\jordan").unwrap();
-    server::cli::add_user(&state.store, &state.passwords, &username, PASSWORD, false).await.unwrap();
+    server::cli::add_user(&state.store, &state.passwords, &username, PASSWORD, false)
+        .await
+        .unwrap();
     tokio::spawn(app.run_until_stopped());
 
     let microphone = microphone_wav(data_dir.path());
@@ -94,17 +102,45 @@ async fn a_student_talks_to_the_offline_counselor_in_the_browser() {
         .expect("node must be installed, with `npm ci --prefix e2e`");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the visit failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the visit failed:\n{stdout}\n{stderr}"
+    );
 
     let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let heard = seen["student"].as_str().unwrap().to_lowercase();
-    assert!(heard.contains("stressed") && heard.contains("sleep"), "the recogniser heard {heard:?}");
+    assert!(
+        heard.contains("stressed") && heard.contains("sleep"),
+        "the recogniser heard {heard:?}"
+    );
 
     // The session is in the student's history, with the transcript stored as it was said.
-    let user = state.store.user_credentials(&username).await.unwrap().unwrap().user;
-    let (sessions, total) = state.store.list_sessions(user.id, &Default::default(), 1, 20).await.unwrap();
+    let user = state
+        .store
+        .user_credentials(&username)
+        .await
+        .unwrap()
+        .unwrap()
+        .user;
+    let (sessions, total) = state
+        .store
+        .list_sessions(user.id, &Default::default(), 1, 20)
+        .await
+        .unwrap();
     assert_eq!(total, 1);
-    assert!(sessions[0].ended_at.is_some(), "ending the call finalized the session");
-    let detail = state.store.session_for_user(user.id, sessions[0].id).await.unwrap().unwrap();
-    assert!(detail.messages.len() >= 3, "greeting, student, reply stored: {}", detail.messages.len());
+    assert!(
+        sessions[0].ended_at.is_some(),
+        "ending the call finalized the session"
+    );
+    let detail = state
+        .store
+        .session_for_user(user.id, sessions[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        detail.messages.len() >= 3,
+        "greeting, student, reply stored: {}",
+        detail.messages.len()
+    );
 }

@@ -26,15 +26,27 @@ use crate::audio::AudioChunk;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
     #[error("{service} timed out after {after_ms} ms")]
-    Timeout { service: &'static str, after_ms: u64 },
+    Timeout {
+        service: &'static str,
+        after_ms: u64,
+    },
     #[error("{service} is rate limiting requests")]
     RateLimited { service: &'static str },
     #[error("{service} is unavailable: {reason}")]
-    Unavailable { service: &'static str, reason: String },
+    Unavailable {
+        service: &'static str,
+        reason: String,
+    },
     #[error("{service} rejected the request: {reason}")]
-    Rejected { service: &'static str, reason: String },
+    Rejected {
+        service: &'static str,
+        reason: String,
+    },
     #[error("{service} sent something we could not understand: {reason}")]
-    Protocol { service: &'static str, reason: String },
+    Protocol {
+        service: &'static str,
+        reason: String,
+    },
     #[error("{service} closed the stream")]
     Closed { service: &'static str },
 }
@@ -109,10 +121,16 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: ChatRole::User, content: content.into() }
+        Self {
+            role: ChatRole::User,
+            content: content.into(),
+        }
     }
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self { role: ChatRole::Assistant, content: content.into() }
+        Self {
+            role: ChatRole::Assistant,
+            content: content.into(),
+        }
     }
 }
 
@@ -146,7 +164,10 @@ pub trait TextToSpeech: Send + Sync {
     fn name(&self) -> &'static str;
     /// Speaks one sentence, streaming audio as it is made. Chunks may be at any sample rate
     /// (each says which); the pipeline resamples. Dropping the stream cancels synthesis.
-    async fn speak(&self, sentence: &str) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError>;
+    async fn speak(
+        &self,
+        sentence: &str,
+    ) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError>;
 }
 
 // ---------------------------------------------------------------------------------------------

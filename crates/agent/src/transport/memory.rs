@@ -45,12 +45,26 @@ pub fn memory_transport() -> (TransportIo, MemoryPeer) {
                 Ok(samples) => {
                     debug_assert_eq!(samples.len(), FRAME_SAMPLES);
                     // A peer that stopped reading loses frames; the call never waits on it.
-                    let _ = played_tx.try_send(PlayedFrame { samples, at: Instant::now() });
+                    let _ = played_tx.try_send(PlayedFrame {
+                        samples,
+                        at: Instant::now(),
+                    });
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {}
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
     });
-    (TransportIo { audio_in, audio_out, events: events_rx }, MemoryPeer { student_audio, played, events })
+    (
+        TransportIo {
+            audio_in,
+            audio_out,
+            events: events_rx,
+        },
+        MemoryPeer {
+            student_audio,
+            played,
+            events,
+        },
+    )
 }

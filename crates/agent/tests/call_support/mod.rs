@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use agent::audio::{resample, AudioChunk, FRAME_SAMPLES, PIPELINE_SAMPLE_RATE};
 use agent::services::{
-    BoxStream, ChatRequest, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, SttSession, TextToSpeech,
+    BoxStream, ChatRequest, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput,
+    SttSession, TextToSpeech,
 };
 use agent::transport::memory::{memory_transport, MemoryPeer, PlayedFrame};
 use agent::vad::EarshotVadFactory;
@@ -28,9 +29,19 @@ pub fn speech_frames(text: &str) -> Vec<Vec<i16>> {
     let wav = output.stdout;
     let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
     // espeak streams its WAV with a placeholder length; the samples are everything after the header.
-    let samples: Vec<i16> = wav[44..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     let samples = resample(&samples, rate, PIPELINE_SAMPLE_RATE).unwrap();
-    samples.chunks(FRAME_SAMPLES).map(|c| { let mut f = c.to_vec(); f.resize(FRAME_SAMPLES, 0); f }).collect()
+    samples
+        .chunks(FRAME_SAMPLES)
+        .map(|c| {
+            let mut f = c.to_vec();
+            f.resize(FRAME_SAMPLES, 0);
+            f
+        })
+        .collect()
 }
 
 /// A recogniser that, at the end of each turn, "recognises" the next of its scripted lines after
@@ -42,7 +53,10 @@ pub struct ScriptedStt {
 
 impl ScriptedStt {
     pub fn new(lines: &[&str], final_delay: Duration) -> Self {
-        Self { lines: Arc::new(Mutex::new(lines.iter().map(|l| l.to_string()).collect())), final_delay }
+        Self {
+            lines: Arc::new(Mutex::new(lines.iter().map(|l| l.to_string()).collect())),
+            final_delay,
+        }
     }
 }
 
@@ -68,7 +82,9 @@ impl SpeechToText for ScriptedStt {
                     SttInput::SpeechEnded => {
                         sleep(delay).await;
                         let text = lines.lock().unwrap().pop_front().unwrap_or_default();
-                        if heard_frames > 0 && events_tx.send(SttEvent::Final { text }).await.is_err() {
+                        if heard_frames > 0
+                            && events_tx.send(SttEvent::Final { text }).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -83,7 +99,11 @@ impl SpeechToText for ScriptedStt {
 #[derive(Debug, Clone)]
 pub enum LlmBehaviour {
     /// Streams `reply` word by word: first word after `first_token`, then one per `per_word`.
-    Reply { reply: String, first_token: Duration, per_word: Duration },
+    Reply {
+        reply: String,
+        first_token: Duration,
+        per_word: Duration,
+    },
     /// Refuses the request.
     Fail,
     /// Accepts the request and then never says anything.
@@ -98,7 +118,10 @@ pub struct FakeLlm {
 
 impl FakeLlm {
     pub fn new(behaviour: LlmBehaviour) -> Arc<Self> {
-        Arc::new(Self { behaviour: Mutex::new(behaviour), requests: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            behaviour: Mutex::new(behaviour),
+            requests: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn replying(reply: &str) -> Arc<Self> {
@@ -126,9 +149,16 @@ impl LanguageModel for FakeLlm {
     ) -> Result<BoxStream<Result<String, ServiceError>>, ServiceError> {
         self.requests.lock().unwrap().push(request);
         match self.behaviour.lock().unwrap().clone() {
-            LlmBehaviour::Fail => Err(ServiceError::Unavailable { service: "fake-llm", reason: "down for the test".into() }),
+            LlmBehaviour::Fail => Err(ServiceError::Unavailable {
+                service: "fake-llm",
+                reason: "down for the test".into(),
+            }),
             LlmBehaviour::Hang => Ok(futures::stream::pending().boxed()),
-            LlmBehaviour::Reply { reply, first_token, per_word } => {
+            LlmBehaviour::Reply {
+                reply,
+                first_token,
+                per_word,
+            } => {
                 let words: Vec<String> = reply.split_inclusive(' ').map(str::to_string).collect();
                 Ok(futures::stream::iter(words.into_iter().enumerate())
                     .then(move |(i, word)| async move {
@@ -152,11 +182,21 @@ pub struct ToneTts {
 
 impl ToneTts {
     pub fn new(first_audio: Duration, per_char: Duration) -> Arc<Self> {
-        Arc::new(Self { first_audio, per_char, fail: false, sentences: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            first_audio,
+            per_char,
+            fail: false,
+            sentences: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn failing() -> Arc<Self> {
-        Arc::new(Self { first_audio: Duration::ZERO, per_char: Duration::ZERO, fail: true, sentences: Mutex::new(Vec::new()) })
+        Arc::new(Self {
+            first_audio: Duration::ZERO,
+            per_char: Duration::ZERO,
+            fail: true,
+            sentences: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn sentences(&self) -> Vec<String> {
@@ -172,17 +212,28 @@ impl TextToSpeech for ToneTts {
         "tone-tts"
     }
 
-    async fn speak(&self, sentence: &str) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
+    async fn speak(
+        &self,
+        sentence: &str,
+    ) -> Result<BoxStream<Result<AudioChunk, ServiceError>>, ServiceError> {
         self.sentences.lock().unwrap().push(sentence.to_string());
         if self.fail {
-            return Err(ServiceError::Unavailable { service: "tone-tts", reason: "down for the test".into() });
+            return Err(ServiceError::Unavailable {
+                service: "tone-tts",
+                reason: "down for the test".into(),
+            });
         }
         let chunk_samples = TTS_RATE as usize / 50;
         let chunks = (self.per_char * sentence.chars().count() as u32).as_millis() as usize / 20;
         let first = self.first_audio;
         Ok(futures::stream::iter(0..chunks)
             .then(move |k| async move {
-                sleep(if k == 0 { first } else { Duration::from_millis(20) }).await;
+                sleep(if k == 0 {
+                    first
+                } else {
+                    Duration::from_millis(20)
+                })
+                .await;
                 let samples = (0..chunk_samples)
                     .map(|i| {
                         let t = (k * chunk_samples + i) as f64 / TTS_RATE as f64;
@@ -205,7 +256,14 @@ pub struct Student {
 
 impl Student {
     pub fn connect() -> (agent::transport::TransportIo, Student) {
-        let (io, MemoryPeer { student_audio, played, events }) = memory_transport();
+        let (
+            io,
+            MemoryPeer {
+                student_audio,
+                played,
+                events,
+            },
+        ) = memory_transport();
         let (say, mut lines) = mpsc::channel::<Vec<Vec<i16>>>(4);
         tokio::spawn(async move {
             let mut queued: VecDeque<Vec<i16>> = VecDeque::new();
@@ -221,7 +279,14 @@ impl Student {
                 }
             }
         });
-        (io, Student { say, played, hang_up: events })
+        (
+            io,
+            Student {
+                say,
+                played,
+                hang_up: events,
+            },
+        )
     }
 
     /// Starts saying these frames (after anything still being said).
@@ -254,18 +319,30 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn new(handle: &mut CallHandle) -> Self {
-        Self { rx: handle.events().expect("events taken once"), seen: Vec::new() }
+        Self {
+            rx: handle.events().expect("events taken once"),
+            seen: Vec::new(),
+        }
     }
 
     /// Waits (up to `within`) for an event matching `wanted`, logging everything on the way.
-    pub async fn wait_for(&mut self, within: Duration, wanted: impl Fn(&AgentEvent) -> bool) -> Seen {
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&AgentEvent) -> bool,
+    ) -> Seen {
         let deadline = Instant::now() + within;
         loop {
             let event = tokio::time::timeout_at(deadline, self.rx.recv())
                 .await
-                .unwrap_or_else(|_| panic!("event not seen within {within:?}; saw {:#?}", self.seen))
+                .unwrap_or_else(|_| {
+                    panic!("event not seen within {within:?}; saw {:#?}", self.seen)
+                })
                 .expect("event stream ended");
-            let seen = Seen { event, at: Instant::now() };
+            let seen = Seen {
+                event,
+                at: Instant::now(),
+            };
             self.seen.push(seen.clone());
             if wanted(&seen.event) {
                 return seen;
@@ -275,7 +352,12 @@ impl EventLog {
 }
 
 pub fn services(stt: ScriptedStt, llm: Arc<FakeLlm>, tts: Arc<ToneTts>) -> Services {
-    Services { stt: Arc::new(stt), llm, tts, vad: Arc::new(EarshotVadFactory) }
+    Services {
+        stt: Arc::new(stt),
+        llm,
+        tts,
+        vad: Arc::new(EarshotVadFactory),
+    }
 }
 
 /// A call configuration for tests: no greeting, no idle handling unless a test turns it on.

@@ -15,7 +15,10 @@ use candle_core::{DType, Device, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum Ct2Error {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("model.bin is truncated at byte {at} (reading {what})")]
     Truncated { at: usize, what: &'static str },
     #[error("model.bin format version {0} is not supported (expected 4 to 6)")]
@@ -23,7 +26,12 @@ pub enum Ct2Error {
     #[error("model.bin variable {name} has unknown dtype code {code}")]
     UnknownDType { name: String, code: u8 },
     #[error("model.bin variable {name}: {bytes} bytes do not fit shape {shape:?} of {dtype:?}")]
-    SizeMismatch { name: String, bytes: usize, shape: Vec<usize>, dtype: Ct2DType },
+    SizeMismatch {
+        name: String,
+        bytes: usize,
+        shape: Vec<usize>,
+        dtype: Ct2DType,
+    },
     #[error("model.bin lacks variable {0}")]
     Missing(String),
     #[error("model.bin variable {name}: {reason}")]
@@ -96,10 +104,14 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1, what)?[0])
     }
     fn u16(&mut self, what: &'static str) -> Result<u16, Ct2Error> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, Ct2Error> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
     fn string(&mut self, what: &'static str) -> Result<String, Ct2Error> {
         let len = self.u16(what)? as usize;
@@ -111,8 +123,10 @@ impl<'a> Cursor<'a> {
 
 impl Ct2Model {
     pub fn read(path: &Path) -> Result<Self, Ct2Error> {
-        let data = std::fs::read(path)
-            .map_err(|source| Ct2Error::Io { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| Ct2Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(data)
     }
 
@@ -133,14 +147,29 @@ impl Ct2Model {
                 .map(|_| cursor.u32("dimension").map(|d| d as usize))
                 .collect::<Result<Vec<_>, _>>()?;
             let code = cursor.u8("dtype")?;
-            let dtype = Ct2DType::from_code(code).ok_or_else(|| Ct2Error::UnknownDType { name: name.clone(), code })?;
+            let dtype = Ct2DType::from_code(code).ok_or_else(|| Ct2Error::UnknownDType {
+                name: name.clone(),
+                code,
+            })?;
             let len = cursor.u32("byte length")? as usize;
             let start = cursor.at;
             cursor.take(len, "variable data")?;
             if shape.iter().product::<usize>() * dtype.size() != len {
-                return Err(Ct2Error::SizeMismatch { name, bytes: len, shape, dtype });
+                return Err(Ct2Error::SizeMismatch {
+                    name,
+                    bytes: len,
+                    shape,
+                    dtype,
+                });
             }
-            variables.insert(name, Ct2Variable { shape, dtype, bytes: start..start + len });
+            variables.insert(
+                name,
+                Ct2Variable {
+                    shape,
+                    dtype,
+                    bytes: start..start + len,
+                },
+            );
         }
         let mut aliases = HashMap::new();
         let alias_count = cursor.u32("alias count")?;
@@ -149,7 +178,13 @@ impl Ct2Model {
             let target = cursor.string("alias target")?;
             aliases.insert(alias, target);
         }
-        Ok(Self { spec_name, spec_revision, data, variables, aliases })
+        Ok(Self {
+            spec_name,
+            spec_revision,
+            data,
+            variables,
+            aliases,
+        })
     }
 
     pub fn variable_names(&self) -> impl Iterator<Item = &str> {
@@ -158,19 +193,27 @@ impl Ct2Model {
 
     pub fn variable(&self, name: &str) -> Result<&Ct2Variable, Ct2Error> {
         let name = self.aliases.get(name).map(String::as_str).unwrap_or(name);
-        self.variables.get(name).ok_or_else(|| Ct2Error::Missing(name.to_string()))
+        self.variables
+            .get(name)
+            .ok_or_else(|| Ct2Error::Missing(name.to_string()))
     }
 
     /// A variable as an f32 tensor on `device`.
     pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor, Ct2Error> {
         let variable = self.variable(name)?;
-        let unusable = |e: candle_core::Error| Ct2Error::Unusable { name: name.to_string(), reason: e.to_string() };
+        let unusable = |e: candle_core::Error| Ct2Error::Unusable {
+            name: name.to_string(),
+            reason: e.to_string(),
+        };
         let dtype = match variable.dtype {
             Ct2DType::F32 => DType::F32,
             Ct2DType::F16 => DType::F16,
             Ct2DType::BF16 => DType::BF16,
             other => {
-                return Err(Ct2Error::Unusable { name: name.to_string(), reason: format!("{other:?} is not a float type") })
+                return Err(Ct2Error::Unusable {
+                    name: name.to_string(),
+                    reason: format!("{other:?} is not a float type"),
+                })
             }
         };
         let bytes = &self.data[variable.bytes.clone()];
@@ -184,14 +227,20 @@ impl Ct2Model {
         let variable = self.variable(name)?;
         let bytes = &self.data[variable.bytes.clone()];
         if variable.shape.iter().product::<usize>() != 1 {
-            return Err(Ct2Error::Unusable { name: name.to_string(), reason: "not a scalar".into() });
+            return Err(Ct2Error::Unusable {
+                name: name.to_string(),
+                reason: "not a scalar".into(),
+            });
         }
         Ok(match variable.dtype {
             Ct2DType::I8 => bytes[0] as i8 as i64,
             Ct2DType::I16 => i16::from_le_bytes([bytes[0], bytes[1]]) as i64,
             Ct2DType::I32 => i32::from_le_bytes(bytes.try_into().expect("4 bytes")) as i64,
             other => {
-                return Err(Ct2Error::Unusable { name: name.to_string(), reason: format!("{other:?} is not an integer type") })
+                return Err(Ct2Error::Unusable {
+                    name: name.to_string(),
+                    reason: format!("{other:?} is not an integer type"),
+                })
             }
         })
     }
@@ -225,7 +274,10 @@ mod tests {
         out.extend(3u32.to_le_bytes());
         out.extend(2u32.to_le_bytes());
         // 1.0, -2.5, 0.25, 3.0 as IEEE half floats.
-        let halves: Vec<u8> = [0x3C00u16, 0xC100, 0x3400, 0x4200].iter().flat_map(|h| h.to_le_bytes()).collect();
+        let halves: Vec<u8> = [0x3C00u16, 0xC100, 0x3400, 0x4200]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
         variable(&mut out, "w", &[2, 2], 4, &halves);
         variable(&mut out, "heads", &[], 2, &6i16.to_le_bytes());
         out.extend(1u32.to_le_bytes());
@@ -241,16 +293,25 @@ mod tests {
         assert_eq!(model.spec_revision, 3);
         let w = model.tensor("alias_w", &Device::Cpu).unwrap();
         assert_eq!(w.dims(), &[2, 2]);
-        assert_eq!(w.to_vec2::<f32>().unwrap(), vec![vec![1.0, -2.5], vec![0.25, 3.0]]);
+        assert_eq!(
+            w.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, -2.5], vec![0.25, 3.0]]
+        );
         assert_eq!(model.integer("heads").unwrap(), 6);
-        assert!(matches!(model.tensor("nope", &Device::Cpu), Err(Ct2Error::Missing(_))));
+        assert!(matches!(
+            model.tensor("nope", &Device::Cpu),
+            Err(Ct2Error::Missing(_))
+        ));
     }
 
     #[test]
     fn rejects_truncated_files_and_wrong_sizes() {
         let file = sample_file();
         let cut = file[..file.len() - 10].to_vec();
-        assert!(matches!(Ct2Model::parse(cut), Err(Ct2Error::Truncated { .. })));
+        assert!(matches!(
+            Ct2Model::parse(cut),
+            Err(Ct2Error::Truncated { .. })
+        ));
 
         let mut wrong = Vec::new();
         wrong.extend(6u32.to_le_bytes());
@@ -259,10 +320,16 @@ mod tests {
         wrong.extend(1u32.to_le_bytes());
         variable(&mut wrong, "w", &[3], 4, &[0, 0, 0, 0]);
         wrong.extend(0u32.to_le_bytes());
-        assert!(matches!(Ct2Model::parse(wrong), Err(Ct2Error::SizeMismatch { .. })));
+        assert!(matches!(
+            Ct2Model::parse(wrong),
+            Err(Ct2Error::SizeMismatch { .. })
+        ));
 
         let mut old = Vec::new();
         old.extend(1u32.to_le_bytes());
-        assert!(matches!(Ct2Model::parse(old), Err(Ct2Error::UnsupportedVersion(1))));
+        assert!(matches!(
+            Ct2Model::parse(old),
+            Err(Ct2Error::UnsupportedVersion(1))
+        ));
     }
 }

@@ -33,7 +33,9 @@ impl LogMel {
             }
         }
         let basis = Tensor::from_vec(basis, (N_FFT, 2 * N_FREQ), device)?;
-        let filters = Tensor::from_vec(mel_filters(), (N_MELS, N_FREQ), device)?.t()?.contiguous()?;
+        let filters = Tensor::from_vec(mel_filters(), (N_MELS, N_FREQ), device)?
+            .t()?
+            .contiguous()?;
         Ok(Self { basis, filters })
     }
 
@@ -42,7 +44,10 @@ impl LogMel {
     pub fn compute(&self, samples: &[f32], n_frames: usize) -> Result<Tensor> {
         let pad = N_FFT / 2;
         // Reflect-pad the start, then the audio, then zeros far enough for every frame.
-        let mut padded: Vec<f32> = (1..=pad).rev().map(|i| samples.get(i).copied().unwrap_or(0.0)).collect();
+        let mut padded: Vec<f32> = (1..=pad)
+            .rev()
+            .map(|i| samples.get(i).copied().unwrap_or(0.0))
+            .collect();
         padded.extend_from_slice(samples);
         padded.resize(padded.len().max(n_frames * HOP + N_FFT), 0.0);
 
@@ -87,7 +92,9 @@ pub fn mel_filters() -> Vec<f32> {
     };
     let nyquist = SAMPLE_RATE as f64 / 2.0;
     let top = hz_to_mel(nyquist);
-    let points: Vec<f64> = (0..N_MELS + 2).map(|i| mel_to_hz(top * i as f64 / (N_MELS + 1) as f64)).collect();
+    let points: Vec<f64> = (0..N_MELS + 2)
+        .map(|i| mel_to_hz(top * i as f64 / (N_MELS + 1) as f64))
+        .collect();
     let mut filters = vec![0f32; N_MELS * N_FREQ];
     for m in 0..N_MELS {
         let (low, centre, high) = (points[m], points[m + 1], points[m + 2]);
@@ -124,15 +131,34 @@ mod tests {
     #[test]
     fn a_tone_lights_up_the_band_holding_its_frequency() {
         let log_mel = LogMel::new(&Device::Cpu).unwrap();
-        let tone: Vec<f32> = (0..SAMPLE_RATE).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / SAMPLE_RATE as f32).sin() * 0.5).collect();
+        let tone: Vec<f32> = (0..SAMPLE_RATE)
+            .map(|i| {
+                (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / SAMPLE_RATE as f32).sin() * 0.5
+            })
+            .collect();
         let mel = log_mel.compute(&tone, 100).unwrap();
         assert_eq!(mel.dims(), &[1, N_MELS, 100]);
-        let frame: Vec<f32> = mel.squeeze(0).unwrap().narrow(1, 50, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let loudest = frame.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let frame: Vec<f32> = mel
+            .squeeze(0)
+            .unwrap()
+            .narrow(1, 50, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let loudest = frame
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
         // 1 kHz is 15 mels: band 15 or its neighbour (bands are centred on the mel points).
         let filters = mel_filters();
         let bin = 1000 * N_FFT / SAMPLE_RATE;
-        let best_band = (0..N_MELS).max_by(|&a, &b| filters[a * N_FREQ + bin].total_cmp(&filters[b * N_FREQ + bin])).unwrap();
+        let best_band = (0..N_MELS)
+            .max_by(|&a, &b| filters[a * N_FREQ + bin].total_cmp(&filters[b * N_FREQ + bin]))
+            .unwrap();
         assert_eq!(loudest, best_band);
         assert!(frame.iter().all(|&v| (-1.5..=1.5).contains(&v)));
     }

@@ -39,11 +39,17 @@ impl WhisperStt {
     /// Loads the model from a CTranslate2 Whisper directory (`ModelPaths::whisper_dir`).
     /// `max_concurrent` transcriptions run at once across all calls; on a 2-core machine, 1.
     pub fn load(model_dir: &Path, max_concurrent: usize) -> Result<Self, WhisperError> {
-        Ok(Self::new(Arc::new(WhisperModel::load(model_dir)?), max_concurrent))
+        Ok(Self::new(
+            Arc::new(WhisperModel::load(model_dir)?),
+            max_concurrent,
+        ))
     }
 
     pub fn new(model: Arc<WhisperModel>, max_concurrent: usize) -> Self {
-        Self { model, transcription_slots: Arc::new(Semaphore::new(max_concurrent.max(1))) }
+        Self {
+            model,
+            transcription_slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
     }
 
     /// Transcribes one utterance of 16 kHz PCM16, waiting for a free slot.
@@ -57,15 +63,24 @@ async fn transcribe_shared(
     slots: &Arc<Semaphore>,
     samples: Vec<i16>,
 ) -> Result<Transcript, ServiceError> {
-    let _slot = slots.acquire().await.map_err(|_| ServiceError::Closed { service: SERVICE })?;
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|_| ServiceError::Closed { service: SERVICE })?;
     let model = Arc::clone(model);
     tokio::task::spawn_blocking(move || {
         let audio: Vec<f32> = samples.iter().map(|&s| s as f32 / 32768.0).collect();
         model.transcribe(&audio)
     })
     .await
-    .map_err(|e| ServiceError::Unavailable { service: SERVICE, reason: format!("transcription task failed: {e}") })?
-    .map_err(|e| ServiceError::Unavailable { service: SERVICE, reason: e.to_string() })
+    .map_err(|e| ServiceError::Unavailable {
+        service: SERVICE,
+        reason: format!("transcription task failed: {e}"),
+    })?
+    .map_err(|e| ServiceError::Unavailable {
+        service: SERVICE,
+        reason: e.to_string(),
+    })
 }
 
 #[async_trait]
@@ -87,12 +102,18 @@ impl SpeechToText for WhisperStt {
             utterance_rx,
             events_tx,
         ));
-        Ok(SttSession { input: input_tx, events: events_rx })
+        Ok(SttSession {
+            input: input_tx,
+            events: events_rx,
+        })
     }
 }
 
 /// Cuts the input stream into utterances; ends when the input is dropped.
-async fn collect_utterances(mut input: mpsc::Receiver<SttInput>, utterances: mpsc::Sender<Vec<i16>>) {
+async fn collect_utterances(
+    mut input: mpsc::Receiver<SttInput>,
+    utterances: mpsc::Sender<Vec<i16>>,
+) {
     let mut pre_roll: VecDeque<i16> = VecDeque::with_capacity(PRE_ROLL_SAMPLES);
     let mut utterance: Option<Vec<i16>> = None;
     // Whether the current turn already had a 30 s stretch transcribed (then an empty rest
@@ -143,10 +164,14 @@ async fn transcribe_utterances(
 ) {
     while let Some(samples) = utterances.recv().await {
         let event = if samples.len() < MIN_UTTERANCE_SAMPLES {
-            SttEvent::Final { text: String::new() }
+            SttEvent::Final {
+                text: String::new(),
+            }
         } else {
             match transcribe_shared(&model, &slots, samples).await {
-                Ok(transcript) => SttEvent::Final { text: transcript.text },
+                Ok(transcript) => SttEvent::Final {
+                    text: transcript.text,
+                },
                 Err(error) => SttEvent::Error(error),
             }
         };

@@ -37,7 +37,11 @@ mod tests {
         assert_eq!(repeated_tail(&[1, 2, 3, 4, 5, 1, 2, 3, 4, 5]), Some(5));
         assert_eq!(repeated_tail(&[9, 1, 2, 3, 1, 2, 3]), Some(3));
         assert_eq!(repeated_tail(&[1, 2, 3, 4, 1, 2, 3]), None);
-        assert_eq!(repeated_tail(&[7, 7, 7, 7]), None, "short repeats are ordinary speech");
+        assert_eq!(
+            repeated_tail(&[7, 7, 7, 7]),
+            None,
+            "short repeats are ordinary speech"
+        );
     }
 }
 
@@ -103,8 +107,10 @@ impl WhisperModel {
         let model = Whisper::load(&vb, config)?;
 
         let vocab_path = dir.join("vocabulary.txt");
-        let vocabulary = Vocabulary::read(&vocab_path)
-            .map_err(|e| WhisperError::File { path: vocab_path.display().to_string(), reason: e.to_string() })?;
+        let vocabulary = Vocabulary::read(&vocab_path).map_err(|e| WhisperError::File {
+            path: vocab_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let special_id = |token: &str| {
             vocabulary.id(token).ok_or_else(|| WhisperError::File {
                 path: vocab_path.display().to_string(),
@@ -122,7 +128,10 @@ impl WhisperModel {
         let settings: Ct2WhisperConfig = std::fs::read(&config_path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-            .map_err(|reason| WhisperError::File { path: config_path.display().to_string(), reason })?;
+            .map_err(|reason| WhisperError::File {
+                path: config_path.display().to_string(),
+                reason,
+            })?;
         let mut suppressed = settings.suppress_ids;
         suppressed.extend(special.end_of_text + 1..vocabulary.len() as u32);
         Ok(Self {
@@ -145,11 +154,23 @@ impl WhisperModel {
             parts.push(self.transcribe_window(window)?);
         }
         Ok(match parts.len() {
-            0 => Transcript { text: String::new(), no_speech_probability: 1.0, average_logprob: 0.0 },
+            0 => Transcript {
+                text: String::new(),
+                no_speech_probability: 1.0,
+                average_logprob: 0.0,
+            },
             1 => parts.pop().expect("one part"),
             n => Transcript {
-                text: parts.iter().map(|p| p.text.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" "),
-                no_speech_probability: parts.iter().map(|p| p.no_speech_probability).fold(1.0, f32::min),
+                text: parts
+                    .iter()
+                    .map(|p| p.text.as_str())
+                    .filter(|t| !t.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                no_speech_probability: parts
+                    .iter()
+                    .map(|p| p.no_speech_probability)
+                    .fold(1.0, f32::min),
                 average_logprob: parts.iter().map(|p| p.average_logprob).sum::<f32>() / n as f32,
             },
         })
@@ -158,7 +179,9 @@ impl WhisperModel {
     fn transcribe_window(&self, samples: &[f32]) -> Result<Transcript, WhisperError> {
         let audio_frames = samples.len().div_ceil(HOP);
         // Even, because the encoder's second convolution halves the frame count.
-        let n_frames = (audio_frames + MARGIN_FRAMES).min(WINDOW_FRAMES).next_multiple_of(2);
+        let n_frames = (audio_frames + MARGIN_FRAMES)
+            .min(WINDOW_FRAMES)
+            .next_multiple_of(2);
         let mel = self.log_mel.compute(samples, n_frames)?;
         debug_assert_eq!(mel.dims(), &[1, N_MELS, n_frames]);
 
@@ -167,7 +190,8 @@ impl WhisperModel {
 
         // About 3 tokens a word and at most ~4 words a second, with room to spare.
         let seconds = samples.len() as f32 / SAMPLE_RATE as f32;
-        let max_tokens = ((seconds * 16.0) as usize + 16).min(model.config.max_target_positions / 2);
+        let max_tokens =
+            ((seconds * 16.0) as usize + 16).min(model.config.max_target_positions / 2);
         let mut tokens = vec![self.special.start_of_transcript, self.special.no_timestamps];
         let prompt_len = tokens.len();
         let mut no_speech_probability = 0.0;
@@ -176,12 +200,21 @@ impl WhisperModel {
             let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
             let hidden = model.decoder.forward(&input, &audio_features, step == 0)?;
             if step == 0 {
-                let at_start = model.decoder.final_linear(&hidden.i((.., 0..1))?)?.i((0, 0))?;
+                let at_start = model
+                    .decoder
+                    .final_linear(&hidden.i((.., 0..1))?)?
+                    .i((0, 0))?;
                 let probs = candle_nn::ops::softmax(&at_start, D::Minus1)?;
-                no_speech_probability = probs.i(self.special.no_speech as usize)?.to_scalar::<f32>()?;
+                no_speech_probability = probs
+                    .i(self.special.no_speech as usize)?
+                    .to_scalar::<f32>()?;
             }
             let last = hidden.i((.., tokens.len() - 1..))?;
-            let mut logits = model.decoder.final_linear(&last)?.i((0, 0))?.to_vec1::<f32>()?;
+            let mut logits = model
+                .decoder
+                .final_linear(&last)?
+                .i((0, 0))?
+                .to_vec1::<f32>()?;
             for &id in &self.suppressed {
                 logits[id as usize] = f32::NEG_INFINITY;
             }
@@ -210,7 +243,11 @@ impl WhisperModel {
         } else {
             self.vocabulary.decode(generated).trim().to_string()
         };
-        Ok(Transcript { text, no_speech_probability, average_logprob })
+        Ok(Transcript {
+            text,
+            no_speech_probability,
+            average_logprob,
+        })
     }
 }
 
@@ -236,73 +273,149 @@ fn argmax_with_logprob(logits: &[f32]) -> (u32, f32) {
 /// Renames CTranslate2's Whisper variables to the names candle-transformers' Whisper loads,
 /// splitting the fused projections (self-attention QKV; cross-attention KV). Whisper's key
 /// projections have no bias (CTranslate2 stores zeros there), so those bias slices are dropped.
-fn candle_weights(ct2: &Ct2Model, device: &Device) -> Result<(HashMap<String, Tensor>, Config), WhisperError> {
+fn candle_weights(
+    ct2: &Ct2Model,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, Config), WhisperError> {
     let mut out = HashMap::new();
     let get = |name: &str| ct2.tensor(name, device);
     let layer_count = |prefix: &str| {
-        (0..).take_while(|i| ct2.variable(&format!("{prefix}/layer_{i}/ffn/linear_0/weight")).is_ok()).count()
+        (0..)
+            .take_while(|i| {
+                ct2.variable(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))
+                    .is_ok()
+            })
+            .count()
     };
-    let copy = |out: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), WhisperError> {
-        out.insert(to.to_string(), get(from)?);
-        Ok(())
-    };
-    let copy_linear = |out: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), WhisperError> {
-        out.insert(format!("{to}.weight"), get(&format!("{from}/weight"))?);
-        out.insert(format!("{to}.bias"), get(&format!("{from}/bias"))?);
-        Ok(())
-    };
-    let copy_norm = |out: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), WhisperError> {
-        out.insert(format!("{to}.weight"), get(&format!("{from}/gamma"))?);
-        out.insert(format!("{to}.bias"), get(&format!("{from}/beta"))?);
-        Ok(())
-    };
+    let copy =
+        |out: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), WhisperError> {
+            out.insert(to.to_string(), get(from)?);
+            Ok(())
+        };
+    let copy_linear =
+        |out: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), WhisperError> {
+            out.insert(format!("{to}.weight"), get(&format!("{from}/weight"))?);
+            out.insert(format!("{to}.bias"), get(&format!("{from}/bias"))?);
+            Ok(())
+        };
+    let copy_norm =
+        |out: &mut HashMap<String, Tensor>, from: &str, to: &str| -> Result<(), WhisperError> {
+            out.insert(format!("{to}.weight"), get(&format!("{from}/gamma"))?);
+            out.insert(format!("{to}.bias"), get(&format!("{from}/beta"))?);
+            Ok(())
+        };
     // Splits a fused projection into equal parts along the output dimension.
-    let split_linear = |out: &mut HashMap<String, Tensor>, from: &str, to: &[&str]| -> Result<(), WhisperError> {
-        let weight = get(&format!("{from}/weight"))?;
-        let bias = get(&format!("{from}/bias"))?;
-        let part = weight.dim(0)? / to.len();
-        for (i, name) in to.iter().enumerate() {
-            out.insert(format!("{name}.weight"), weight.narrow(0, i * part, part)?.contiguous()?);
-            if !name.ends_with("k_proj") {
-                out.insert(format!("{name}.bias"), bias.narrow(0, i * part, part)?.contiguous()?);
+    let split_linear =
+        |out: &mut HashMap<String, Tensor>, from: &str, to: &[&str]| -> Result<(), WhisperError> {
+            let weight = get(&format!("{from}/weight"))?;
+            let bias = get(&format!("{from}/bias"))?;
+            let part = weight.dim(0)? / to.len();
+            for (i, name) in to.iter().enumerate() {
+                out.insert(
+                    format!("{name}.weight"),
+                    weight.narrow(0, i * part, part)?.contiguous()?,
+                );
+                if !name.ends_with("k_proj") {
+                    out.insert(
+                        format!("{name}.bias"),
+                        bias.narrow(0, i * part, part)?.contiguous()?,
+                    );
+                }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
 
     let encoder_layers = layer_count("encoder");
     let decoder_layers = layer_count("decoder");
     for side in ["encoder", "decoder"] {
-        let layers = if side == "encoder" { encoder_layers } else { decoder_layers };
+        let layers = if side == "encoder" {
+            encoder_layers
+        } else {
+            decoder_layers
+        };
         for i in 0..layers {
-            let (from, to) = (format!("{side}/layer_{i}"), format!("model.{side}.layers.{i}"));
-            copy_norm(&mut out, &format!("{from}/self_attention/layer_norm"), &format!("{to}.self_attn_layer_norm"))?;
+            let (from, to) = (
+                format!("{side}/layer_{i}"),
+                format!("model.{side}.layers.{i}"),
+            );
+            copy_norm(
+                &mut out,
+                &format!("{from}/self_attention/layer_norm"),
+                &format!("{to}.self_attn_layer_norm"),
+            )?;
             split_linear(
                 &mut out,
                 &format!("{from}/self_attention/linear_0"),
-                &[&format!("{to}.self_attn.q_proj"), &format!("{to}.self_attn.k_proj"), &format!("{to}.self_attn.v_proj")],
+                &[
+                    &format!("{to}.self_attn.q_proj"),
+                    &format!("{to}.self_attn.k_proj"),
+                    &format!("{to}.self_attn.v_proj"),
+                ],
             )?;
-            copy_linear(&mut out, &format!("{from}/self_attention/linear_1"), &format!("{to}.self_attn.out_proj"))?;
+            copy_linear(
+                &mut out,
+                &format!("{from}/self_attention/linear_1"),
+                &format!("{to}.self_attn.out_proj"),
+            )?;
             if side == "decoder" {
-                copy_norm(&mut out, &format!("{from}/attention/layer_norm"), &format!("{to}.encoder_attn_layer_norm"))?;
-                copy_linear(&mut out, &format!("{from}/attention/linear_0"), &format!("{to}.encoder_attn.q_proj"))?;
+                copy_norm(
+                    &mut out,
+                    &format!("{from}/attention/layer_norm"),
+                    &format!("{to}.encoder_attn_layer_norm"),
+                )?;
+                copy_linear(
+                    &mut out,
+                    &format!("{from}/attention/linear_0"),
+                    &format!("{to}.encoder_attn.q_proj"),
+                )?;
                 split_linear(
                     &mut out,
                     &format!("{from}/attention/linear_1"),
-                    &[&format!("{to}.encoder_attn.k_proj"), &format!("{to}.encoder_attn.v_proj")],
+                    &[
+                        &format!("{to}.encoder_attn.k_proj"),
+                        &format!("{to}.encoder_attn.v_proj"),
+                    ],
                 )?;
-                copy_linear(&mut out, &format!("{from}/attention/linear_2"), &format!("{to}.encoder_attn.out_proj"))?;
+                copy_linear(
+                    &mut out,
+                    &format!("{from}/attention/linear_2"),
+                    &format!("{to}.encoder_attn.out_proj"),
+                )?;
             }
-            copy_norm(&mut out, &format!("{from}/ffn/layer_norm"), &format!("{to}.final_layer_norm"))?;
-            copy_linear(&mut out, &format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
-            copy_linear(&mut out, &format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))?;
+            copy_norm(
+                &mut out,
+                &format!("{from}/ffn/layer_norm"),
+                &format!("{to}.final_layer_norm"),
+            )?;
+            copy_linear(
+                &mut out,
+                &format!("{from}/ffn/linear_0"),
+                &format!("{to}.fc1"),
+            )?;
+            copy_linear(
+                &mut out,
+                &format!("{from}/ffn/linear_1"),
+                &format!("{to}.fc2"),
+            )?;
         }
-        copy_norm(&mut out, &format!("{side}/layer_norm"), &format!("model.{side}.layer_norm"))?;
+        copy_norm(
+            &mut out,
+            &format!("{side}/layer_norm"),
+            &format!("model.{side}.layer_norm"),
+        )?;
     }
     copy_linear(&mut out, "encoder/conv1", "model.encoder.conv1")?;
     copy_linear(&mut out, "encoder/conv2", "model.encoder.conv2")?;
-    copy(&mut out, "decoder/embeddings/weight", "model.decoder.embed_tokens.weight")?;
-    copy(&mut out, "decoder/position_encodings/encodings", "model.decoder.embed_positions.weight")?;
+    copy(
+        &mut out,
+        "decoder/embeddings/weight",
+        "model.decoder.embed_tokens.weight",
+    )?;
+    copy(
+        &mut out,
+        "decoder/position_encodings/encodings",
+        "model.decoder.embed_positions.weight",
+    )?;
 
     let embeddings = ct2.variable("decoder/embeddings/weight")?;
     let conv1 = ct2.variable("encoder/conv1/weight")?;

@@ -18,8 +18,16 @@ impl Vocabulary {
 
     pub fn from_lines(text: &str) -> Self {
         let tokens: Vec<String> = text.lines().map(str::to_owned).collect();
-        let ids = tokens.iter().enumerate().map(|(id, token)| (token.clone(), id as u32)).collect();
-        Self { tokens, ids, char_to_byte: byte_level_alphabet() }
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, token)| (token.clone(), id as u32))
+            .collect();
+        Self {
+            tokens,
+            ids,
+            char_to_byte: byte_level_alphabet(),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -16,7 +16,11 @@ pub fn espeak_16k(text: &str) -> Vec<i16> {
         .args(["-v", "en-us", "-s", "160", "--stdout", text])
         .output()
         .expect("espeak-ng must be installed (Debian package espeak-ng)");
-    assert!(output.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "espeak-ng failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let (rate, samples) = parse_wav(&output.stdout);
     to_16k(AudioChunk::new(samples, rate))
 }
@@ -36,18 +40,29 @@ fn piper_voice() -> &'static PiperVoice {
     static VOICE: OnceLock<PiperVoice> = OnceLock::new();
     VOICE.get_or_init(|| {
         let paths = offline::testing::model_paths();
-        PiperVoice::load(&paths.piper_voice, &paths.piper_voice_config, &paths.onnxruntime_lib, PiperConfig::default())
-            .expect("the Piper voice loads")
+        PiperVoice::load(
+            &paths.piper_voice,
+            &paths.piper_voice_config,
+            &paths.onnxruntime_lib,
+            PiperConfig::default(),
+        )
+        .expect("the Piper voice loads")
     })
 }
 
 fn to_16k(chunk: AudioChunk) -> Vec<i16> {
-    chunk.resampled(16_000).expect("resampling to 16 kHz").samples
+    chunk
+        .resampled(16_000)
+        .expect("resampling to 16 kHz")
+        .samples
 }
 
 /// The sample rate and samples of a PCM16 mono WAV file.
 pub fn parse_wav(bytes: &[u8]) -> (u32, Vec<i16>) {
-    assert!(bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE", "not a WAV file");
+    assert!(
+        bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WAVE",
+        "not a WAV file"
+    );
     let mut at = 12;
     let mut rate = None;
     while at + 8 <= bytes.len() {
@@ -63,8 +78,15 @@ pub fn parse_wav(bytes: &[u8]) -> (u32, Vec<i16>) {
             }
             b"data" => {
                 // espeak-ng writing to a pipe cannot seek back to fill in the length.
-                let len = if declared == 0 || declared > body.len() { body.len() } else { declared };
-                let samples = body[..len & !1].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                let len = if declared == 0 || declared > body.len() {
+                    body.len()
+                } else {
+                    declared
+                };
+                let samples = body[..len & !1]
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
                 return (rate.expect("fmt chunk before data"), samples);
             }
             _ => {}
@@ -78,7 +100,11 @@ pub fn parse_wav(bytes: &[u8]) -> (u32, Vec<i16>) {
 pub fn normalized_words(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| c.is_whitespace() || c == '-')
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect::<String>())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }

@@ -91,7 +91,12 @@ impl Default for Feed {
 impl Feed {
     pub fn new() -> Self {
         let (live, _) = broadcast::channel(LIVE_BUFFER);
-        Self { inner: Mutex::new(FeedInner { history: Vec::new(), live }) }
+        Self {
+            inner: Mutex::new(FeedInner {
+                history: Vec::new(),
+                live,
+            }),
+        }
     }
 
     pub fn publish(&self, message: LiveMessage) {
@@ -131,7 +136,9 @@ mod tests {
         let feed = Feed::new();
         feed.publish(line(1, false));
         feed.publish(line(1, true));
-        feed.publish(LiveMessage::BotState { state: BotState::Thinking });
+        feed.publish(LiveMessage::BotState {
+            state: BotState::Thinking,
+        });
         let (history, mut live) = feed.subscribe();
         assert_eq!(history, vec![line(1, true)]);
         feed.publish(line(2, true));
@@ -140,8 +147,14 @@ mod tests {
 
     #[test]
     fn messages_serialize_with_their_type() {
-        let json = serde_json::to_value(LiveMessage::BotState { state: BotState::Speaking }).unwrap();
-        assert_eq!(json, serde_json::json!({"type": "bot_state", "state": "speaking"}));
+        let json = serde_json::to_value(LiveMessage::BotState {
+            state: BotState::Speaking,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "bot_state", "state": "speaking"})
+        );
         let json = serde_json::to_value(line(3, true)).unwrap();
         assert_eq!(json["type"], "transcript");
         assert_eq!(json["speaker"], "student");

@@ -80,7 +80,11 @@ struct LiveCall {
 enum CallState {
     /// Room created; the browser has not sent its offer yet.
     Waiting,
-    Running { handle: CallHandle, recorder: JoinHandle<()>, _media: WebRtcConnection },
+    Running {
+        handle: CallHandle,
+        recorder: JoinHandle<()>,
+        _media: WebRtcConnection,
+    },
 }
 
 pub struct CallManager {
@@ -96,12 +100,24 @@ impl CallManager {
     /// Calls with the configured services, built on first use (or by [`warm_up`](Self::warm_up)).
     pub fn new(store: Store, settings: VoiceSettings) -> Self {
         let max_calls = settings.max_calls;
-        Self { store, settings: Some(settings), voice: OnceCell::new(), max_calls, calls: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            settings: Some(settings),
+            voice: OnceCell::new(),
+            max_calls,
+            calls: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Calls with a ready-made voice stack (tests use fake services this way).
     pub fn with_voice(store: Store, voice: VoiceStack, max_calls: usize) -> Self {
-        Self { store, settings: None, voice: OnceCell::new_with(Some(Arc::new(voice))), max_calls, calls: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            settings: None,
+            voice: OnceCell::new_with(Some(Arc::new(voice))),
+            max_calls,
+            calls: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Loads the speech services now rather than on the first call (`counsel serve` does this at
@@ -119,10 +135,16 @@ impl CallManager {
         self.voice
             .get_or_try_init(|| async {
                 let settings = self.settings.clone().ok_or(CallError::VoiceUnavailable)?;
-                build_voice_stack(settings).await.map(Arc::new).map_err(|error| {
-                    tracing::error!(error = format!("{error:#}"), "voice services could not start");
-                    CallError::VoiceUnavailable
-                })
+                build_voice_stack(settings)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|error| {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "voice services could not start"
+                        );
+                        CallError::VoiceUnavailable
+                    })
             })
             .await
             .cloned()
@@ -172,11 +194,20 @@ impl CallManager {
             },
         );
         tracing::info!(session_id = %id, user_id = %owner, category = %category.category, mode = %mode, "room opened");
-        Ok(OpenedRoom { session, room_name, room_token })
+        Ok(OpenedRoom {
+            session,
+            room_name,
+            room_token,
+        })
     }
 
     /// Answers the browser's WebRTC offer and starts the counselor.
-    pub async fn connect(&self, id: SessionId, room_token: &str, offer_sdp: &str) -> Result<String, CallError> {
+    pub async fn connect(
+        &self,
+        id: SessionId,
+        room_token: &str,
+        offer_sdp: &str,
+    ) -> Result<String, CallError> {
         let (category, persona, feed, started_at) = {
             let calls = self.calls.lock().expect("calls lock");
             let call = calls.get(&id).ok_or(CallError::NotFound)?;
@@ -186,7 +217,12 @@ impl CallManager {
             if !matches!(call.state, CallState::Waiting) {
                 return Err(CallError::AlreadyConnected);
             }
-            (call.category, call.persona.clone(), call.feed.clone(), call.opened)
+            (
+                call.category,
+                call.persona.clone(),
+                call.feed.clone(),
+                call.opened,
+            )
         };
         let voice = self.voice().await?;
         let accepted = voice.transport.accept_offer(offer_sdp).await.map_err(|e| {
@@ -201,11 +237,17 @@ impl CallManager {
         let mut config = CallConfig::new(persona);
         config.greeting = Some(persona::greeting(category).to_owned());
         config.timeouts = voice.timeouts.clone();
-        let mut handle = Call::start(config, voice.services.clone(), Arc::new(SafetyHook), accepted.io);
+        let mut handle = Call::start(
+            config,
+            voice.services.clone(),
+            Arc::new(SafetyHook),
+            accepted.io,
+        );
         let events = handle.events().expect("a new call hands over its events");
         let recorder = Recorder {
             session_id: id,
-            started_at: Utc::now() - chrono::Duration::from_std(started_at.elapsed()).unwrap_or_default(),
+            started_at: Utc::now()
+                - chrono::Duration::from_std(started_at.elapsed()).unwrap_or_default(),
             store: self.store.clone(),
             feed,
         };
@@ -216,7 +258,11 @@ impl CallManager {
         let mut calls = self.calls.lock().expect("calls lock");
         match calls.get_mut(&id) {
             Some(call) if matches!(call.state, CallState::Waiting) => {
-                call.state = CallState::Running { handle, recorder, _media: accepted.connection };
+                call.state = CallState::Running {
+                    handle,
+                    recorder,
+                    _media: accepted.connection,
+                };
                 tracing::info!(session_id = %id, "call connected");
                 Ok(accepted.answer_sdp)
             }
@@ -246,19 +292,34 @@ impl CallManager {
                 _ => None,
             }
         };
-        if let Some(LiveCall { state: CallState::Running { handle, recorder, _media }, .. }) = live {
+        if let Some(LiveCall {
+            state:
+                CallState::Running {
+                    handle,
+                    recorder,
+                    _media,
+                },
+            ..
+        }) = live
+        {
             handle.end();
             // The recorder finalizes the session when the agent reports its end.
             let _ = tokio::time::timeout(END_WAIT, recorder).await;
             drop(_media);
         }
-        Ok(self.store.end_session(id, Utc::now().max(record.started_at), None).await?)
+        Ok(self
+            .store
+            .end_session(id, Utc::now().max(record.started_at), None)
+            .await?)
     }
 
     /// The live feed of a session the caller owns, if it is running on this node.
     pub fn feed(&self, owner: UserId, id: SessionId) -> Option<Arc<Feed>> {
         let calls = self.calls.lock().expect("calls lock");
-        calls.get(&id).filter(|call| call.owner == owner).map(|call| call.feed.clone())
+        calls
+            .get(&id)
+            .filter(|call| call.owner == owner)
+            .map(|call| call.feed.clone())
     }
 
     /// Forgets calls whose agent has ended on its own (closed tab, idle timeout) and ends rooms
@@ -276,7 +337,10 @@ impl CallManager {
             }
             calls
                 .iter()
-                .filter(|(_, call)| matches!(call.state, CallState::Waiting) && call.opened.elapsed() > connect_within)
+                .filter(|(_, call)| {
+                    matches!(call.state, CallState::Waiting)
+                        && call.opened.elapsed() > connect_within
+                })
                 .map(|(id, call)| (*id, call.owner))
                 .collect()
         };

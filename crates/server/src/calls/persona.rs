@@ -18,7 +18,9 @@ impl PersonaStyle {
     pub fn system_prompt(self, category: &CounselorCategory) -> String {
         match self {
             PersonaStyle::FromCategory => category.system_prompt.clone(),
-            PersonaStyle::Compact => offline::prompts::compact_persona(category.category).to_owned(),
+            PersonaStyle::Compact => {
+                offline::prompts::compact_persona(category.category).to_owned()
+            }
         }
     }
 }

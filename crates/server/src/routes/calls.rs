@@ -182,10 +182,20 @@ pub async fn answer_offer(
         return Err(ApiError::validation("type", "must be \"offer\""));
     }
     if offer.sdp.trim().is_empty() {
-        return Err(ApiError::validation("sdp", "must be a WebRTC session description"));
+        return Err(ApiError::validation(
+            "sdp",
+            "must be a WebRTC session description",
+        ));
     }
-    let answer = state.calls.connect(id, token, &offer.sdp).await.map_err(call_error)?;
-    Ok(Json(SessionDescription { kind: "answer".to_owned(), sdp: answer }))
+    let answer = state
+        .calls
+        .connect(id, token, &offer.sdp)
+        .await
+        .map_err(call_error)?;
+    Ok(Json(SessionDescription {
+        kind: "answer".to_owned(),
+        sdp: answer,
+    }))
 }
 
 async fn create_room(
@@ -196,7 +206,11 @@ async fn create_room(
 ) -> Result<Json<CreateRoomResponse>, ApiError> {
     state.rate_limits.session_create.check(user.id)?;
     let category = resolve_category(&state, &request.counselor_category).await?;
-    let room = state.calls.open(user.id, &category, mode).await.map_err(call_error)?;
+    let room = state
+        .calls
+        .open(user.id, &category, mode)
+        .await
+        .map_err(call_error)?;
     let id = room.session.id;
     Ok(Json(CreateRoomResponse {
         room_url: format!("/api/v1/rtc/sessions/{id}/offer"),
@@ -211,13 +225,19 @@ async fn create_room(
             .webrtc
             .ice_servers
             .iter()
-            .map(|server| IceServerView { urls: server.urls.clone() })
+            .map(|server| IceServerView {
+                urls: server.urls.clone(),
+            })
             .collect(),
         avatar_id: None,
     }))
 }
 
-async fn end_session(state: AppState, user: AuthUser, request: EndSessionRequest) -> Result<Json<EndSessionResponse>, ApiError> {
+async fn end_session(
+    state: AppState,
+    user: AuthUser,
+    request: EndSessionRequest,
+) -> Result<Json<EndSessionResponse>, ApiError> {
     state.rate_limits.default.check(user.id)?;
     let id = parse_session_id_field(&request.session_id)?;
     let record: SessionRecord = state.calls.end(user.id, id).await.map_err(call_error)?;
@@ -256,7 +276,9 @@ fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
 }
 
 fn parse_session_id_field(raw: &str) -> Result<SessionId, ApiError> {
-    raw.trim().parse().map_err(|_| ApiError::validation("session_id", "must be a session id (a UUID)"))
+    raw.trim()
+        .parse()
+        .map_err(|_| ApiError::validation("session_id", "must be a session id (a UUID)"))
 }
 
 fn call_error(error: CallError) -> ApiError {

@@ -28,7 +28,10 @@ use crate::state::AppState;
 pub const SOCKETS_PER_USER: usize = 5;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/ws/sessions/{session_id}/transcript", get(transcript_socket))
+    Router::new().route(
+        "/ws/sessions/{session_id}/transcript",
+        get(transcript_socket),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +57,10 @@ impl SocketSlots {
             return None;
         }
         *count += 1;
-        Some(SocketSlot { slots: self.clone(), user })
+        Some(SocketSlot {
+            slots: self.clone(),
+            user,
+        })
     }
 }
 
@@ -80,8 +86,11 @@ async fn transcript_socket(
     // `?token=` is for clients that cannot set headers on a WebSocket; it is checked exactly
     // like a bearer token.
     if let Some(token) = query.token {
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ApiError::NotAuthenticated)?;
-        parts.headers.insert(axum::http::header::AUTHORIZATION, bearer);
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::NotAuthenticated)?;
+        parts
+            .headers
+            .insert(axum::http::header::AUTHORIZATION, bearer);
     }
     let user = AuthUser::from_request_parts(&mut parts, &state).await?.id;
     // Browsers send cookies with cross-site WebSocket handshakes (and always an Origin): only our
@@ -92,8 +101,13 @@ async fn transcript_socket(
         return Err(ApiError::OriginNotAllowed);
     }
     let id: SessionId = raw_id.parse().map_err(|_| ApiError::SessionNotFound)?;
-    let feed = state.calls.feed(user, id).ok_or(ApiError::SessionNotFound)?;
-    let slot = state.sockets.take(user).ok_or(ApiError::RateLimited { retry_after_secs: 5 })?;
+    let feed = state
+        .calls
+        .feed(user, id)
+        .ok_or(ApiError::SessionNotFound)?;
+    let slot = state.sockets.take(user).ok_or(ApiError::RateLimited {
+        retry_after_secs: 5,
+    })?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _slot = slot;
         relay(socket, feed).await;
@@ -108,7 +122,10 @@ async fn relay(mut socket: WebSocket, feed: Arc<crate::calls::Feed>) {
             return;
         }
     }
-    if history.iter().any(|m| matches!(m, LiveMessage::SessionEnded { .. })) {
+    if history
+        .iter()
+        .any(|m| matches!(m, LiveMessage::SessionEnded { .. }))
+    {
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
