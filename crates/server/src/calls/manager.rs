@@ -208,7 +208,7 @@ impl CallManager {
         room_token: &str,
         offer_sdp: &str,
     ) -> Result<String, CallError> {
-        let (category, persona, feed, started_at) = {
+        let (category, persona, feed) = {
             let calls = self.calls.lock().expect("calls lock");
             let call = calls.get(&id).ok_or(CallError::NotFound)?;
             if !constant_time_eq(call.room_token.as_bytes(), room_token.as_bytes()) {
@@ -217,12 +217,7 @@ impl CallManager {
             if !matches!(call.state, CallState::Waiting) {
                 return Err(CallError::AlreadyConnected);
             }
-            (
-                call.category,
-                call.persona.clone(),
-                call.feed.clone(),
-                call.opened,
-            )
+            (call.category, call.persona.clone(), call.feed.clone())
         };
         let voice = self.voice().await?;
         let accepted = voice.transport.accept_offer(offer_sdp).await.map_err(|e| {
@@ -237,6 +232,8 @@ impl CallManager {
         let mut config = CallConfig::new(persona);
         config.greeting = Some(persona::greeting(category).to_owned());
         config.timeouts = voice.timeouts.clone();
+        // The agent times its lines from this moment.
+        let call_started_at = Utc::now();
         let mut handle = Call::start(
             config,
             voice.services.clone(),
@@ -246,8 +243,7 @@ impl CallManager {
         let events = handle.events().expect("a new call hands over its events");
         let recorder = Recorder {
             session_id: id,
-            started_at: Utc::now()
-                - chrono::Duration::from_std(started_at.elapsed()).unwrap_or_default(),
+            started_at: call_started_at,
             store: self.store.clone(),
             feed,
         };

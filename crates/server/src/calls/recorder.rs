@@ -27,6 +27,7 @@ const WRITE_RETRIES: [Duration; 3] = [
 
 pub struct Recorder {
     pub session_id: SessionId,
+    /// When the agent started the call: its lines' times are offsets from this moment.
     pub started_at: DateTime<Utc>,
     pub store: Store,
     pub feed: Arc<Feed>,
