@@ -63,6 +63,7 @@ try {
 
   await page.getByRole("button", { name: "End session" }).click();
   await page.waitForSelector(".detail-head", { timeout: 15_000 });
+  seen.title = await page.locator(".detail-head h1").textContent();
   seen.history = await page.locator(".transcript .line").allTextContents();
   console.log(JSON.stringify(seen));
 
@@ -70,6 +71,7 @@ try {
   if (!seen.greeting || !/counselor|wellness/i.test(seen.greeting)) problems.push(`unexpected greeting: ${seen.greeting}`);
   if (!seen.student || seen.student.trim().length < 3) problems.push("the student's speech was not transcribed");
   if (!seen.reply || seen.reply.trim().length < 3) problems.push("the counselor did not answer");
+  if (seen.title !== "Health · voice") problems.push(`the saved session is titled ${JSON.stringify(seen.title)}`);
   if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);
   if (problems.length) {
     console.error(problems.join("\n"));

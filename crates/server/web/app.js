@@ -393,14 +393,15 @@ async function historyView(params) {
 }
 
 async function sessionView(id) {
-  let session;
+  let detail;
   try {
-    session = await api(`sessions/${encodeURIComponent(id)}`);
+    detail = await api(`sessions/${encodeURIComponent(id)}`);
   } catch (e) {
     show(el("h1", {}, "Session not found"), el("p", {}, e.message), el("a", { href: "#/sessions" }, "Back to my sessions"));
     return;
   }
-  const messages = (session.messages || []).filter((m) => m.is_final !== false);
+  const session = detail.session;
+  const messages = detail.messages || [];
   const body = messages.length
     ? messages.map((m) => el("div", { class: `line ${m.speaker}` }, el("span", { class: "who" }, m.speaker === "student" ? "You" : "Counselor"), m.text))
     : [el("p", { class: "muted" }, "No transcript is kept for this session (it may have been erased after the retention period).")];
