@@ -400,7 +400,8 @@ async function sessionView(id) {
     show(el("h1", {}, "Session not found"), el("p", {}, e.message), el("a", { href: "#/sessions" }, "Back to my sessions"));
     return;
   }
-  const session = detail.session;
+  // The detail is the session's fields plus its `messages` and joined `transcript`.
+  const session = detail;
   const messages = detail.messages || [];
   const body = messages.length
     ? messages.map((m) => el("div", { class: `line ${m.speaker}` }, el("span", { class: "who" }, m.speaker === "student" ? "You" : "Counselor"), m.text))
