@@ -281,15 +281,29 @@ pub async fn get_session(
     client: ClientInfo,
     Path(raw_id): Path<String>,
 ) -> Result<Json<SessionDetailView>, ApiError> {
+    let detail =
+        read_transcript(&state, &user, &client, &raw_id, AuditAction::ViewTranscript).await?;
+    Ok(Json(detail.into()))
+}
+
+/// Every read of a transcript, whatever its form: within the per-student limit, only the
+/// owner's, and audited.
+async fn read_transcript(
+    state: &AppState,
+    user: &AuthUser,
+    client: &ClientInfo,
+    raw_id: &str,
+    action: AuditAction,
+) -> Result<SessionDetail, ApiError> {
     state.rate_limits.transcript.check(user.id)?;
-    let id = parse_session_id(&raw_id)?;
+    let id = parse_session_id(raw_id)?;
     let detail = state
         .store
         .session_for_user(user.id, id)
         .await?
         .ok_or(ApiError::SessionNotFound)?;
-    audit(&state, &user, id, AuditAction::ViewTranscript, &client).await?;
-    Ok(Json(detail.into()))
+    audit(state, user, id, action, client).await?;
+    Ok(detail)
 }
 
 /// Deletes a session: it leaves the history and its transcript text is erased. Audited.
@@ -330,14 +344,15 @@ pub async fn download_session(
     client: ClientInfo,
     Path(raw_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.rate_limits.transcript.check(user.id)?;
-    let id = parse_session_id(&raw_id)?;
-    let detail = state
-        .store
-        .session_for_user(user.id, id)
-        .await?
-        .ok_or(ApiError::SessionNotFound)?;
-    audit(&state, &user, id, AuditAction::DownloadTranscript, &client).await?;
+    let detail = read_transcript(
+        &state,
+        &user,
+        &client,
+        &raw_id,
+        AuditAction::DownloadTranscript,
+    )
+    .await?;
+    let id = detail.record.id;
     let file_name = format!(
         "counsel-session-{}-{}.txt",
         detail.record.started_at.format("%Y-%m-%d"),
