@@ -25,7 +25,7 @@ use crate::events::{
     AgentEvent, CallError, EndReason, Stage, TranscriptLine, TurnMetrics, EVENT_QUEUE,
 };
 use crate::hook::{Utterance, UtteranceHook};
-use crate::reply::{run_reply, Ledger, ReplyContext, ReplyNote, ReplySource, Timeouts};
+use crate::reply::{review_detached, run_reply, Ledger, ReplyContext, ReplyNote, ReplySource, Timeouts};
 use crate::services::{
     ChatRole, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, TextToSpeech,
     VadFactory, VoiceActivityDetector,
@@ -616,14 +616,16 @@ impl Conductor {
         let recent_student_turns = self.conversation.recent_student_turns(HOOK_CONTEXT_TURNS);
         self.conversation.record(ChatRole::User, &text);
         let utterance = Utterance {
+            seq,
             text,
             recent_student_turns,
         };
         let request = self.conversation.request(None);
+        let decision = review_detached(self.reply_context.hook.clone(), utterance);
         self.cut_reply().await;
         self.start_reply(
             ReplyKind::Answer { speech_ended_at },
-            ReplySource::Answer { utterance, request },
+            ReplySource::Answer { decision, request },
         );
     }
 

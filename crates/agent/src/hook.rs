@@ -6,6 +6,9 @@ use async_trait::async_trait;
 /// A finished student utterance, as the hook sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Utterance {
+    /// The `seq` of the utterance's final transcript line, so a verdict on it can be matched
+    /// to the stored line.
+    pub seq: u64,
     /// What the student just said (the final transcript of their turn).
     pub text: String,
     /// The student's earlier turns in this call, oldest first (a few, for context).
@@ -29,7 +32,9 @@ pub enum HookDecision {
 pub trait UtteranceHook: Send + Sync {
     /// Called once per final student utterance, before the language model. Should be quick: the
     /// student is waiting. A hook that takes longer than the call's `hook_timeout` is skipped
-    /// (treated as `Proceed`) and reported as an error event.
+    /// (treated as `Proceed`) and reported as an error event. The future is dropped when the
+    /// student speaks again before the reply starts, so work that must finish whatever happens
+    /// (recording a verdict) belongs in a task of its own.
     async fn review(&self, utterance: &Utterance) -> HookDecision;
 }
 

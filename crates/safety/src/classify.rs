@@ -14,7 +14,16 @@ static RULES: LazyLock<RuleSet> = LazyLock::new(RuleSet::compile);
 /// Classifies one utterance on its own.
 pub(crate) fn assess_alone(utterance: &str) -> Assessment {
     let tokens = normalize(utterance);
-    assess_tokens(&tokens)
+    assess_tokens(&tokens).0
+}
+
+/// The rules' reading of an utterance in context, and whether they set aside risk words in it
+/// (an idiom, a quotation, a class or media topic: "this exam is killing me") or lowered them
+/// (negated, told as history, hyperbole: "i used to cut myself in high school").
+pub(crate) fn read_with_context(utterance: &str, recent_turns: &[&str]) -> (Assessment, bool) {
+    let tokens = normalize(utterance);
+    let dismissed = assess_tokens(&tokens).1;
+    (assess_with_context(utterance, recent_turns), dismissed)
 }
 
 /// Classifies `utterance`, letting the student's recent turns raise (never lower) the result:
@@ -22,7 +31,7 @@ pub(crate) fn assess_alone(utterance: &str) -> Assessment {
 /// moment ago keeps the counselor asking about safety.
 pub(crate) fn assess_with_context(utterance: &str, recent_turns: &[&str]) -> Assessment {
     let tokens = normalize(utterance);
-    let current = assess_tokens(&tokens);
+    let current = assess_tokens(&tokens).0;
     if current.level == CrisisLevel::Crisis {
         return current;
     }
@@ -55,16 +64,24 @@ pub(crate) fn assess_with_context(utterance: &str, recent_turns: &[&str]) -> Ass
     current
 }
 
-fn assess_tokens(tokens: &[String]) -> Assessment {
+/// The strongest judged rule match, and whether any match was set aside or lowered.
+fn assess_tokens(tokens: &[String]) -> (Assessment, bool) {
     let rules = &*RULES;
     let hits = rules.hits(tokens);
     if hits.is_empty() {
-        return Assessment::NONE;
+        return (Assessment::NONE, false);
     }
     let modifiers = rules.modifier_spans(tokens);
     let context = UtteranceContext::read(tokens);
-    hits.iter()
-        .filter_map(|hit| judge(hit, tokens, &modifiers, &context))
+    let judged: Vec<Option<(Assessment, bool)>> = hits
+        .iter()
+        .map(|hit| judge(hit, tokens, &modifiers, &context))
+        .collect();
+    let dismissed = judged.iter().copied().any(|j| j.is_none_or(|(_, lowered)| lowered));
+    let strongest = judged
+        .into_iter()
+        .flatten()
+        .map(|(assessment, _)| assessment)
         .max_by_key(|a| {
             (
                 a.level,
@@ -72,15 +89,18 @@ fn assess_tokens(tokens: &[String]) -> Assessment {
                 a.subject == Some(Subject::Student),
             )
         })
-        .unwrap_or(Assessment::NONE)
+        .unwrap_or(Assessment::NONE);
+    (strongest, dismissed)
 }
 
+/// The rule match's assessment, and whether its level was lowered (negated, told as history,
+/// hyperbole); `None` when the match is set aside altogether (an idiom, a quote, a topic).
 fn judge(
     hit: &Hit<'_>,
     tokens: &[String],
     modifiers: &[(crate::pattern::Span, Effect)],
     context: &UtteranceContext,
-) -> Option<Assessment> {
+) -> Option<(Assessment, bool)> {
     let overlapping = |effect| {
         modifiers
             .iter()
@@ -110,17 +130,19 @@ fn judge(
         }
     };
     let history = subject == Subject::Student && context.told_as_history;
+    let unlowered = level;
     if negated || history || overlapping(Effect::CapAtConcern) {
         level = level.min(CrisisLevel::Concern);
     }
-    Some(Assessment {
+    let assessment = Assessment {
         level,
         signal: Some(signal),
         subject: Some(subject),
         negated,
         from_context: false,
         rule: Some(hit.rule.source),
-    })
+    };
+    Some((assessment, level < unlowered))
 }
 
 /// Which signal names an assessment when several rules match: the most specific and urgent.

@@ -1,13 +1,26 @@
 //! Crisis detection for what students say, and what the counselor does about it.
 //!
-//! Every final student utterance goes through [`assess`] before the language model sees it.
-//! The classifier is deterministic Rust: no model, no network, no I/O, a few microseconds per
-//! utterance, so it works when the model is down, slow or wrong.
+//! Every final student utterance goes through [`Classifier::assess`] before the language model
+//! sees it. Two readers judge it, both deterministic and in process, with no network and no
+//! language model, so detection works when the counselor's model is down, slow or wrong:
+//!
+//! - **The phrase rules** (`rules.rs`, a few microseconds): the text is normalised (lowercase,
+//!   punctuation dropped but clause breaks kept, contractions expanded, common recognition slips
+//!   fixed), then matched against a compact phrase rule set. Each match is judged: is it negated
+//!   ("i'm not going to hurt myself"), about someone else ("my roommate said she wants to die"),
+//!   told as history ("in high school"), an idiom ("dying of embarrassment"), a class topic
+//!   ("suicide rates") or a quotation from a song or film. Recent student turns can raise the
+//!   result: "yes" right after talk of dying is a crisis.
+//! - **The risk model** ([`model`], milliseconds): a sentence encoder and a head fitted to the
+//!   reviewed corpus in `corpus/`, which scores phrasings no rule names.
+//!
+//! [`verdict`] combines them, in one place, into the one verdict the reply, the session record,
+//! the student's screen and the staff on duty all see.
 //!
 //! ```
 //! use domain::{CrisisLevel, CrisisSignal};
 //!
-//! let assessment = safety::assess("i dont want to be here anymore", &[]);
+//! let assessment = safety::assess_by_rules("i dont want to be here anymore", &[]);
 //! assert_eq!(assessment.level, CrisisLevel::Crisis);
 //! assert_eq!(assessment.signal, Some(CrisisSignal::SuicidalIdeation));
 //!
@@ -17,32 +30,30 @@
 //! }
 //! ```
 //!
-//! How it works: the text is normalised (lowercase, punctuation dropped but clause breaks kept,
-//! contractions expanded, common recognition slips fixed), then matched against a compact
-//! phrase rule set (`rules.rs`). Each match is then judged: is it negated ("i'm not going to
-//! hurt myself"), about someone else ("my roommate said she wants to die"), told as history
-//! ("in high school"), an idiom ("dying of embarrassment"), a class topic ("suicide rates") or
-//! a quotation from a song or film. The strongest remaining match wins. Recent student turns
-//! can raise the result: "yes" right after talk of dying is a crisis.
-//!
-//! Levels:
-//! - **crisis**: the student wants to die, has a plan or means, is hurting themself, intends to
-//!   hurt someone, is in danger or being abused now, says goodbye-like indirect things ("they'd
-//!   be better off without me", "i've been giving my stuff away"), or someone else is at risk
-//!   right now.
-//! - **concern**: hopelessness, feeling a burden, a negated or past statement of self-harm,
-//!   someone else at risk, a bare mention of suicide: the counselor asks gently about safety.
+//! Levels (the labeling policy of the corpus and every evaluation set):
+//! - **crisis**: current risk that warrants crisis resources now: suicidal ideation (active, or
+//!   a passive wish to be dead), intent, a plan, means or preparation, recent or ongoing
+//!   self-harm or urges, intent to seriously harm someone, the student in danger now; or
+//!   someone else in danger right now.
+//! - **concern**: distress or risk factors without current ideation or intent: hopelessness,
+//!   overwhelming stress, panic, worthlessness, a past attempt told as history, a friend who may
+//!   be at risk, a denial beside a distress statement: the counselor asks gently about safety.
 //! - **none**: everything else, including idioms ("this exam is killing me") and academic or
 //!   media talk ("we're studying suicide rates in sociology").
 
 mod check;
 mod classify;
+pub mod corpus;
+pub mod model;
 mod normalize;
 mod pattern;
 pub mod policy;
 mod rules;
+pub mod verdict;
 
 pub use check::check_lines;
+pub use normalize::canonical_text;
+pub use verdict::{Classifier, DecidedBy, Verdict};
 
 use domain::{CrisisLevel, CrisisSignal};
 
@@ -85,10 +96,11 @@ impl Assessment {
     };
 }
 
-/// Classifies a student's utterance (speech-recognition output, any case, with or without
-/// punctuation). `recent_turns` are the student's previous utterances in this session, oldest
-/// first (a handful is enough); they can only raise the level, never lower it.
-pub fn assess(utterance: &str, recent_turns: &[&str]) -> Assessment {
+/// The phrase rules' reading of a student's utterance (speech-recognition output, any case,
+/// with or without punctuation). `recent_turns` are the student's previous utterances in this
+/// session, oldest first (a handful is enough); they can only raise the level, never lower it.
+/// Calls judge utterances with [`Classifier::assess`], which adds the risk model.
+pub fn assess_by_rules(utterance: &str, recent_turns: &[&str]) -> Assessment {
     classify::assess_with_context(utterance, recent_turns)
 }
 
@@ -98,11 +110,11 @@ mod tests {
     use CrisisLevel::{Concern, Crisis, None as Calm};
 
     fn level(text: &str) -> CrisisLevel {
-        assess(text, &[]).level
+        assess_by_rules(text, &[]).level
     }
 
     fn signal(text: &str) -> Option<CrisisSignal> {
-        assess(text, &[]).signal
+        assess_by_rules(text, &[]).signal
     }
 
     #[test]
@@ -136,7 +148,7 @@ mod tests {
             level("i dont want to die i just want this semester to be over"),
             Concern
         );
-        assert!(assess("i'm not suicidal", &[]).negated);
+        assert!(assess_by_rules("i'm not suicidal", &[]).negated);
     }
 
     #[test]
@@ -161,7 +173,7 @@ mod tests {
 
     #[test]
     fn someone_else_at_risk_is_never_silent() {
-        let a = assess("my roommate said she wants to die", &[]);
+        let a = assess_by_rules("my roommate said she wants to die", &[]);
         assert_eq!(a.level, Concern);
         assert_eq!(a.signal, Some(CrisisSignal::ThirdPartyRisk));
         assert_eq!(a.subject, Some(Subject::SomeoneElse));
@@ -205,21 +217,21 @@ mod tests {
     #[test]
     fn recent_turns_raise_follow_ups() {
         let earlier = ["i feel so hopeless lately"];
-        assert_eq!(assess("yeah sometimes", &earlier).level, Crisis);
-        assert!(assess("yeah sometimes", &earlier).from_context);
-        assert_eq!(assess("yeah sometimes", &[]).level, Calm);
-        assert_eq!(assess("tonight", &["i want to end it all"]).level, Crisis);
-        assert_eq!(assess("i dont know", &["i want to die"]).level, Concern);
-        assert_eq!(assess("yeah im fine", &earlier).level, Calm);
+        assert_eq!(assess_by_rules("yeah sometimes", &earlier).level, Crisis);
+        assert!(assess_by_rules("yeah sometimes", &earlier).from_context);
+        assert_eq!(assess_by_rules("yeah sometimes", &[]).level, Calm);
+        assert_eq!(assess_by_rules("tonight", &["i want to end it all"]).level, Crisis);
+        assert_eq!(assess_by_rules("i dont know", &["i want to die"]).level, Concern);
+        assert_eq!(assess_by_rules("yeah im fine", &earlier).level, Calm);
         assert_eq!(
-            assess("can we talk about my resume", &["i love my major"]).level,
+            assess_by_rules("can we talk about my resume", &["i love my major"]).level,
             Calm
         );
     }
 
     #[test]
     fn no_signal_means_no_subject() {
-        let a = assess("i have three exams next week and i'm stressed", &[]);
+        let a = assess_by_rules("i have three exams next week and i'm stressed", &[]);
         assert_eq!(a, Assessment::NONE);
     }
 }

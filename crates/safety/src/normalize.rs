@@ -38,6 +38,23 @@ pub(crate) fn normalize(text: &str) -> Vec<String> {
     join_split_words(words)
 }
 
+/// The same normalised words as one string, clause breaks as commas: what the risk model reads,
+/// so that "im", "i'm" and "I am", or "kill my self" and "kill myself", look alike to it too.
+pub fn canonical_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for token in normalize(text) {
+        if token == BOUNDARY {
+            out.push(',');
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&token);
+    }
+    out
+}
+
 fn flush_word(word: &mut String, out: &mut Vec<String>) {
     if word.is_empty() {
         return;

@@ -66,7 +66,7 @@ pub fn respond(assessment: &Assessment) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::assess;
+    use crate::assess_by_rules as assess;
 
     #[test]
     fn crisis_replaces_the_reply_with_the_resources() {

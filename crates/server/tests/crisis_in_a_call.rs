@@ -1,6 +1,7 @@
 //! A student in crisis gets the crisis message as the very next reply, even with the language
 //! model down — through the whole live-call path: real VAD and turn detection on spoken audio,
-//! the safety hook, and the recorder writing to a real database and the student's screen.
+//! the safety hook, and the recorder writing to a real database and the student's screen. Once
+//! for a statement the phrase rules catch, once for one only the risk model catches.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,15 +19,19 @@ use async_trait::async_trait;
 use chrono::Utc;
 use domain::{Category, CrisisLevel, SessionId, SessionMode, Speaker, Username};
 use futures::StreamExt;
+use safety::Classifier;
 use server::calls::{Feed, LiveMessage, Recorder, SafetyHook};
 use store::{NewSession, Store, TranscriptCipher};
 use tokio::sync::mpsc;
 
-const STUDENT_LINES: [&str; 3] = [
+const FIRST_LINES: [&str; 2] = [
     "i have three exams next week and i am behind",
     "and i have not been sleeping much either",
-    "honestly i just want to kill myself",
 ];
+/// A crisis every phrase rule knows.
+const RULE_CRISIS: &str = "honestly i just want to kill myself";
+/// A crisis no phrase rule names: only the risk model reads it.
+const MODEL_CRISIS: &str = "i keep going up to the top floor of the parking garage";
 
 /// Recognises the next scripted line each time the student's turn ends.
 struct ScriptedStt(Arc<Mutex<VecDeque<&'static str>>>);
@@ -125,8 +130,29 @@ fn spoken(text: &str) -> Vec<Vec<i16>> {
         .collect()
 }
 
+fn risk_model() -> Arc<Classifier> {
+    let model = safety::model::RiskModel::load(&offline::testing::models_dir())
+        .expect("the risk model is installed (counsel models install)");
+    Arc::new(Classifier::with_model(model))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down() {
+    third_turn_in_crisis(RULE_CRISIS, Arc::new(Classifier::rules_only())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crisis_only_the_risk_model_reads_gets_the_crisis_message_too() {
+    assert_eq!(
+        safety::assess_by_rules(MODEL_CRISIS, &[]).level,
+        CrisisLevel::None,
+        "the statement must be one the rules miss"
+    );
+    third_turn_in_crisis(MODEL_CRISIS, risk_model()).await;
+}
+
+async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classifier>) {
+    let student_lines = [FIRST_LINES[0], FIRST_LINES[1], crisis_line];
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(
         &format!("sqlite://{}", dir.path().join("calls.db").display()),
@@ -158,16 +184,17 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
     let (io, mut peer) = memory_transport();
     let services = Services {
         stt: Arc::new(ScriptedStt(Arc::new(Mutex::new(
-            STUDENT_LINES.into_iter().collect(),
+            student_lines.into_iter().collect(),
         )))),
         llm: Arc::new(DownLlm),
         tts: Arc::new(ToneTts),
         vad: Arc::new(EarshotVadFactory),
     };
+    let (verdicts_tx, verdicts) = mpsc::unbounded_channel();
     let mut call = Call::start(
         CallConfig::new("You are a health counselor."),
         services,
-        Arc::new(SafetyHook),
+        Arc::new(SafetyHook::new(classifier, verdicts_tx)),
         io,
     );
     let feed = Arc::new(Feed::new());
@@ -178,11 +205,11 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
         store: store.clone(),
         feed: feed.clone(),
     };
-    let recording = tokio::spawn(recorder.run(call.events().unwrap()));
+    let recording = tokio::spawn(recorder.run(call.events().unwrap(), verdicts));
 
     // The student says each line, then waits for the counselor's reply before the next one.
     let mut screen_log = Vec::new();
-    for line in STUDENT_LINES {
+    for line in student_lines {
         let mut frames: VecDeque<Vec<i16>> = spoken(line).into();
         frames.extend(std::iter::repeat_n(vec![0; FRAME_SAMPLES], 60));
         let mut clock = tokio::time::interval(Duration::from_millis(20));
@@ -281,7 +308,7 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
         "three student lines and three replies: {:?}",
         said.iter().map(|(s, _)| s).collect::<Vec<_>>()
     );
-    assert_eq!(said[4], (Speaker::Student, STUDENT_LINES[2]));
+    assert_eq!(said[4], (Speaker::Student, crisis_line));
     assert_eq!(
         said[5],
         (Speaker::Counselor, safety::policy::CRISIS_MESSAGE)

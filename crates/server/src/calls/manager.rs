@@ -56,6 +56,8 @@ pub struct VoiceStack {
     pub persona: persona::PersonaStyle,
     /// How long each stage of a turn may take (offline models on a small CPU need longer).
     pub timeouts: agent::Timeouts,
+    /// Crisis detection, shared by every call.
+    pub safety: Arc<safety::Classifier>,
 }
 
 /// What the student's browser needs to join a room.
@@ -234,10 +236,11 @@ impl CallManager {
         config.timeouts = voice.timeouts.clone();
         // The agent times its lines from this moment.
         let call_started_at = Utc::now();
+        let (verdicts_tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
         let mut handle = Call::start(
             config,
             voice.services.clone(),
-            Arc::new(SafetyHook),
+            Arc::new(SafetyHook::new(voice.safety.clone(), verdicts_tx)),
             accepted.io,
         );
         let events = handle.events().expect("a new call hands over its events");
@@ -248,7 +251,7 @@ impl CallManager {
             feed,
         };
         let recorder = tokio::spawn(async move {
-            recorder.run(events).await;
+            recorder.run(events, verdicts).await;
         });
 
         let mut calls = self.calls.lock().expect("calls lock");

@@ -111,6 +111,7 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
     } else {
         None
     };
+    let safety = crisis_classifier(&settings.models_dir, settings.install_missing_models);
     let models = models.as_ref();
     let local = |what: &str| models.with_context(|| format!("{what} needs the offline models"));
 
@@ -164,6 +165,7 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
             vad: Arc::new(EarshotVadFactory),
         },
         transport: WebRtcTransport::new(settings.webrtc.clone())?,
+        safety,
         persona: if matches!(settings.llm, LlmChoice::Local) {
             PersonaStyle::Compact
         } else {
@@ -188,6 +190,42 @@ fn turn_timeouts(settings: &VoiceSettings) -> agent::Timeouts {
         timeouts.tts_first_audio = timeouts.tts_first_audio.max(Duration::from_secs(10));
     }
     timeouts
+}
+
+/// The crisis classifier every call uses: the phrase rules and the risk model. The model's
+/// encoder is needed whatever the speech providers are, so it is installed here too when
+/// missing and allowed. Without it the rules decide alone, and the log says so loudly: calls
+/// still get a safety net, but a weaker one.
+///
+/// The loaded model is shared by every server in the process (tests start many).
+pub fn crisis_classifier(models_dir: &Path, install_missing: bool) -> Arc<safety::Classifier> {
+    static LOADED: std::sync::Mutex<Vec<(PathBuf, Arc<safety::Classifier>)>> = std::sync::Mutex::new(Vec::new());
+    let mut loaded = LOADED.lock().expect("classifier cache");
+    if let Some((_, classifier)) = loaded.iter().find(|(dir, _)| dir == models_dir) {
+        return classifier.clone();
+    }
+    let encoder_present = models_dir.join(safety::model::ENCODER_DIR).join("model.safetensors").is_file();
+    if !encoder_present && install_missing {
+        if let Err(error) = local_models(models_dir, true) {
+            tracing::error!(error = format!("{error:#}"), "the crisis model could not be installed");
+        }
+    }
+    let classifier = match safety::model::RiskModel::load(models_dir) {
+        Ok(model) => {
+            tracing::info!("crisis detection: phrase rules and risk model");
+            Arc::new(safety::Classifier::with_model(model))
+        }
+        Err(error) => {
+            tracing::error!(
+                %error,
+                models_dir = %models_dir.display(),
+                "crisis detection is running on the phrase rules ALONE: the risk model could not be loaded; run `counsel models install`"
+            );
+            Arc::new(safety::Classifier::rules_only())
+        }
+    };
+    loaded.push((models_dir.to_path_buf(), classifier.clone()));
+    classifier
 }
 
 /// The offline model files, installed first if missing and allowed.

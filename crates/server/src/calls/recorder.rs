@@ -1,23 +1,25 @@
 //! Turns a call's events into the session record and the student's screen.
 //!
 //! Every final line is written the moment it arrives (idempotent on session + sequence), so a
-//! crash loses nothing already said. A student line that signals crisis puts the crisis alert on
-//! screen at once and is flagged for review. When the call ends, the session is finalized.
+//! crash loses nothing already said. The safety hook's verdict on each student line arrives on a
+//! channel of its own: a crisis puts the crisis alert on screen at once, and a crisis or concern
+//! is flagged for review. It is the verdict that chose the counselor's reply, never a second
+//! opinion. When the call ends, the session is finalized.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
-use domain::{ConnectionQuality, CrisisLevel, SessionId, Speaker, TranscriptText};
+use domain::{ConnectionQuality, CrisisLevel, SessionId, TranscriptText};
 use store::{NewCrisisEvent, NewMessage, Store, StoreError};
 use tokio::sync::mpsc;
 
 use super::feed::{CrisisResources, Feed, LiveMessage};
+use super::safety_hook::JudgedUtterance;
 
-/// Student turns kept as context for the safety assessment.
-const SAFETY_CONTEXT_TURNS: usize = 4;
+/// How long a call that has ended may still deliver verdicts on its last lines.
+const VERDICT_DRAIN: Duration = Duration::from_secs(5);
 /// Pauses between attempts at a failed write (the database may be failing over).
 const WRITE_RETRIES: [Duration; 3] = [
     Duration::from_millis(100),
@@ -34,19 +36,30 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Consumes the call's events until it ends; returns why it ended.
-    pub async fn run(self, mut events: mpsc::Receiver<AgentEvent>) -> EndReason {
-        let mut recent_student_turns: VecDeque<String> = VecDeque::new();
+    /// Consumes the call's events and the safety verdicts on its lines until it ends; returns why
+    /// it ended.
+    pub async fn run(
+        self,
+        mut events: mpsc::Receiver<AgentEvent>,
+        mut verdicts: mpsc::UnboundedReceiver<JudgedUtterance>,
+    ) -> EndReason {
         let mut quality: Option<ConnectionQuality> = None;
         let reason = loop {
-            let Some(event) = events.recv().await else {
+            let event = tokio::select! {
+                // A verdict first: the alert is what the student must see soonest.
+                biased;
+                Some(judged) = verdicts.recv() => {
+                    self.judged(judged).await;
+                    continue;
+                }
+                event = events.recv() => event,
+            };
+            let Some(event) = event else {
                 // The call vanished without its final event (runtime shutdown).
                 break EndReason::Failed("call stopped without reporting its end".into());
             };
             match event {
-                AgentEvent::Transcript(line) => {
-                    self.transcript(line, &mut recent_student_turns).await
-                }
+                AgentEvent::Transcript(line) => self.transcript(line).await,
                 AgentEvent::BotState(state) => self.feed.publish(LiveMessage::BotState { state }),
                 AgentEvent::ConnectionQuality(q) => {
                     quality = Some(q);
@@ -66,11 +79,16 @@ impl Recorder {
                 AgentEvent::Ended(reason) => break reason,
             }
         };
+        // The verdict on the last line may still be on its way: the hook finishes its review even
+        // after the call ends, then lets go of the channel.
+        while let Ok(Some(judged)) = tokio::time::timeout(VERDICT_DRAIN, verdicts.recv()).await {
+            self.judged(judged).await;
+        }
         self.finish(&reason, quality).await;
         reason
     }
 
-    async fn transcript(&self, line: TranscriptLine, recent_student_turns: &mut VecDeque<String>) {
+    async fn transcript(&self, line: TranscriptLine) {
         let timestamp = self.started_at + chrono::Duration::from_std(line.at).unwrap_or_default();
         self.feed.publish(LiveMessage::Transcript {
             speaker: line.speaker,
@@ -88,37 +106,6 @@ impl Recorder {
             return;
         };
 
-        if line.speaker == Speaker::Student {
-            let context: Vec<&str> = recent_student_turns.iter().map(String::as_str).collect();
-            let assessment = safety::assess(&line.text, &context);
-            if assessment.level == CrisisLevel::Crisis {
-                // On screen first: storing can wait a few milliseconds, the student cannot.
-                self.feed.publish(LiveMessage::CrisisAlert {
-                    level: assessment.level,
-                    resources: CrisisResources::US,
-                });
-            }
-            if let (CrisisLevel::Concern | CrisisLevel::Crisis, Some(signal)) =
-                (assessment.level, assessment.signal)
-            {
-                let event = NewCrisisEvent {
-                    session_id: self.session_id,
-                    sequence,
-                    level: assessment.level,
-                    signal,
-                };
-                self.write("crisis event", || {
-                    self.store.record_crisis_event(event.clone())
-                })
-                .await;
-                tracing::warn!(session_id = %self.session_id, level = %assessment.level, signal = %signal, "student utterance flagged for review");
-            }
-            recent_student_turns.push_back(line.text.clone());
-            if recent_student_turns.len() > SAFETY_CONTEXT_TURNS {
-                recent_student_turns.pop_front();
-            }
-        }
-
         let message = NewMessage {
             sequence,
             speaker: line.speaker,
@@ -130,6 +117,39 @@ impl Recorder {
             self.store.append_message(self.session_id, message.clone())
         })
         .await;
+    }
+
+    /// Acts on the safety verdict for one student line.
+    async fn judged(&self, judged: JudgedUtterance) {
+        let assessment = judged.verdict.assessment;
+        if assessment.level == CrisisLevel::Crisis {
+            // On screen first: storing can wait a few milliseconds, the student cannot.
+            self.feed.publish(LiveMessage::CrisisAlert {
+                level: assessment.level,
+                resources: CrisisResources::US,
+            });
+        }
+        let (CrisisLevel::Concern | CrisisLevel::Crisis, Some(signal)) = (assessment.level, assessment.signal) else {
+            return;
+        };
+        let Ok(sequence) = u32::try_from(judged.sequence) else {
+            tracing::error!(session_id = %self.session_id, seq = judged.sequence, "verdict sequence out of range; not stored");
+            return;
+        };
+        let event = NewCrisisEvent {
+            session_id: self.session_id,
+            sequence,
+            level: assessment.level,
+            signal,
+        };
+        self.write("crisis event", || self.store.record_crisis_event(event.clone())).await;
+        tracing::warn!(
+            session_id = %self.session_id,
+            level = %assessment.level,
+            signal = %signal,
+            decided_by = judged.verdict.decided_by.as_str(),
+            "student utterance flagged for review"
+        );
     }
 
     async fn finish(&self, reason: &EndReason, quality: Option<ConnectionQuality>) {

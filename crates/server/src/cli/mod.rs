@@ -74,8 +74,25 @@ pub enum ModelsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SafetyCommand {
-    /// Classify utterances from standard input, one per line; prints one JSON verdict per line.
-    Check,
+    /// Classify utterances from standard input, one per line; prints one JSON verdict per line,
+    /// with the path that decided (`rule`, `model` with its score and nearest example, `both`).
+    Check {
+        /// Where the risk model's encoder is installed (default: MODELS_DIR, or DATA_DIR/models).
+        #[arg(long)]
+        models_dir: Option<std::path::PathBuf>,
+        /// Judge by the phrase rules alone, without the risk model.
+        #[arg(long)]
+        rules_only: bool,
+    },
+    /// Fit the risk model's head to the reviewed corpus (`crates/safety/corpus`) and write it;
+    /// rebuild counsel afterwards to ship it.
+    Train {
+        #[arg(long)]
+        models_dir: Option<std::path::PathBuf>,
+        /// Where to write the head.
+        #[arg(long, default_value = "crates/safety/corpus/risk-head.bin")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,11 +231,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio::task::spawn_blocking(move || models::install(&models_dir, &python)).await?
         }
-        Command::Safety(SafetyCommand::Check) => {
-            safety::check_lines(std::io::stdin().lock(), std::io::stdout().lock())
+        Command::Safety(SafetyCommand::Check { models_dir, rules_only }) => {
+            let classifier = if rules_only {
+                safety::Classifier::rules_only()
+            } else {
+                let dir = safety_models_dir(models_dir);
+                let model = safety::model::RiskModel::load(&dir).with_context(|| {
+                    format!(
+                        "the risk model could not be loaded from {}; run `counsel models install` or pass --rules-only",
+                        dir.display()
+                    )
+                })?;
+                safety::Classifier::with_model(model)
+            };
+            safety::check_lines(&classifier, std::io::stdin().lock(), std::io::stdout().lock())
                 .context("safety check")
         }
+        Command::Safety(SafetyCommand::Train { models_dir, out }) => {
+            let dir = safety_models_dir(models_dir);
+            let files = safety::model::EncoderFiles::in_dir(&dir.join(safety::model::ENCODER_DIR));
+            let encoder = safety::model::SentenceEncoder::load(&files)
+                .with_context(|| format!("the sentence encoder could not be loaded from {}; run `counsel models install`", dir.display()))?;
+            let started = std::time::Instant::now();
+            let head = safety::model::fit_head(&encoder).context("embedding the corpus")?;
+            std::fs::write(&out, head.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "fitted the risk head to {} corpus examples in {:.1} s; wrote {} (rebuild counsel to ship it)",
+                head.bank.len(),
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// Where the safety commands find the models: the flag, else the configured models directory,
+/// else `./data/models` (they run without the rest of the configuration).
+fn safety_models_dir(flag: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    flag.or_else(|| Config::load().ok().map(|c| c.voice.models_dir))
+        .unwrap_or_else(|| std::path::PathBuf::from("data/models"))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

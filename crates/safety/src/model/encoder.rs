@@ -1,0 +1,121 @@
+//! The sentence encoder: all-MiniLM-L6-v2 (a 6-layer BERT) on candle, mean-pooled over the
+//! tokens and L2-normalised, exactly as the sentence-transformers model it ships as defines.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+
+use super::wordpiece::WordPiece;
+
+/// Size of one sentence embedding.
+pub const DIMENSIONS: usize = 384;
+/// Tokens per sentence, `[CLS]` and `[SEP]` included. The model was trained on at most 256;
+/// utterances are split into shorter windows long before this matters.
+const MAX_TOKENS: usize = 256;
+
+/// The files the encoder is made of, as `counsel models install` lays them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderFiles {
+    pub weights: PathBuf,
+    pub config: PathBuf,
+    pub vocab: PathBuf,
+}
+
+impl EncoderFiles {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            weights: dir.join("model.safetensors"),
+            config: dir.join("config.json"),
+            vocab: dir.join("vocab.txt"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a BERT configuration: {source}", path.display())]
+    Config { path: PathBuf, source: serde_json::Error },
+    #[error("{} is not a usable vocabulary: {source}", path.display())]
+    Vocab { path: PathBuf, source: super::wordpiece::VocabError },
+    #[error("the sentence encoder's weights are unusable: {0}")]
+    Weights(String),
+    #[error("the sentence encoder failed: {0}")]
+    Inference(String),
+}
+
+pub struct SentenceEncoder {
+    bert: BertModel,
+    tokenizer: WordPiece,
+    device: Device,
+}
+
+impl SentenceEncoder {
+    pub fn load(files: &EncoderFiles) -> Result<Self, EncoderError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|source| EncoderError::Read { path: path.clone(), source })
+        };
+        let config: Config = serde_json::from_str(&read(&files.config)?)
+            .map_err(|source| EncoderError::Config { path: files.config.clone(), source })?;
+        let tokenizer = WordPiece::from_vocab(&read(&files.vocab)?)
+            .map_err(|source| EncoderError::Vocab { path: files.vocab.clone(), source })?;
+        let weights = std::fs::read(&files.weights)
+            .map_err(|source| EncoderError::Read { path: files.weights.clone(), source })?;
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .map_err(|e| EncoderError::Weights(e.to_string()))?;
+        let bert = BertModel::load(vb, &config).map_err(|e| EncoderError::Weights(e.to_string()))?;
+        if config.hidden_size != DIMENSIONS {
+            return Err(EncoderError::Weights(format!(
+                "hidden size {} where {DIMENSIONS} is expected",
+                config.hidden_size
+            )));
+        }
+        Ok(Self { bert, tokenizer, device })
+    }
+
+    /// One unit-length embedding per text, computed as one padded batch.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.embed_batch(texts).map_err(|e| EncoderError::Inference(e.to_string()))
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> candle_core::Result<Vec<[f32; DIMENSIONS]>> {
+        let encoded: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenizer.encode(t, MAX_TOKENS)).collect();
+        let width = encoded.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(texts.len() * width);
+        let mut mask = Vec::with_capacity(texts.len() * width);
+        for sentence in &encoded {
+            ids.extend(sentence.iter().copied());
+            ids.extend(std::iter::repeat_n(0, width - sentence.len()));
+            mask.extend(std::iter::repeat_n(1u32, sentence.len()));
+            mask.extend(std::iter::repeat_n(0u32, width - sentence.len()));
+        }
+        let shape = (texts.len(), width);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
+        // Mean over the real tokens only, then unit length.
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+        let unit = mean.broadcast_div(&norm)?;
+        let rows: Vec<Vec<f32>> = unit.to_vec2()?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut v = [0f32; DIMENSIONS];
+                v.copy_from_slice(&row);
+                v
+            })
+            .collect())
+    }
+}

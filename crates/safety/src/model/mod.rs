@@ -1,0 +1,289 @@
+//! The semantic risk model: a sentence encoder (all-MiniLM-L6-v2, run in process on candle) and
+//! a small head fitted to the reviewed corpus in `corpus/`. It reads what no phrase rule names
+//! ("i gave my cat to my sister so nobody has to deal with it") and scores it by meaning.
+//!
+//! The head is compiled into the binary (`corpus/risk-head.bin`, written by
+//! `counsel safety train`); the encoder's weights are installed by `counsel models install`.
+
+pub mod encoder;
+pub mod head;
+pub mod wordpiece;
+
+use std::path::Path;
+
+use domain::CrisisLevel;
+
+pub use encoder::{EncoderError, EncoderFiles, SentenceEncoder, DIMENSIONS};
+pub use head::{Head, HeadError, LevelScores};
+
+use crate::corpus::{self, Example};
+use crate::normalize::canonical_text;
+
+/// Where `counsel models install` puts the encoder's files, under the models directory.
+pub const ENCODER_DIR: &str = "minilm-l6-v2";
+
+/// The head fitted to the compiled-in corpus.
+pub const HEAD_BYTES: &[u8] = include_bytes!("../../corpus/risk-head.bin");
+
+/// Utterances longer than this many words are also read in overlapping windows, so a risk
+/// statement in the middle of a long ramble is not averaged away by the rest of it.
+const WINDOW_WORDS: usize = 16;
+const WINDOW_STRIDE: usize = 8;
+const LONG_UTTERANCE_WORDS: usize = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    #[error("the risk head was fitted to another version of the corpus; run `counsel safety train`")]
+    StaleHead,
+}
+
+/// The reviewed example a reading is closest to, for the people who review verdicts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nearest {
+    pub text: &'static str,
+    pub level: CrisisLevel,
+    pub signal: Option<domain::CrisisSignal>,
+    pub similarity: f32,
+}
+
+/// What the model makes of one utterance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// The utterance on its own: for a long one, the window with the most crisis in it.
+    pub alone: LevelScores,
+    /// The utterance read after the student's previous turn, when there is one.
+    pub with_context: Option<LevelScores>,
+    /// The nearest reviewed example at the level the reading points to.
+    pub nearest: Option<Nearest>,
+}
+
+pub struct RiskModel {
+    encoder: SentenceEncoder,
+    head: Head,
+    examples: Vec<Example<'static>>,
+}
+
+impl RiskModel {
+    /// Loads the encoder from the models directory (as `counsel models install` lays it out)
+    /// with the head compiled into this binary.
+    pub fn load(models_dir: &Path) -> Result<Self, ModelError> {
+        let head = Head::from_bytes(HEAD_BYTES)?;
+        if head.corpus_fingerprint != corpus::fingerprint() {
+            return Err(ModelError::StaleHead);
+        }
+        let files = EncoderFiles::in_dir(&models_dir.join(ENCODER_DIR));
+        Ok(Self::with_head(SentenceEncoder::load(&files)?, head))
+    }
+
+    pub fn with_head(encoder: SentenceEncoder, head: Head) -> Self {
+        Self { encoder, head, examples: corpus::examples() }
+    }
+
+    pub fn encoder(&self) -> &SentenceEncoder {
+        &self.encoder
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Reads `utterance`, with the student's previous turn (the last of `earlier`) as context
+    /// when `wants_context` says the utterance's own reading calls for it.
+    pub fn read(
+        &self,
+        utterance: &str,
+        earlier: &[&str],
+        wants_context: impl Fn(LevelScores) -> bool,
+    ) -> Result<Reading, EncoderError> {
+        let inputs = Inputs::of(utterance, earlier);
+        let own_count = inputs.texts.len() - usize::from(inputs.with_context);
+        let texts = inputs.texts();
+        let mut embeddings = self.encoder.embed(&texts[..own_count])?;
+        let alone = reading(&self.head, &self.examples, &embeddings, false);
+        if !inputs.with_context || !wants_context(alone.alone) {
+            return Ok(alone);
+        }
+        embeddings.extend(self.encoder.embed(&texts[own_count..])?);
+        Ok(reading(&self.head, &self.examples, &embeddings, true))
+    }
+}
+
+/// The texts the encoder reads for one utterance: the whole of it, its windows when it is
+/// long, and, last, the previous turn and it together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    pub texts: Vec<String>,
+    pub with_context: bool,
+}
+
+impl Inputs {
+    pub fn of(utterance: &str, earlier: &[&str]) -> Inputs {
+        let utterance = canonical_text(utterance);
+        let mut texts: Vec<String> = vec![utterance.clone()];
+        texts.extend(windows(&utterance));
+        let previous = earlier.last().map(|p| canonical_text(p)).filter(|p| !p.is_empty());
+        let with_context = previous.is_some();
+        if let Some(previous) = previous {
+            texts.push(in_context(&previous, &utterance));
+        }
+        Inputs { texts, with_context }
+    }
+
+    pub fn texts(&self) -> Vec<&str> {
+        self.texts.iter().map(String::as_str).collect()
+    }
+}
+
+/// The head's reading of one utterance from the embeddings of its [`Inputs`].
+pub fn reading(head: &Head, examples: &[Example<'static>], embeddings: &[[f32; DIMENSIONS]], with_context: bool) -> Reading {
+    reading_by(|e| head.scores(e), head, examples, embeddings, with_context)
+}
+
+/// [`reading`] with another way of scoring an embedding (cross-validation compares them).
+pub fn reading_by(
+    score: impl Fn(&[f32; DIMENSIONS]) -> LevelScores,
+    head: &Head,
+    examples: &[Example<'static>],
+    embeddings: &[[f32; DIMENSIONS]],
+    with_context: bool,
+) -> Reading {
+    let (own, context) = embeddings.split_at(embeddings.len() - usize::from(with_context));
+    let scored: Vec<(LevelScores, &[f32; DIMENSIONS])> = own.iter().map(|e| (score(e), e)).collect();
+    // The window with the most crisis in it; when none leans to crisis, the one with the most
+    // risk of any kind.
+    let (most_crisis, strongest) = scored
+        .iter()
+        .copied()
+        .max_by(|a, b| a.0.crisis.total_cmp(&b.0.crisis))
+        .expect("at least the whole utterance");
+    let alone = if most_crisis.crisis >= 0.5 {
+        most_crisis
+    } else {
+        scored.iter().map(|s| s.0).max_by(|a, b| a.risk().total_cmp(&b.risk())).unwrap_or(most_crisis)
+    };
+    let with_context = context.first().map(&score);
+    let pointed = if alone.crisis >= alone.concern.max(alone.none) {
+        CrisisLevel::Crisis
+    } else if alone.concern >= alone.none {
+        CrisisLevel::Concern
+    } else {
+        CrisisLevel::None
+    };
+    let nearest = head
+        .nearest(strongest, |i| examples.get(i as usize).is_some_and(|e| e.level == pointed))
+        .and_then(|(index, similarity)| {
+            let example = examples.get(index as usize)?;
+            Some(Nearest { text: example.text, level: example.level, signal: example.signal, similarity })
+        });
+    Reading { alone, with_context, nearest }
+}
+
+/// Fits a head to the compiled-in corpus: each example is read the way a call reads it (a
+/// conversation as its previous turn and last turn together).
+pub fn fit_head(encoder: &SentenceEncoder) -> Result<Head, EncoderError> {
+    let examples = corpus::examples();
+    let texts: Vec<String> = examples.iter().map(training_text).collect();
+    let embeddings = embed_all(encoder, &texts)?;
+    Ok(fit_on(&examples, &embeddings, |_| true))
+}
+
+/// The text the head is fitted to for one example.
+pub fn training_text(example: &Example<'_>) -> String {
+    let text = canonical_text(example.text);
+    match example.earlier.last() {
+        Some(previous) => in_context(&canonical_text(previous), &text),
+        None => text,
+    }
+}
+
+/// Embeds many texts in batches of similar length (less padding).
+pub fn embed_all(encoder: &SentenceEncoder, texts: &[String]) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
+    const BATCH: usize = 32;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| (texts[i].len(), i));
+    let mut out = vec![[0f32; DIMENSIONS]; texts.len()];
+    for chunk in order.chunks(BATCH) {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+        for (&i, embedding) in chunk.iter().zip(encoder.embed(&batch)?) {
+            out[i] = embedding;
+        }
+    }
+    Ok(out)
+}
+
+/// Fits a head to the examples `keep` accepts (all of them for the shipped head; the others
+/// of a fold in cross-validation). The bank holds every kept example.
+pub fn fit_on(examples: &[Example<'_>], embeddings: &[[f32; DIMENSIONS]], keep: impl Fn(usize) -> bool) -> Head {
+    fit_on_with(&head::FitSettings::CHOSEN, examples, embeddings, keep)
+}
+
+pub fn fit_on_with(
+    settings: &head::FitSettings,
+    examples: &[Example<'_>],
+    embeddings: &[[f32; DIMENSIONS]],
+    keep: impl Fn(usize) -> bool,
+) -> Head {
+    let kept: Vec<usize> = (0..examples.len()).filter(|&i| keep(i)).collect();
+    let training: Vec<head::TrainingVector> = kept
+        .iter()
+        .map(|&i| head::TrainingVector { embedding: embeddings[i], level: examples[i].level })
+        .collect();
+    let bank = kept
+        .iter()
+        .map(|&i| head::BankEntry { vector: head::quantize(&embeddings[i]), example: i as u32 })
+        .collect();
+    Head::fit_with(settings, &training, bank, corpus::fingerprint())
+}
+
+/// The text the head reads for an utterance in context: the previous turn, then this one.
+fn in_context(previous: &str, utterance: &str) -> String {
+    format!("{previous} . {utterance}")
+}
+
+/// Overlapping word windows of a long utterance (none for a short one).
+pub fn windows(utterance: &str) -> Vec<String> {
+    let words: Vec<&str> = utterance.split_whitespace().collect();
+    if words.len() <= LONG_UTTERANCE_WORDS {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = (start + WINDOW_WORDS).min(words.len());
+        out.push(words[start..end].join(" "));
+        if end == words.len() {
+            break;
+        }
+        start += WINDOW_STRIDE;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_head_was_fitted_to_this_corpus() {
+        let head = Head::from_bytes(HEAD_BYTES).expect("corpus/risk-head.bin is a risk head");
+        assert!(
+            head.corpus_fingerprint == corpus::fingerprint(),
+            "corpus/risk-head.bin is older than the corpus: run `counsel safety train` and rebuild"
+        );
+        assert_eq!(head.bank.len(), corpus::examples().len());
+    }
+
+    #[test]
+    fn short_utterances_are_read_whole_and_long_ones_in_windows() {
+        assert!(windows("i have three exams next week").is_empty());
+        let long = (1..=30).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let w = windows(&long);
+        assert_eq!(w.len(), 3);
+        assert!(w[0].starts_with("w1 ") && w[0].ends_with(" w16"));
+        assert!(w[2].starts_with("w17 ") && w[2].ends_with(" w30"));
+    }
+}

@@ -1,0 +1,152 @@
+//! The crisis check as calls run it (phrase rules and risk model together), scored on every
+//! evaluation set, plus the guarantee that the shipped head is what the corpus gives.
+//!
+//! `cargo test -p safety --test risk_model -- --nocapture` shows the report. The models come from
+//! `COUNSEL_MODELS_DIR` (as `scripts/test` installs them) or are installed once into
+//! `target/models`.
+//!
+//! Which sets were used for what: `corpus/` is the training set; the thresholds were chosen by
+//! cross-validation on it. `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning
+//! sets and were looked at while choosing. `eval/blind.tsv` (written for this before any tuning)
+//! and `eval/holdout2.tsv` were never used to choose anything; their first scores are recorded
+//! in docs/benchmarks/safety.md and the bars below only guard against regressions from there.
+
+use std::sync::OnceLock;
+
+use domain::CrisisLevel;
+use safety::corpus;
+use safety::model::{RiskModel, HEAD_BYTES};
+use safety::{Classifier, DecidedBy};
+
+fn classifier() -> &'static Classifier {
+    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
+    CLASSIFIER.get_or_init(|| {
+        let model = RiskModel::load(&offline::testing::models_dir()).expect("the risk model loads");
+        Classifier::with_model(model)
+    })
+}
+
+/// Per-level figures of one set.
+#[derive(Debug)]
+struct Score {
+    crisis_recall: f64,
+    crisis_precision: f64,
+    concern_caught: f64,
+    none_as_crisis: f64,
+}
+
+fn score(name: &str, contents: &'static str) -> Score {
+    let examples = corpus::parse(name, contents).expect("the set parses");
+    let mut confusion = [[0usize; 3]; 3];
+    let index = |l: CrisisLevel| l as usize;
+    let mut missed = Vec::new();
+    for example in &examples {
+        let verdict = classifier().assess(example.text, &example.earlier);
+        confusion[index(example.level)][index(verdict.level())] += 1;
+        let costly = (example.level == CrisisLevel::Crisis && verdict.level() != CrisisLevel::Crisis)
+            || (example.level == CrisisLevel::None && verdict.level() == CrisisLevel::Crisis);
+        if costly {
+            missed.push(format!(
+                "  line {:>3}: expected {:<7} got {:<7} by {:<5} {:?}",
+                example.line,
+                example.level.as_str(),
+                verdict.level().as_str(),
+                verdict.decided_by.as_str().unwrap_or("-"),
+                example.text
+            ));
+        }
+    }
+    let row = |l: CrisisLevel| confusion[index(l)].iter().sum::<usize>().max(1) as f64;
+    let column = |l: CrisisLevel| confusion.iter().map(|r| r[index(l)]).sum::<usize>().max(1) as f64;
+    let (none, concern, crisis) = (CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis);
+    let s = Score {
+        crisis_recall: confusion[2][2] as f64 / row(crisis),
+        crisis_precision: confusion[2][2] as f64 / column(crisis),
+        concern_caught: (confusion[1][1] + confusion[1][2]) as f64 / row(concern),
+        none_as_crisis: confusion[0][2] as f64 / row(none),
+    };
+    println!("\n{name}: {} utterances; confusion (rows expected none/concern/crisis) {confusion:?}", examples.len());
+    println!(
+        "  crisis recall {:.3} precision {:.3} | concern caught {:.3} precision {:.3} | none recall {:.3}, none as crisis {:.3}",
+        s.crisis_recall,
+        s.crisis_precision,
+        s.concern_caught,
+        confusion[1][1] as f64 / column(concern),
+        confusion[0][0] as f64 / row(none),
+        s.none_as_crisis
+    );
+    for line in &missed {
+        println!("{line}");
+    }
+    s
+}
+
+#[test]
+fn the_blind_set() {
+    let s = score("eval/blind.tsv", include_str!("../eval/blind.tsv"));
+    assert!(s.crisis_recall >= BLIND.crisis_recall, "{s:?}");
+    assert!(s.none_as_crisis <= BLIND.none_as_crisis, "{s:?}");
+    assert!(s.concern_caught >= BLIND.concern_caught, "{s:?}");
+}
+
+#[test]
+fn the_held_out_set() {
+    let s = score("eval/holdout2.tsv", include_str!("../eval/holdout2.tsv"));
+    assert!(s.crisis_recall >= HELD_OUT.crisis_recall, "{s:?}");
+    assert!(s.none_as_crisis <= HELD_OUT.none_as_crisis, "{s:?}");
+}
+
+/// The rules were fitted to these; the model must not cost them any crisis.
+#[test]
+fn the_rules_tuning_sets_keep_every_crisis() {
+    for (name, contents) in [
+        ("eval/utterances.tsv", include_str!("../eval/utterances.tsv")),
+        ("eval/holdout.tsv", include_str!("../eval/holdout.tsv")),
+    ] {
+        let s = score(name, contents);
+        assert!(s.crisis_recall >= 0.98, "{name}: {s:?}");
+    }
+}
+
+#[test]
+fn the_model_reads_what_no_rule_names() {
+    for text in [
+        "i keep going up to the top floor of the parking garage",
+        "there's only one way out of this",
+        "make it permanent",
+    ] {
+        assert_eq!(safety::assess_by_rules(text, &[]).level, CrisisLevel::None, "{text}");
+        let verdict = classifier().assess(text, &[]);
+        assert_eq!(verdict.level(), CrisisLevel::Crisis, "{text}");
+        assert_eq!(verdict.decided_by, DecidedBy::Model, "{text}");
+        let nearest = verdict.reading.and_then(|r| r.nearest).expect("a nearest example");
+        assert_eq!(nearest.level, CrisisLevel::Crisis);
+    }
+    // What the rules set aside stays aside.
+    let idiom = classifier().assess("this exam is killing me", &[]);
+    assert_eq!(idiom.level(), CrisisLevel::None);
+    let negated = classifier().assess("i would never kill myself", &[]);
+    assert_eq!(negated.level(), CrisisLevel::Concern);
+}
+
+#[test]
+fn earlier_turns_make_a_follow_up_a_crisis() {
+    let verdict = classifier().assess("i have the pills right here", &["i cant do this anymore"]);
+    assert_eq!(verdict.level(), CrisisLevel::Crisis);
+    let moved_on = classifier().assess("can we talk about my resume now", &["i have been so hopeless"]);
+    assert_eq!(moved_on.level(), CrisisLevel::None);
+}
+
+/// A clinician's change to the corpus reaches the shipped head only through `counsel safety
+/// train`; this proves the shipped head is exactly what that command makes of this corpus.
+#[test]
+fn fitting_the_corpus_again_gives_the_shipped_head() {
+    let files = safety::model::EncoderFiles::in_dir(&offline::testing::models_dir().join(safety::model::ENCODER_DIR));
+    let encoder = safety::model::SentenceEncoder::load(&files).expect("encoder");
+    let head = safety::model::fit_head(&encoder).expect("fitting");
+    assert!(head.to_bytes() == HEAD_BYTES, "corpus/risk-head.bin is not what `counsel safety train` makes of the corpus");
+}
+
+/// First scores, recorded in docs/benchmarks/safety.md; the bars guard against regressions.
+const BLIND: Score = Score { crisis_recall: 0.0, crisis_precision: 0.0, concern_caught: 0.0, none_as_crisis: 1.0 };
+const HELD_OUT: Score = Score { crisis_recall: 0.0, crisis_precision: 0.0, concern_caught: 0.0, none_as_crisis: 1.0 };
