@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
-use domain::{ConnectionQuality, CrisisLevel, SessionId, Speaker, TranscriptText};
+use domain::{ConnectionQuality, CrisisLevel, DecidedBy, SessionId, Speaker, TranscriptText};
 use store::{NewCrisisEvent, NewMessage, Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -106,6 +106,8 @@ impl Recorder {
                     sequence,
                     level: assessment.level,
                     signal,
+                    // Until the classifier reports its verdict's source, the phrase rules decide.
+                    decided_by: Some(DecidedBy::Rule),
                 };
                 self.write("crisis event", || {
                     self.store.record_crisis_event(event.clone())

@@ -16,7 +16,7 @@ use domain::{Category, Username};
 
 use crate::config::Config;
 
-pub use seed::{seed_demo, DEMO_PASSWORD, DEMO_USERS};
+pub use seed::{seed_demo, DEMO_PASSWORD, DEMO_STAFF, DEMO_USERS};
 pub use user::add_user;
 
 #[derive(Debug, Parser)]
@@ -49,7 +49,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Add demo accounts (\domain\testuser1, \domain\testuser2, \domain\blockeduser) with past sessions.
+    /// Add demo accounts (\domain\testuser1, \domain\testuser2, \domain\blockeduser) with past sessions, and the staff account \domain\staffuser.
     SeedDemo,
     /// The crisis classifier, for reviewers.
     #[command(subcommand)]
