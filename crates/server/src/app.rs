@@ -16,6 +16,7 @@ use crate::auth::{JwtKeys, PasswordHasher};
 use crate::calls::CallManager;
 use crate::config::Config;
 use crate::counselors::CategoryCache;
+use crate::crisis_desk::CrisisDesk;
 use crate::error::{method_not_allowed, route_not_found};
 use crate::middleware::{request_id, security_headers, RateLimiters};
 use crate::routes;
@@ -27,12 +28,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = crate::cli::open_store(&config).await?;
     store.migrate().await?;
     let passwords = PasswordHasher::new(config.bcrypt_cost).await?;
+    let crisis_desk = CrisisDesk::new(config.crisis_webhook.clone());
     Ok(AppState {
         jwt: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_expiration)),
         rate_limits: Arc::new(RateLimiters::new(&config.rate_limits)),
         categories: CategoryCache::new(store.clone()),
-        calls: Arc::new(CallManager::new(store.clone(), config.voice.clone())),
+        calls: Arc::new(CallManager::new(
+            store.clone(),
+            config.voice.clone(),
+            crisis_desk.clone(),
+        )),
         sockets: SocketSlots::default(),
+        crisis_desk,
         passwords,
         store,
         config: Arc::new(config),

@@ -19,6 +19,7 @@ use chrono::Utc;
 use domain::{Category, CrisisLevel, SessionId, SessionMode, Speaker, Username};
 use futures::StreamExt;
 use server::calls::{Feed, LiveMessage, Recorder, SafetyHook};
+use server::crisis_desk::CrisisDesk;
 use store::{NewSession, Store, TranscriptCipher};
 use tokio::sync::mpsc;
 
@@ -172,11 +173,16 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
     );
     let feed = Arc::new(Feed::new());
     let (_, mut screen) = feed.subscribe();
+    let desk = CrisisDesk::new(None);
+    let mut staff_page = desk.subscribe();
     let recorder = Recorder {
         session_id: session.id,
         started_at: session.started_at,
         store: store.clone(),
         feed: feed.clone(),
+        student_id: student.id,
+        student: student.username.clone(),
+        desk,
     };
     let recording = tokio::spawn(recorder.run(call.events().unwrap()));
 
@@ -290,4 +296,21 @@ async fn the_third_turn_in_crisis_gets_the_crisis_message_even_with_the_llm_down
     assert!(events
         .iter()
         .any(|e| e.level == CrisisLevel::Crisis && e.flagged_for_review));
+
+    // Staff on duty were told of exactly the stored events, with who said what.
+    let mut told = Vec::new();
+    while let Ok(event) = staff_page.try_recv() {
+        told.push(event);
+    }
+    assert_eq!(told.len(), events.len(), "one alert per stored event");
+    let stored = events
+        .iter()
+        .find(|e| e.level == CrisisLevel::Crisis)
+        .unwrap();
+    let told = told
+        .iter()
+        .find(|t| t.event_id == stored.id)
+        .expect("the crisis reached the desk");
+    assert_eq!(told.student, student.username);
+    assert_eq!(told.text.as_str(), STUDENT_LINES[2]);
 }
