@@ -66,9 +66,14 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi))
         .merge(routes::live::routes())
+        .merge(routes::staff::socket_routes())
         .merge(crate::web::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::staff_gate,
+        ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(cors)
         .layer(axum::middleware::from_fn(
