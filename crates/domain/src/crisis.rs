@@ -63,3 +63,120 @@ impl fmt::Display for CrisisSignal {
         f.write_str(self.as_str())
     }
 }
+
+/// Which part of the safety check decided a crisis event: the phrase rules, the embedding
+/// model's classifier, or both agreeing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecidedBy {
+    Rule,
+    Model,
+    Both,
+}
+
+impl DecidedBy {
+    pub const ALL: [DecidedBy; 3] = [DecidedBy::Rule, DecidedBy::Model, DecidedBy::Both];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DecidedBy::Rule => "rule",
+            DecidedBy::Model => "model",
+            DecidedBy::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DecidedBy {
+    type Err = crate::UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| crate::UnknownValue {
+                kind: "decided_by",
+                value: s.to_owned(),
+                expected: "rule, model, both",
+            })
+    }
+}
+
+/// What a staff member did about a crisis event when reviewing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewOutcome {
+    /// Staff reached out to the student.
+    ContactedStudent,
+    /// The student was referred to campus counseling or another service.
+    Referred,
+    /// The utterance did not signal risk after all.
+    FalseAlarm,
+    /// Risk was real but already handled (the student was given resources, was already in care).
+    NoActionNeeded,
+    /// Emergency services or campus safety were called.
+    EscalatedEmergency,
+}
+
+impl ReviewOutcome {
+    pub const ALL: [ReviewOutcome; 5] = [
+        ReviewOutcome::ContactedStudent,
+        ReviewOutcome::Referred,
+        ReviewOutcome::FalseAlarm,
+        ReviewOutcome::NoActionNeeded,
+        ReviewOutcome::EscalatedEmergency,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReviewOutcome::ContactedStudent => "contacted_student",
+            ReviewOutcome::Referred => "referred",
+            ReviewOutcome::FalseAlarm => "false_alarm",
+            ReviewOutcome::NoActionNeeded => "no_action_needed",
+            ReviewOutcome::EscalatedEmergency => "escalated_emergency",
+        }
+    }
+}
+
+impl fmt::Display for ReviewOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReviewOutcome {
+    type Err = crate::UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| crate::UnknownValue {
+                kind: "outcome",
+                value: s.to_owned(),
+                expected: "contacted_student, referred, false_alarm, no_action_needed, escalated_emergency",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_vocabulary_round_trips_through_text_and_json() {
+        for d in DecidedBy::ALL {
+            assert_eq!(d.as_str().parse::<DecidedBy>().unwrap(), d);
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+        }
+        for o in ReviewOutcome::ALL {
+            assert_eq!(o.as_str().parse::<ReviewOutcome>().unwrap(), o);
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        assert!("maybe".parse::<ReviewOutcome>().is_err());
+        assert!("llm".parse::<DecidedBy>().is_err());
+    }
+}

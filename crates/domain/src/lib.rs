@@ -7,13 +7,15 @@
 mod category;
 mod crisis;
 mod ids;
+mod role;
 mod session;
 mod transcript;
 mod username;
 
 pub use category::{Category, UnknownCategory};
-pub use crisis::{CrisisLevel, CrisisSignal};
+pub use crisis::{CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome};
 pub use ids::{CategoryId, SessionId, UserId};
+pub use role::Role;
 pub use session::{BotState, ConnectionQuality, SessionMode, UnknownValue};
 pub use transcript::{Speaker, TranscriptText};
 pub use username::{Username, UsernameError};

@@ -47,7 +47,7 @@ fn report(text: &str, verdict: &Verdict) -> serde_json::Value {
         "text": text,
         "level": assessment.level.as_str(),
         "signal": assessment.signal.map(|s| s.as_str()),
-        "decided_by": verdict.decided_by.as_str(),
+        "decided_by": verdict.decided_by.map(|d| d.as_str()),
         "rule": assessment.rule,
         "model": model,
     })

@@ -53,7 +53,8 @@ pub mod verdict;
 
 pub use check::check_lines;
 pub use normalize::canonical_text;
-pub use verdict::{Classifier, DecidedBy, Verdict};
+pub use domain::DecidedBy;
+pub use verdict::{Classifier, Verdict};
 
 use domain::{CrisisLevel, CrisisSignal};
 

@@ -18,7 +18,7 @@
 //! The [`Thresholds`] were chosen by cross-validation on the corpus (`examples/risk_tuning.rs`)
 //! with the rules' own evaluation sets as a check; `docs/benchmarks.md` records the figures.
 
-use domain::{CrisisLevel, CrisisSignal};
+use domain::{CrisisLevel, CrisisSignal, DecidedBy};
 
 use crate::model::{Reading, RiskModel};
 use crate::{classify, Assessment, Subject};
@@ -56,33 +56,12 @@ impl Thresholds {
     };
 }
 
-/// Which path decided the verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecidedBy {
-    /// Nothing signals risk.
-    Nothing,
-    Rule,
-    Model,
-    /// The rules and the model reached the level independently.
-    Both,
-}
-
-impl DecidedBy {
-    pub const fn as_str(self) -> Option<&'static str> {
-        match self {
-            DecidedBy::Nothing => None,
-            DecidedBy::Rule => Some("rule"),
-            DecidedBy::Model => Some("model"),
-            DecidedBy::Both => Some("both"),
-        }
-    }
-}
-
 /// The verdict on one utterance: what the reply, the record, the alert and the staff see.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Verdict {
     pub assessment: Assessment,
-    pub decided_by: DecidedBy,
+    /// Which path reached the level; `None` exactly when nothing signals risk.
+    pub decided_by: Option<DecidedBy>,
     /// The model's reading; `None` without a model or when it failed (the rules then decide).
     pub reading: Option<Reading>,
 }
@@ -138,7 +117,7 @@ pub fn rules_reading(utterance: &str, recent_turns: &[&str]) -> (Assessment, boo
 /// The combination described in the module documentation.
 pub fn combine(thresholds: &Thresholds, rules: Assessment, dismissed: bool, reading: Option<Reading>) -> Verdict {
     let Some(reading) = reading else {
-        let decided_by = if rules.level == CrisisLevel::None { DecidedBy::Nothing } else { DecidedBy::Rule };
+        let decided_by = (rules.level != CrisisLevel::None).then_some(DecidedBy::Rule);
         return Verdict { assessment: rules, decided_by, reading: None };
     };
     let model_level = model_level(thresholds, &reading);
@@ -150,12 +129,12 @@ pub fn combine(thresholds: &Thresholds, rules: Assessment, dismissed: bool, read
     };
     let level = rules.level.max(model_level);
     let decided_by = match (rules.level == level && level != CrisisLevel::None, model_level == level && level != CrisisLevel::None) {
-        (true, true) => DecidedBy::Both,
-        (true, false) => DecidedBy::Rule,
-        (false, true) => DecidedBy::Model,
-        (false, false) => DecidedBy::Nothing,
+        (true, true) => Some(DecidedBy::Both),
+        (true, false) => Some(DecidedBy::Rule),
+        (false, true) => Some(DecidedBy::Model),
+        (false, false) => None,
     };
-    let assessment = if decided_by == DecidedBy::Model {
+    let assessment = if decided_by == Some(DecidedBy::Model) {
         let signal = reading
             .nearest
             .and_then(|n| n.signal)

@@ -51,7 +51,7 @@ fn score(name: &str, contents: &'static str) -> Score {
                 example.line,
                 example.level.as_str(),
                 verdict.level().as_str(),
-                verdict.decided_by.as_str().unwrap_or("-"),
+                verdict.decided_by.map_or("-", |d| d.as_str()),
                 example.text
             ));
         }
@@ -118,7 +118,7 @@ fn the_model_reads_what_no_rule_names() {
         assert_eq!(safety::assess_by_rules(text, &[]).level, CrisisLevel::None, "{text}");
         let verdict = classifier().assess(text, &[]);
         assert_eq!(verdict.level(), CrisisLevel::Crisis, "{text}");
-        assert_eq!(verdict.decided_by, DecidedBy::Model, "{text}");
+        assert_eq!(verdict.decided_by, Some(DecidedBy::Model), "{text}");
         let nearest = verdict.reading.and_then(|r| r.nearest).expect("a nearest example");
         assert_eq!(nearest.level, CrisisLevel::Crisis);
     }

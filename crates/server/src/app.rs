@@ -16,6 +16,7 @@ use crate::auth::{JwtKeys, PasswordHasher};
 use crate::calls::CallManager;
 use crate::config::Config;
 use crate::counselors::CategoryCache;
+use crate::crisis_desk::CrisisDesk;
 use crate::error::{method_not_allowed, route_not_found};
 use crate::middleware::{request_id, security_headers, RateLimiters};
 use crate::routes;
@@ -27,12 +28,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = crate::cli::open_store(&config).await?;
     store.migrate().await?;
     let passwords = PasswordHasher::new(config.bcrypt_cost).await?;
+    let crisis_desk = CrisisDesk::new(config.crisis_webhook.clone());
     Ok(AppState {
         jwt: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_expiration)),
         rate_limits: Arc::new(RateLimiters::new(&config.rate_limits)),
         categories: CategoryCache::new(store.clone()),
-        calls: Arc::new(CallManager::new(store.clone(), config.voice.clone())),
+        calls: Arc::new(CallManager::new(
+            store.clone(),
+            config.voice.clone(),
+            crisis_desk.clone(),
+        )),
         sockets: SocketSlots::default(),
+        crisis_desk,
         passwords,
         store,
         config: Arc::new(config),
@@ -59,9 +66,14 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi))
         .merge(routes::live::routes())
+        .merge(routes::staff::socket_routes())
         .merge(crate::web::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::staff_gate,
+        ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(cors)
         .layer(axum::middleware::from_fn(

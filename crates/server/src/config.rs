@@ -20,6 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use crate::calls::{LlmChoice, SttChoice, TtsChoice, VoiceSettings};
+use crate::crisis_desk::{CrisisWebhookConfig, WebhookSecret};
 
 /// Production bcrypt cost. Lower costs exist only for test runs (`BCRYPT_COST_FOR_TESTS`).
 pub const PRODUCTION_BCRYPT_COST: u32 = 12;
@@ -108,6 +109,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Which speech and language services calls use, and how browsers reach them.
     pub voice: VoiceSettings,
+    /// Where crisis-level events are also POSTed (`CRISIS_WEBHOOK_URL`), if anywhere.
+    pub crisis_webhook: Option<CrisisWebhookConfig>,
 }
 
 /// A configuration problem, always naming the variable at fault.
@@ -303,6 +306,7 @@ impl Config {
 
         let max_body_kib = parse_positive("MAX_BODY_KIB", get("MAX_BODY_KIB"), 64)?;
         let voice = voice_settings(&get, &data_dir)?;
+        let crisis_webhook = crisis_webhook(&get, env)?;
 
         Ok(Config {
             env,
@@ -320,6 +324,7 @@ impl Config {
             bcrypt_cost,
             max_body_bytes: max_body_kib as usize * 1024,
             voice,
+            crisis_webhook,
         })
     }
 
@@ -327,6 +332,48 @@ impl Config {
     pub fn cookie_secure(&self) -> bool {
         !(self.env == Environment::Development && self.host.is_loopback())
     }
+}
+
+/// `CRISIS_WEBHOOK_URL` (http or https; https only in production, since the body may carry a
+/// student's words), its required `CRISIS_WEBHOOK_SECRET`, and `CRISIS_WEBHOOK_INCLUDE_TEXT`.
+fn crisis_webhook(
+    get: &dyn Fn(&str) -> Option<String>,
+    env: Environment,
+) -> Result<Option<CrisisWebhookConfig>, ConfigError> {
+    let include_text = parse_bool(
+        "CRISIS_WEBHOOK_INCLUDE_TEXT",
+        get("CRISIS_WEBHOOK_INCLUDE_TEXT"),
+        false,
+    )?;
+    let Some(raw) = get("CRISIS_WEBHOOK_URL") else {
+        return Ok(None);
+    };
+    // The URL is not echoed: it may carry a token.
+    let url: reqwest::Url = raw.parse().map_err(|_| {
+        problem(
+            "CRISIS_WEBHOOK_URL",
+            "is not a URL like https://alerts.example.edu/counsel",
+        )
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if env == Environment::Development => {}
+        "http" => {
+            return Err(problem(
+                "CRISIS_WEBHOOK_URL",
+                "must use https when ENV=production",
+            ))
+        }
+        _ => return Err(problem("CRISIS_WEBHOOK_URL", "must use http or https")),
+    }
+    let secret = get("CRISIS_WEBHOOK_SECRET").ok_or_else(|| {
+        problem(
+            "CRISIS_WEBHOOK_SECRET",
+            "is required when CRISIS_WEBHOOK_URL is set",
+        )
+    })?;
+    let secret = WebhookSecret::new(secret).map_err(|p| problem("CRISIS_WEBHOOK_SECRET", p))?;
+    Ok(Some(CrisisWebhookConfig::new(url, secret, include_text)))
 }
 
 fn parse_number<T: std::str::FromStr>(
@@ -576,6 +623,61 @@ mod tests {
             ]),
             "TRANSCRIPT_ENCRYPTION_KEY"
         );
+    }
+
+    #[test]
+    fn the_crisis_webhook_needs_its_secret_and_https_in_production() {
+        let base = [("JWT_SECRET_KEY", JWT), ("TRANSCRIPT_ENCRYPTION_KEY", KEY)];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            Config::from_vars(&vars(&all))
+        };
+        assert!(with(&[]).unwrap().crisis_webhook.is_none());
+        let url = ("CRISIS_WEBHOOK_URL", "http://127.0.0.1:9000/hook");
+        let secret = ("CRISIS_WEBHOOK_SECRET", "0123456789abcdef0123");
+        assert_eq!(with(&[url]).unwrap_err().variable, "CRISIS_WEBHOOK_SECRET");
+        assert_eq!(
+            with(&[url, ("CRISIS_WEBHOOK_SECRET", "short")])
+                .unwrap_err()
+                .variable,
+            "CRISIS_WEBHOOK_SECRET"
+        );
+        assert_eq!(
+            with(&[("CRISIS_WEBHOOK_URL", "not a url"), secret])
+                .unwrap_err()
+                .variable,
+            "CRISIS_WEBHOOK_URL"
+        );
+        assert_eq!(
+            with(&[url, secret, ("CRISIS_WEBHOOK_INCLUDE_TEXT", "perhaps")])
+                .unwrap_err()
+                .variable,
+            "CRISIS_WEBHOOK_INCLUDE_TEXT"
+        );
+        let hook = with(&[url, secret]).unwrap().crisis_webhook.unwrap();
+        assert!(!hook.include_text, "no text unless asked for");
+        assert_eq!(hook.backoff.len() + 1, 5, "at most five attempts");
+        let hook = with(&[url, secret, ("CRISIS_WEBHOOK_INCLUDE_TEXT", "true")])
+            .unwrap()
+            .crisis_webhook
+            .unwrap();
+        assert!(hook.include_text);
+        assert!(!format!("{hook:?}").contains("0123456789abcdef0123"));
+        assert_eq!(
+            with(&[url, secret, ("ENV", "production")])
+                .unwrap_err()
+                .variable,
+            "CRISIS_WEBHOOK_URL"
+        );
+        assert!(with(&[
+            ("CRISIS_WEBHOOK_URL", "https://alerts.example.edu/counsel"),
+            secret,
+            ("ENV", "production")
+        ])
+        .unwrap()
+        .crisis_webhook
+        .is_some());
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub enum ApiError {
     CategoryNotFound,
     #[error("counselor category disabled")]
     CategoryDisabled,
+    /// Staff only: no crisis event with this id.
+    #[error("crisis event not found")]
+    CrisisEventNotFound,
+    /// Staff only: someone has already recorded their review of this event.
+    #[error("crisis event already reviewed")]
+    CrisisEventAlreadyReviewed,
     #[error("external service unavailable: {service:?}")]
     External {
         service: ExternalService,
@@ -104,6 +110,12 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("SESSION_002", 409, "Session already ended"),
     ("COUNSELOR_001", 404, "Counselor category not found"),
     ("COUNSELOR_002", 409, "Counselor category is disabled"),
+    ("CRISIS_001", 404, "Crisis event not found (staff only)"),
+    (
+        "CRISIS_002",
+        409,
+        "Crisis event already reviewed; reviews are final (staff only)",
+    ),
     ("EXTERNAL_001", 503, "Voice service (Daily.co) unavailable"),
     ("EXTERNAL_002", 503, "Video service (LiveKit) unavailable"),
     ("EXTERNAL_003", 503, "Language model service unavailable"),
@@ -158,10 +170,13 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::AccountBlocked | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
-            ApiError::SessionNotFound | ApiError::CategoryNotFound | ApiError::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
-            ApiError::SessionAlreadyEnded | ApiError::CategoryDisabled => StatusCode::CONFLICT,
+            ApiError::SessionNotFound
+            | ApiError::CategoryNotFound
+            | ApiError::CrisisEventNotFound
+            | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::SessionAlreadyEnded
+            | ApiError::CategoryDisabled
+            | ApiError::CrisisEventAlreadyReviewed => StatusCode::CONFLICT,
             ApiError::External { .. }
             | ApiError::Unavailable
             | ApiError::AtCapacity
@@ -187,6 +202,8 @@ impl ApiError {
             ApiError::SessionAlreadyEnded => "SESSION_002",
             ApiError::CategoryNotFound => "COUNSELOR_001",
             ApiError::CategoryDisabled => "COUNSELOR_002",
+            ApiError::CrisisEventNotFound => "CRISIS_001",
+            ApiError::CrisisEventAlreadyReviewed => "CRISIS_002",
             ApiError::External {
                 service: ExternalService::Daily,
                 ..
@@ -226,6 +243,10 @@ impl ApiError {
             ApiError::SessionAlreadyEnded => "Session already ended".into(),
             ApiError::CategoryNotFound => "Counselor category not found".into(),
             ApiError::CategoryDisabled => "This counselor is currently unavailable".into(),
+            ApiError::CrisisEventNotFound => "Crisis event not found".into(),
+            ApiError::CrisisEventAlreadyReviewed => {
+                "This crisis event has already been reviewed; reviews cannot be changed".into()
+            }
             ApiError::External {
                 service: ExternalService::Daily,
                 ..
@@ -383,6 +404,8 @@ mod tests {
             ApiError::SessionAlreadyEnded,
             ApiError::CategoryNotFound,
             ApiError::CategoryDisabled,
+            ApiError::CrisisEventNotFound,
+            ApiError::CrisisEventAlreadyReviewed,
             ApiError::External {
                 service: ExternalService::Daily,
                 retry_after_secs: None,

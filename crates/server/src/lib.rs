@@ -5,6 +5,7 @@
 //! - [`auth`]: passwords, tokens, the session cookie and the [`auth::AuthUser`] extractor.
 //! - [`routes`]: thin handlers; [`app`] composes them with the [`middleware`].
 //! - [`calls`]: live calls — rooms, the in-process counselor agent, recording, crisis alerts.
+//! - [`crisis_desk`]: flagged events to staff on duty, live and by signed webhook.
 //! - [`jobs`]: transcript retention. [`cli`]: the `counsel` subcommands.
 
 pub mod app;
@@ -13,6 +14,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod counselors;
+pub mod crisis_desk;
 pub mod error;
 pub mod extract;
 pub mod jobs;

@@ -6,6 +6,7 @@ use crate::auth::{JwtKeys, PasswordHasher};
 use crate::calls::CallManager;
 use crate::config::Config;
 use crate::counselors::CategoryCache;
+use crate::crisis_desk::CrisisDesk;
 use crate::middleware::RateLimiters;
 use crate::routes::live::SocketSlots;
 
@@ -21,4 +22,6 @@ pub struct AppState {
     pub calls: Arc<CallManager>,
     /// Open transcript WebSockets per student.
     pub sockets: SocketSlots,
+    /// Where flagged utterances reach staff on duty (staff page, webhook).
+    pub crisis_desk: CrisisDesk,
 }

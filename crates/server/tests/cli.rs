@@ -191,6 +191,56 @@ fn users_and_categories_are_managed_from_the_command_line() {
 }
 
 #[test]
+fn staff_accounts_are_added_listed_and_demoted_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run_with_stdin(
+        d,
+        &[
+            "user",
+            "add",
+            r"\COLLEGE\nurse1",
+            "--role",
+            "staff",
+            "--password-stdin",
+        ],
+        "a long enough password\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(r"created staff \COLLEGE\nurse1"));
+    assert!(run(d, &["user", "add", r"\COLLEGE\jdoe"]).status.success());
+    let role_of = |name: &str| {
+        let list = text(&run(d, &["user", "list"]).stdout);
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {list}"))
+            .to_owned();
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    assert_eq!(role_of(r"\COLLEGE\nurse1"), "staff");
+    assert_eq!(
+        role_of(r"\COLLEGE\jdoe"),
+        "student",
+        "student is the default"
+    );
+
+    let out = run(d, &["user", "set-role", r"\COLLEGE\nurse1", "student"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(role_of(r"\COLLEGE\nurse1"), "student");
+    assert!(!run(d, &["user", "set-role", r"\COLLEGE\ghost", "staff"])
+        .status
+        .success());
+    let bad = run(d, &["user", "add", r"\COLLEGE\x", "--role", "admin"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("student, staff"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
 fn seed_demo_and_purge_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

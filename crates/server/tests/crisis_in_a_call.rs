@@ -21,6 +21,7 @@ use domain::{Category, CrisisLevel, SessionId, SessionMode, Speaker, Username};
 use futures::StreamExt;
 use safety::Classifier;
 use server::calls::{Feed, LiveMessage, Recorder, SafetyHook};
+use server::crisis_desk::CrisisDesk;
 use store::{NewSession, Store, TranscriptCipher};
 use tokio::sync::mpsc;
 
@@ -199,11 +200,16 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
     );
     let feed = Arc::new(Feed::new());
     let (_, mut screen) = feed.subscribe();
+    let desk = CrisisDesk::new(None);
+    let mut staff_page = desk.subscribe();
     let recorder = Recorder {
         session_id: session.id,
         started_at: session.started_at,
         store: store.clone(),
         feed: feed.clone(),
+        student_id: student.id,
+        student: student.username.clone(),
+        desk,
     };
     let recording = tokio::spawn(recorder.run(call.events().unwrap(), verdicts));
 
@@ -317,4 +323,21 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
     assert!(events
         .iter()
         .any(|e| e.level == CrisisLevel::Crisis && e.flagged_for_review));
+
+    // Staff on duty were told of exactly the stored events, with who said what.
+    let mut told = Vec::new();
+    while let Ok(event) = staff_page.try_recv() {
+        told.push(event);
+    }
+    assert_eq!(told.len(), events.len(), "one alert per stored event");
+    let stored = events
+        .iter()
+        .find(|e| e.level == CrisisLevel::Crisis)
+        .unwrap();
+    let told = told
+        .iter()
+        .find(|t| t.event_id == stored.id)
+        .expect("the crisis reached the desk");
+    assert_eq!(told.student, student.username);
+    assert_eq!(told.text.as_str(), STUDENT_LINES[2]);
 }

@@ -1,4 +1,5 @@
-// counsel's student web app: sign in, pick a counselor, talk, review past sessions.
+// counsel's web app: students sign in, pick a counselor, talk, review past sessions; staff on
+// duty also get the crisis review page (#/staff), live.
 // Plain modules, no build step. Every piece of user or transcript text is inserted with
 // textContent (never innerHTML) so nothing a student or the model says can run as markup.
 
@@ -77,7 +78,7 @@ function formatDate(iso) {
 // ---------------------------------------------------------------------------------------------
 // State and routing
 
-const state = { user: null, call: null };
+const state = { user: null, call: null, staffSocket: null };
 
 async function currentUser() {
   if (state.user) return state.user;
@@ -93,12 +94,18 @@ function renderNav() {
   const nav = document.getElementById("nav");
   nav.hidden = !state.user;
   document.getElementById("whoami").textContent = state.user ? state.user.username : "";
+  document.getElementById("staff-link").hidden = !isStaff();
+}
+
+function isStaff() {
+  return Boolean(state.user && state.user.role === "staff");
 }
 
 document.getElementById("logout").addEventListener("click", async () => {
   await hangUp();
   await api("auth/logout", { method: "POST" }).catch(() => {});
   state.user = null;
+  closeStaffFeed();
   location.hash = "#/login";
 });
 
@@ -106,6 +113,7 @@ async function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const parts = path.split("/").filter(Boolean);
   if (parts[0] !== "call") await hangUp();
+  if (parts[0] !== "staff") closeStaffFeed();
   if (parts[0] !== "login" && !(await currentUser())) {
     location.hash = "#/login";
     return;
@@ -116,6 +124,7 @@ async function route() {
     case "login": return loginView();
     case "call": return callView(params.get("category"), params.get("mode") || "voice");
     case "sessions": return parts[1] ? sessionView(parts[1]) : historyView(params);
+    case "staff": return isStaff() ? staffView(params) : dashboardView();
     default: return dashboardView();
   }
 }
@@ -138,7 +147,7 @@ function loginView() {
     try {
       const result = await api("auth/login", { method: "POST", body: { username: username.value.trim(), password: password.value } });
       state.user = result.user;
-      location.hash = "#/";
+      location.hash = result.user.role === "staff" ? "#/staff" : "#/";
     } catch (e) {
       error.textContent = e.message;
     } finally {
@@ -421,4 +430,131 @@ async function sessionView(id) {
         remove)),
     el("section", { class: "card transcript", style: "height:auto" }, body),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staff: the crisis review queue, with new events arriving live over /ws/staff/crisis.
+
+const OUTCOMES = {
+  contacted_student: "Contacted the student",
+  referred: "Referred to counseling services",
+  escalated_emergency: "Escalated to emergency services",
+  no_action_needed: "No further action needed",
+  false_alarm: "False alarm",
+};
+const SIGNALS = {
+  suicidal_ideation: "suicidal ideation", plan_or_means: "plan or means", self_harm: "self-harm",
+  harm_to_others: "harm to others", danger_or_abuse: "danger or abuse",
+  third_party_risk: "someone else at risk", indirect_warning: "indirect warning signs",
+};
+
+function closeStaffFeed() {
+  if (state.staffSocket) {
+    state.staffSocket.onclose = null;
+    state.staffSocket.close();
+    state.staffSocket = null;
+  }
+}
+
+function crisisCard(event, onReviewed) {
+  const card = el("article", { class: `card crisis-event ${event.level} ${event.status}`, "data-event-id": event.id },
+    el("header", { class: "crisis-head" },
+      el("span", { class: `pill level ${event.level}` }, event.level),
+      el("strong", { class: "student" }, event.student_username),
+      el("span", { class: "muted" }, `${SIGNALS[event.signal] || event.signal} · ${formatDate(event.created_at)}${event.decided_by ? ` · decided by ${event.decided_by}` : ""}`),
+    ),
+    el("blockquote", { class: "utterance" }, event.text == null ? el("em", { class: "muted" }, "(transcript erased)") : event.text),
+  );
+  if (event.status === "reviewed") {
+    card.append(el("p", { class: "review-result" },
+      el("strong", {}, OUTCOMES[event.outcome] || event.outcome),
+      ` — ${event.reviewed_by || "a former staff member"}, ${formatDate(event.reviewed_at)}`,
+      event.note ? el("span", { class: "note" }, `: ${event.note}`) : null));
+    return card;
+  }
+  const error = el("p", { class: "error", role: "alert" });
+  const outcome = el("select", { name: "outcome", required: true },
+    el("option", { value: "" }, "Choose an outcome…"),
+    Object.entries(OUTCOMES).map(([value, label]) => el("option", { value }, label)));
+  const note = el("textarea", { name: "note", maxlength: 2000, rows: 2, placeholder: "What was done (optional, at most 2000 characters)" });
+  const submit = el("button", { type: "submit" }, "Mark reviewed");
+  card.append(el("form", { class: "review", onsubmit: async (e) => {
+    e.preventDefault();
+    if (!outcome.value) { error.textContent = "Choose an outcome."; return; }
+    submit.disabled = true;
+    error.textContent = "";
+    try {
+      const reviewed = await api(`staff/crisis-events/${encodeURIComponent(event.id)}/review`, { method: "POST", body: { outcome: outcome.value, note: note.value.trim() || null } });
+      onReviewed(card, reviewed);
+    } catch (err) {
+      error.textContent = err.message;
+      submit.disabled = false;
+    }
+  } }, el("label", {}, "Outcome", outcome), el("label", {}, "Note", note), error, submit));
+  return card;
+}
+
+async function staffView(params) {
+  closeStaffFeed();
+  const status = ["open", "reviewed", "all"].includes(params.get("status")) ? params.get("status") : "open";
+  const page = Math.max(1, Number(params.get("page") || 1));
+  const live = el("span", { class: "pill", id: "live-status" }, "Connecting…");
+  const list = el("div", { class: "crisis-list", "aria-live": "polite" });
+  const pager = el("div", { class: "pager" });
+  const filter = el("select", { name: "status", onchange: () => { location.hash = `#/staff?status=${filter.value}`; } },
+    ["open", "reviewed", "all"].map((s) => el("option", { value: s, selected: s === status }, { open: "Waiting for review", reviewed: "Reviewed", all: "All" }[s])));
+  const empty = el("p", { class: "card muted empty" }, status === "reviewed" ? "No reviewed events yet." : "No crisis events are waiting for review.");
+  show(el("div", { class: "detail-head" }, el("h1", {}, "Crisis review"), el("div", { class: "status" }, el("label", {}, "Show", filter), live)),
+    el("p", { class: "muted" }, "Utterances the safety check flagged during calls, newest first. New ones appear here the moment they happen. What you see here is confidential and every view is recorded."),
+    list, pager);
+
+  const onReviewed = (card, reviewed) => {
+    if (status === "open") card.remove(); else card.replaceWith(crisisCard(reviewed, onReviewed));
+    if (!list.querySelector(".crisis-event")) list.replaceChildren(empty);
+  };
+  const seen = new Set();
+  const add = (event, { fresh = false } = {}) => {
+    if (seen.has(event.id)) return;
+    seen.add(event.id);
+    const card = crisisCard(event, onReviewed);
+    if (fresh) card.classList.add("fresh");
+    empty.remove();
+    if (fresh) list.prepend(card); else list.append(card);
+  };
+  const load = async () => {
+    const result = await api(`staff/crisis-events?status=${status}&page=${page}&per_page=20`);
+    seen.clear();
+    list.replaceChildren();
+    result.events.forEach((e) => add(e));
+    if (!result.events.length) list.append(empty);
+    const pages = Math.max(1, Math.ceil(result.total / result.per_page));
+    pager.replaceChildren(
+      el("button", { class: "secondary", disabled: page <= 1, onclick: () => { location.hash = `#/staff?status=${status}&page=${page - 1}`; } }, "Previous"),
+      el("span", {}, `Page ${page} of ${pages} · ${result.total} events`),
+      el("button", { class: "secondary", disabled: page >= pages, onclick: () => { location.hash = `#/staff?status=${status}&page=${page + 1}`; } }, "Next"));
+  };
+
+  // The live feed first, so nothing flagged while the page loads falls in between.
+  const connect = () => {
+    const socket = new WebSocket(new URL("/ws/staff/crisis", location.href).href.replace(/^http/, "ws"));
+    state.staffSocket = socket;
+    socket.onopen = () => { live.textContent = "Live"; live.className = "pill good"; live.dataset.live = "connected"; };
+    socket.onmessage = (message) => {
+      const data = JSON.parse(message.data);
+      if (data.type === "crisis_event" && status !== "reviewed" && page === 1) add(data, { fresh: true });
+      if (data.type === "resync") load().catch(() => {});
+    };
+    socket.onclose = () => {
+      live.textContent = "Reconnecting…"; live.className = "pill poor"; delete live.dataset.live;
+      if (state.staffSocket !== socket) return;
+      // Back after a network blip or a server restart; the reload catches what was missed.
+      setTimeout(() => { if (state.staffSocket === socket && location.hash.startsWith("#/staff")) { connect(); load().catch(() => {}); } }, 2000);
+    };
+  };
+  connect();
+  try {
+    await load();
+  } catch (e) {
+    list.replaceChildren(el("p", { class: "error" }, e.message));
+  }
 }

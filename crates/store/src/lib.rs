@@ -14,6 +14,7 @@
 
 mod categories;
 mod cipher;
+mod crisis;
 mod error;
 mod model;
 mod rows;

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{
-    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, SessionId, SessionMode,
-    Speaker, TranscriptText, UserId, Username,
+    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome,
+    Role, SessionId, SessionMode, Speaker, TranscriptText, UserId, Username,
 };
 use std::fmt;
 use std::net::IpAddr;
@@ -16,11 +16,12 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// A student account.
+/// An account: a student, or a staff member on duty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: UserId,
     pub username: Username,
+    pub role: Role,
     pub is_blocked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -153,6 +154,8 @@ pub struct NewCrisisEvent {
     /// `Concern` or `Crisis`; `None` is not an event and is refused.
     pub level: CrisisLevel,
     pub signal: CrisisSignal,
+    /// Which part of the safety check decided it (`None` if the caller cannot say).
+    pub decided_by: Option<DecidedBy>,
 }
 
 /// A stored crisis event.
@@ -163,8 +166,57 @@ pub struct CrisisEventRecord {
     pub sequence: u32,
     pub level: CrisisLevel,
     pub signal: CrisisSignal,
+    pub decided_by: Option<DecidedBy>,
+    /// `true` until a staff member has reviewed the event.
     pub flagged_for_review: bool,
     pub created_at: DateTime<Utc>,
+    /// `None` while the event waits in the review queue.
+    pub review: Option<StoredReview>,
+}
+
+/// Longest review note, in characters (the same limit as the databases' constraint).
+pub const MAX_REVIEW_NOTE_CHARS: usize = 2000;
+
+/// A staff member's review of a crisis event, as submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrisisReview {
+    pub reviewer: UserId,
+    pub outcome: ReviewOutcome,
+    /// At most [`MAX_REVIEW_NOTE_CHARS`] characters; empty is stored as no note.
+    pub note: Option<String>,
+}
+
+/// A recorded review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReview {
+    pub outcome: ReviewOutcome,
+    pub note: Option<String>,
+    pub reviewed_at: DateTime<Utc>,
+    /// `None` once the reviewer's account has been removed.
+    pub reviewer_id: Option<UserId>,
+}
+
+/// Which crisis events the review queue lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReviewStatusFilter {
+    /// Not yet reviewed (the default).
+    #[default]
+    Open,
+    Reviewed,
+    All,
+}
+
+/// A crisis event as the review queue shows it to staff: who said it, and what they said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrisisQueueItem {
+    pub event: CrisisEventRecord,
+    pub student_id: UserId,
+    pub student: Username,
+    /// The utterance that raised the event, decrypted; `None` once the transcript has been
+    /// erased (deleted by the student or past retention). `Debug` hides the words.
+    pub text: Option<TranscriptText>,
+    /// The reviewer's username, while that account exists.
+    pub reviewed_by: Option<Username>,
 }
 
 /// What happened to student data, for the FERPA audit trail.
@@ -175,14 +227,23 @@ pub enum AuditAction {
     DeleteTranscript,
     /// The retention job erased transcripts (no user; the resource is each session).
     PurgeTranscript,
+    /// A staff member was shown a crisis event (with the student's words) in the review queue.
+    ViewCrisisEvent,
+    /// A staff member recorded their review of a crisis event.
+    ReviewCrisisEvent,
+    /// A staff member opened the live crisis feed (one entry per connection).
+    ViewCrisisFeed,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 4] = [
+    pub const ALL: [AuditAction; 7] = [
         AuditAction::ViewTranscript,
         AuditAction::DownloadTranscript,
         AuditAction::DeleteTranscript,
         AuditAction::PurgeTranscript,
+        AuditAction::ViewCrisisEvent,
+        AuditAction::ReviewCrisisEvent,
+        AuditAction::ViewCrisisFeed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -191,6 +252,9 @@ impl AuditAction {
             AuditAction::DownloadTranscript => "download_transcript",
             AuditAction::DeleteTranscript => "delete_transcript",
             AuditAction::PurgeTranscript => "purge_transcript",
+            AuditAction::ViewCrisisEvent => "view_crisis_event",
+            AuditAction::ReviewCrisisEvent => "review_crisis_event",
+            AuditAction::ViewCrisisFeed => "view_crisis_feed",
         }
     }
 }
@@ -200,15 +264,25 @@ impl AuditAction {
 pub enum AuditResource {
     Session,
     Transcript,
+    CrisisEvent,
+    /// One connection to the live crisis feed (the id is the connection's, also in the logs).
+    CrisisFeed,
 }
 
 impl AuditResource {
-    pub const ALL: [AuditResource; 2] = [AuditResource::Session, AuditResource::Transcript];
+    pub const ALL: [AuditResource; 4] = [
+        AuditResource::Session,
+        AuditResource::Transcript,
+        AuditResource::CrisisEvent,
+        AuditResource::CrisisFeed,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             AuditResource::Session => "session",
             AuditResource::Transcript => "transcript",
+            AuditResource::CrisisEvent => "crisis_event",
+            AuditResource::CrisisFeed => "crisis_feed",
         }
     }
 }

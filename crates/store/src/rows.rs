@@ -22,12 +22,13 @@ fn count(what: &str, value: i64) -> Result<u32> {
 pub(crate) struct UserRow {
     id: Uuid,
     username: String,
+    role: String,
     is_blocked: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-pub(crate) const USER_COLUMNS: &str = "id, username, is_blocked, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str = "id, username, role, is_blocked, created_at, updated_at";
 
 impl TryFrom<UserRow> for User {
     type Error = StoreError;
@@ -36,6 +37,7 @@ impl TryFrom<UserRow> for User {
             id: UserId::from_uuid(row.id),
             username: Username::parse(&row.username)
                 .map_err(|_| corrupt("username", &row.username))?,
+            role: row.role.parse().map_err(|_| corrupt("role", &row.role))?,
             is_blocked: row.is_blocked,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -176,12 +178,18 @@ pub(crate) struct CrisisEventRow {
     message_sequence: i64,
     level: String,
     signal: String,
+    decided_by: Option<String>,
     flagged_for_review: bool,
     created_at: DateTime<Utc>,
+    reviewed_at: Option<DateTime<Utc>>,
+    reviewed_by: Option<Uuid>,
+    review_note: Option<String>,
+    review_outcome: Option<String>,
 }
 
 pub(crate) const CRISIS_EVENT_COLUMNS: &str =
-    "id, session_id, message_sequence, level, signal, flagged_for_review, created_at";
+    "id, session_id, message_sequence, level, signal, decided_by, flagged_for_review, created_at, \
+     reviewed_at, reviewed_by, review_note, review_outcome";
 
 const LEVELS: [CrisisLevel; 3] = [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis];
 const SIGNALS: [CrisisSignal; 7] = [
@@ -197,6 +205,19 @@ const SIGNALS: [CrisisSignal; 7] = [
 impl TryFrom<CrisisEventRow> for CrisisEventRecord {
     type Error = StoreError;
     fn try_from(row: CrisisEventRow) -> Result<CrisisEventRecord> {
+        let review = match (row.review_outcome, row.reviewed_at) {
+            (Some(outcome), Some(reviewed_at)) => Some(StoredReview {
+                outcome: outcome
+                    .parse()
+                    .map_err(|_| corrupt("review outcome", &outcome))?,
+                note: row.review_note,
+                reviewed_at,
+                reviewer_id: row.reviewed_by.map(UserId::from_uuid),
+            }),
+            (None, None) => None,
+            // The databases' crisis_review_complete constraint rules this out.
+            _ => return Err(corrupt("review", "half-recorded")),
+        };
         Ok(CrisisEventRecord {
             id: row.id,
             session_id: SessionId::from_uuid(row.session_id),
@@ -209,8 +230,57 @@ impl TryFrom<CrisisEventRow> for CrisisEventRecord {
                 .iter()
                 .find(|s| s.as_str() == row.signal)
                 .ok_or_else(|| corrupt("signal", &row.signal))?,
+            decided_by: match row.decided_by {
+                Some(d) => Some(d.parse().map_err(|_| corrupt("decided_by", &d))?),
+                None => None,
+            },
             flagged_for_review: row.flagged_for_review,
             created_at: row.created_at,
+            review,
+        })
+    }
+}
+
+/// A crisis event joined with its student, reviewer and (encrypted) utterance.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CrisisQueueRow {
+    #[sqlx(flatten)]
+    event: CrisisEventRow,
+    student_id: Uuid,
+    student_username: String,
+    reviewer_username: Option<String>,
+    text_encrypted: Option<Vec<u8>>,
+}
+
+/// The queue's SELECT list and joins; callers add WHERE / ORDER BY. `e` is the event.
+pub(crate) const CRISIS_QUEUE_FROM: &str =
+    "SELECT e.id, e.session_id, e.message_sequence, e.level, e.signal, e.decided_by, \
+     e.flagged_for_review, e.created_at, e.reviewed_at, e.reviewed_by, e.review_note, e.review_outcome, \
+     s.user_id AS student_id, u.username AS student_username, r.username AS reviewer_username, \
+     m.text_encrypted \
+     FROM crisis_events e \
+     JOIN sessions s ON s.id = e.session_id \
+     JOIN users u ON u.id = s.user_id \
+     LEFT JOIN users r ON r.id = e.reviewed_by \
+     LEFT JOIN transcript_messages m ON m.session_id = e.session_id AND m.sequence_number = e.message_sequence";
+
+impl CrisisQueueRow {
+    pub(crate) fn decrypt(self, cipher: &TranscriptCipher) -> Result<CrisisQueueItem> {
+        let username = |raw: &str| Username::parse(raw).map_err(|_| corrupt("username", raw));
+        Ok(CrisisQueueItem {
+            student_id: UserId::from_uuid(self.student_id),
+            student: username(&self.student_username)?,
+            reviewed_by: self
+                .reviewer_username
+                .as_deref()
+                .map(username)
+                .transpose()?,
+            text: self
+                .text_encrypted
+                .map(|bytes| cipher.decrypt(&bytes))
+                .transpose()
+                .map_err(|e| StoreError::Internal(Box::new(e)))?,
+            event: self.event.try_into()?,
         })
     }
 }

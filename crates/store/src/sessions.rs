@@ -202,8 +202,8 @@ impl Store {
         })
     }
 
-    /// Records a risky utterance, flagged for human review. A `Crisis`-level event also marks the
-    /// session as one in which a crisis was detected.
+    /// Records a risky utterance, flagged for human review, and returns it as stored (with its
+    /// id). A `Crisis`-level event also marks the session as one in which a crisis was detected.
     pub async fn record_crisis_event(&self, event: NewCrisisEvent) -> Result<CrisisEventRecord> {
         if event.level == CrisisLevel::None {
             return Err(StoreError::Invalid(
@@ -216,21 +216,24 @@ impl Store {
             sequence: event.sequence,
             level: event.level,
             signal: event.signal,
+            decided_by: event.decided_by,
             flagged_for_review: true,
             created_at: to_micros(Utc::now()),
+            review: None,
         };
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO crisis_events \
-                 (id, session_id, message_sequence, level, signal, flagged_for_review, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 (id, session_id, message_sequence, level, signal, decided_by, flagged_for_review, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(record.id)
             .bind(*record.session_id.as_uuid())
             .bind(i64::from(record.sequence))
             .bind(record.level.as_str())
             .bind(record.signal.as_str())
+            .bind(record.decided_by.map(|d| d.as_str()))
             .bind(record.flagged_for_review)
             .bind(record.created_at)
             .execute(&mut *tx)

@@ -112,6 +112,16 @@ impl Store {
         Ok(())
     }
 
+    /// Reverts the migrations newer than `version` (a migration's timestamp prefix, e.g.
+    /// `20261122000001`), newest first, keeping the data the older schema can hold.
+    pub async fn migrate_down_to(&self, version: i64) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(db) => SQLITE_MIGRATIONS.undo(&db.writer, version).await?,
+            Backend::Postgres(pg) => POSTGRES_MIGRATIONS.undo(pg, version).await?,
+        }
+        Ok(())
+    }
+
     /// Checks that the database answers (for readiness probes).
     pub async fn ping(&self) -> Result<()> {
         with_pool!(self, reader, |pool| {

@@ -3,7 +3,7 @@ use crate::model::{User, UserCredentials};
 use crate::rows::{to_micros, CredentialsRow, UserRow, USER_COLUMNS};
 use crate::store::{with_pool, Store};
 use chrono::Utc;
-use domain::{UserId, Username};
+use domain::{Role, UserId, Username};
 use sqlx::AssertSqlSafe;
 
 impl Store {
@@ -15,6 +15,18 @@ impl Store {
         password_hash: &str,
         blocked: bool,
     ) -> Result<User> {
+        self.create_user_with_role(username, password_hash, blocked, Role::Student)
+            .await
+    }
+
+    /// Creates an account with the given role; otherwise as [`Store::create_user`].
+    pub async fn create_user_with_role(
+        &self,
+        username: &Username,
+        password_hash: &str,
+        blocked: bool,
+        role: Role,
+    ) -> Result<User> {
         if password_hash.is_empty() {
             return Err(StoreError::Invalid(
                 "password hash must not be empty".to_owned(),
@@ -24,12 +36,13 @@ impl Store {
         let now = to_micros(Utc::now());
         with_pool!(self, writer, |pool| {
             sqlx::query(
-                "INSERT INTO users (id, username, password_hash, is_blocked, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5)",
+                "INSERT INTO users (id, username, password_hash, role, is_blocked, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
             )
             .bind(*id.as_uuid())
             .bind(username.as_str())
             .bind(password_hash)
+            .bind(role.as_str())
             .bind(blocked)
             .bind(now)
             .execute(pool)
@@ -38,6 +51,7 @@ impl Store {
         Ok(User {
             id,
             username: username.clone(),
+            role,
             is_blocked: blocked,
             created_at: now,
             updated_at: now,
@@ -73,6 +87,22 @@ impl Store {
         let affected = with_pool!(self, writer, |pool| {
             sqlx::query("UPDATE users SET is_blocked = $1, updated_at = $2 WHERE username = $3")
                 .bind(blocked)
+                .bind(now)
+                .bind(username.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(affected > 0)
+    }
+
+    /// Makes an account a student or staff member; takes effect on its next request. Returns
+    /// `false` when no such user exists.
+    pub async fn set_role(&self, username: &Username, role: Role) -> Result<bool> {
+        let now = to_micros(Utc::now());
+        let affected = with_pool!(self, writer, |pool| {
+            sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE username = $3")
+                .bind(role.as_str())
                 .bind(now)
                 .bind(username.as_str())
                 .execute(pool)

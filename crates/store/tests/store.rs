@@ -5,8 +5,8 @@ mod common;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use common::TestDb;
 use domain::{
-    Category, ConnectionQuality, CrisisLevel, CrisisSignal, SessionId, SessionMode, Speaker,
-    TranscriptText, UserId, Username,
+    Category, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome, Role,
+    SessionId, SessionMode, Speaker, TranscriptText, UserId, Username,
 };
 use store::*;
 
@@ -777,6 +777,7 @@ async fn crisis_events_flag_the_session(db: &TestDb) {
         sequence: 3,
         level: CrisisLevel::Concern,
         signal: CrisisSignal::IndirectWarning,
+        decided_by: Some(DecidedBy::Rule),
     };
     store.record_crisis_event(concern.clone()).await.unwrap();
     assert!(
@@ -956,3 +957,318 @@ async fn bulk_loading_keeps_counts_right(db: &TestDb) {
     );
 }
 on_both_databases!(bulk_loading_keeps_counts_right);
+
+async fn staff(store: &Store, name: &str) -> User {
+    store
+        .create_user_with_role(
+            &username(&format!(r"\COLLEGE\{name}")),
+            "$2b$12$hash",
+            false,
+            Role::Staff,
+        )
+        .await
+        .unwrap()
+}
+
+async fn roles_are_stored_and_changed(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    assert_eq!(store.user(jdoe).await.unwrap().unwrap().role, Role::Student);
+    let nurse = staff(store, "nurse1").await;
+    assert_eq!(nurse.role, Role::Staff);
+    assert_eq!(store.user(nurse.id).await.unwrap().unwrap(), nurse);
+
+    // Demoting takes effect on the next read (the server reads the role on every request).
+    assert!(store
+        .set_role(&nurse.username, Role::Student)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.user(nurse.id).await.unwrap().unwrap().role,
+        Role::Student
+    );
+    assert!(!store
+        .set_role(&username(r"\COLLEGE\nobody"), Role::Staff)
+        .await
+        .unwrap());
+    let roles: Vec<Role> = store
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.role)
+        .collect();
+    assert_eq!(roles, [Role::Student, Role::Student]);
+}
+on_both_databases!(roles_are_stored_and_changed);
+
+/// A student's session in which `said` is line `sequence`, flagged at `level`.
+async fn flagged(
+    store: &Store,
+    user: UserId,
+    started_at: DateTime<Utc>,
+    said: &str,
+    level: CrisisLevel,
+) -> CrisisEventRecord {
+    let session = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        started_at,
+    )
+    .await;
+    let event = store
+        .record_crisis_event(NewCrisisEvent {
+            session_id: session,
+            sequence: 2,
+            level,
+            signal: CrisisSignal::SuicidalIdeation,
+            decided_by: Some(DecidedBy::Both),
+        })
+        .await
+        .unwrap();
+    store
+        .append_message(session, line(2, Speaker::Student, said, started_at))
+        .await
+        .unwrap();
+    event
+}
+
+async fn the_review_queue_shows_who_said_what_newest_first(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    let older = flagged(
+        store,
+        jdoe,
+        at(2026, 11, 1, 9),
+        "i feel hopeless",
+        CrisisLevel::Concern,
+    )
+    .await;
+    let newer = flagged(
+        store,
+        jdoe,
+        at(2026, 11, 2, 9),
+        "i want to end my life",
+        CrisisLevel::Crisis,
+    )
+    .await;
+
+    let (items, total) = store
+        .list_crisis_events(ReviewStatusFilter::Open, 1, 20)
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    let ids: Vec<_> = items.iter().map(|i| i.event.id).collect();
+    assert_eq!(ids, [newer.id, older.id], "newest first");
+    assert_eq!(items[0].student.as_str(), r"\COLLEGE\jdoe");
+    assert_eq!(items[0].student_id, jdoe);
+    assert_eq!(
+        items[0].text.as_ref().map(|t| t.as_str()),
+        Some("i want to end my life")
+    );
+    assert_eq!(items[0].event, newer);
+    assert_eq!(items[0].event.decided_by, Some(DecidedBy::Both));
+    assert!(items[0].reviewed_by.is_none() && items[0].event.review.is_none());
+
+    let (second_page, total) = store
+        .list_crisis_events(ReviewStatusFilter::All, 2, 1)
+        .await
+        .unwrap();
+    assert_eq!((second_page.len(), total), (1, 2));
+    assert_eq!(second_page[0].event.id, older.id);
+    let (past_the_end, total) = store
+        .list_crisis_events(ReviewStatusFilter::All, 5, 1)
+        .await
+        .unwrap();
+    assert!(past_the_end.is_empty());
+    assert_eq!(total, 2);
+    assert!(matches!(
+        store
+            .list_crisis_events(ReviewStatusFilter::All, 0, 1)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+on_both_databases!(the_review_queue_shows_who_said_what_newest_first);
+
+async fn a_crisis_review_is_recorded_once(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    let nurse = staff(store, "nurse1").await;
+    let other = staff(store, "nurse2").await;
+    let event = flagged(
+        store,
+        jdoe,
+        at(2026, 11, 3, 9),
+        "i want to die",
+        CrisisLevel::Crisis,
+    )
+    .await;
+
+    let reviewed = store
+        .review_crisis_event(
+            event.id,
+            CrisisReview {
+                reviewer: nurse.id,
+                outcome: ReviewOutcome::ContactedStudent,
+                note: Some("  Called the student; safe, seeing counseling today.  ".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let review = reviewed.event.review.clone().expect("recorded");
+    assert_eq!(review.outcome, ReviewOutcome::ContactedStudent);
+    assert_eq!(
+        review.note.as_deref(),
+        Some("Called the student; safe, seeing counseling today.")
+    );
+    assert_eq!(review.reviewer_id, Some(nurse.id));
+    assert_eq!(reviewed.reviewed_by.as_ref(), Some(&nurse.username));
+    assert!(!reviewed.event.flagged_for_review);
+    assert_eq!(
+        store.crisis_event(event.id).await.unwrap(),
+        Some(reviewed.clone())
+    );
+
+    // Reviewing twice is refused and changes nothing, whoever tries.
+    let again = store
+        .review_crisis_event(
+            event.id,
+            CrisisReview {
+                reviewer: other.id,
+                outcome: ReviewOutcome::FalseAlarm,
+                note: None,
+            },
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.crisis_event(event.id).await.unwrap(), Some(reviewed));
+
+    let (open, _) = store
+        .list_crisis_events(ReviewStatusFilter::Open, 1, 20)
+        .await
+        .unwrap();
+    assert!(open.is_empty());
+    let (done, _) = store
+        .list_crisis_events(ReviewStatusFilter::Reviewed, 1, 20)
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+
+    let unknown = store
+        .review_crisis_event(
+            uuid::Uuid::new_v4(),
+            CrisisReview {
+                reviewer: nurse.id,
+                outcome: ReviewOutcome::Referred,
+                note: None,
+            },
+        )
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)));
+    let second = flagged(
+        store,
+        jdoe,
+        at(2026, 11, 4, 9),
+        "no way out",
+        CrisisLevel::Crisis,
+    )
+    .await;
+    let too_long = store
+        .review_crisis_event(
+            second.id,
+            CrisisReview {
+                reviewer: nurse.id,
+                outcome: ReviewOutcome::Referred,
+                note: Some("x".repeat(MAX_REVIEW_NOTE_CHARS + 1)),
+            },
+        )
+        .await;
+    assert!(matches!(too_long, Err(StoreError::Invalid(_))));
+    assert!(store
+        .crisis_event(second.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .event
+        .review
+        .is_none());
+}
+on_both_databases!(a_crisis_review_is_recorded_once);
+
+async fn a_purged_utterance_leaves_the_event_in_the_queue_without_text(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    let event = flagged(
+        store,
+        jdoe,
+        at(2026, 1, 3, 9),
+        "i want to die",
+        CrisisLevel::Crisis,
+    )
+    .await;
+    store
+        .purge_transcripts_older_than(at(2026, 6, 1, 0), false)
+        .await
+        .unwrap();
+    let item = store.crisis_event(event.id).await.unwrap().unwrap();
+    assert_eq!(item.text, None);
+    assert_eq!(item.student_id, jdoe);
+}
+on_both_databases!(a_purged_utterance_leaves_the_event_in_the_queue_without_text);
+
+/// The version of the first migration, before roles and reviews.
+const INITIAL_SCHEMA: i64 = 20261122000001;
+
+async fn the_staff_review_migration_goes_down_and_up_keeping_data(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    let nurse = staff(store, "nurse1").await;
+    let event = flagged(
+        store,
+        jdoe,
+        at(2026, 11, 3, 9),
+        "i want to die",
+        CrisisLevel::Crisis,
+    )
+    .await;
+    store
+        .review_crisis_event(
+            event.id,
+            CrisisReview {
+                reviewer: nurse.id,
+                outcome: ReviewOutcome::Referred,
+                note: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    store.migrate_down_to(INITIAL_SCHEMA).await.unwrap();
+    assert_eq!(db.raw_count("users").await, 2);
+    assert_eq!(db.raw_count("crisis_events").await, 1);
+    let jdoe_name = username(r"\COLLEGE\jdoe");
+    assert!(
+        db.raw_set_role(&jdoe_name, "student").await.is_err(),
+        "the older schema has no role column"
+    );
+    db.raw_insert_user(r"\COLLEGE\older").await.unwrap();
+
+    store.migrate().await.unwrap();
+    let users = store.list_users().await.unwrap();
+    assert_eq!(users.len(), 3);
+    assert!(
+        users.iter().all(|u| u.role == Role::Student),
+        "roles start again as student"
+    );
+    let item = store.crisis_event(event.id).await.unwrap().unwrap();
+    assert!(item.event.review.is_none() && item.event.decided_by.is_none());
+    assert_eq!(item.text.unwrap().as_str(), "i want to die");
+
+    // The constraint is the database's own, in both.
+    assert!(db.raw_set_role(&users[0].username, "admin").await.is_err());
+    assert!(db.raw_set_role(&users[0].username, "staff").await.is_ok());
+}
+on_both_databases!(the_staff_review_migration_goes_down_and_up_keeping_data);

@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use domain::{UserId, Username};
+use domain::{Role, UserId, Username};
 
 use crate::config::parse_origin;
 use crate::error::ApiError;
@@ -26,6 +26,87 @@ pub const COOKIE_NAME: &str = "access_token";
 pub struct AuthUser {
     pub id: UserId,
     pub username: Username,
+    /// Read from the database on every request (never from the token), so a demotion takes
+    /// effect at once.
+    pub role: Role,
+}
+
+/// A signed-in staff member. Every other caller (anonymous, a student, a blocked or demoted
+/// account, an expired token) is answered exactly like a route that does not exist, so staff
+/// routes cannot even be discovered.
+#[derive(Debug, Clone)]
+pub struct StaffUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for StaffUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match AuthUser::from_request_parts(parts, state).await {
+            Ok(user) if user.role.is_staff() => Ok(StaffUser(user)),
+            // The store being down is not a secret, and hiding it would page nobody.
+            Err(ApiError::Unavailable) => Err(ApiError::Unavailable),
+            _ => Err(ApiError::RouteNotFound),
+        }
+    }
+}
+
+/// Paths only staff may reach, whatever the method: `/api/v1/staff/…`, `/api/staff/…` and
+/// `/ws/staff/…`.
+pub fn is_staff_path(path: &str) -> bool {
+    ["/api/v1/staff", "/api/staff", "/ws/staff"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+}
+
+/// Router-wide gate: a request under a staff path from anyone but staff gets the unknown
+/// route's 404 before routing, so a wrong method (405) or a WebSocket handshake cannot reveal
+/// that the route exists either. Handlers still take [`StaffUser`] (it is cached by then).
+pub async fn staff_gate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !is_staff_path(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    if parts.uri.path().starts_with("/ws/") {
+        accept_query_token(&mut parts);
+    }
+    match StaffUser::from_request_parts(&mut parts, &state).await {
+        Ok(_) => {
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// WebSocket clients cannot set headers: `?token=<access token>` is taken as a bearer token
+/// (and checked exactly like one). An `Authorization` header already present wins.
+pub fn accept_query_token(parts: &mut Parts) {
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        return;
+    }
+    let token = parts.uri.query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| v.to_owned())
+    });
+    if let Some(value) = token
+        .filter(|t| !t.is_empty())
+        .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        parts.headers.insert(header::AUTHORIZATION, value);
+    }
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -66,6 +147,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let auth = AuthUser {
             id: user.id,
             username: user.username,
+            role: user.role,
         };
         parts.extensions.insert(auth.clone());
         Ok(auth)
@@ -183,6 +265,26 @@ mod tests {
             ]),
             &allowed
         ));
+    }
+
+    #[test]
+    fn staff_paths_are_recognised_exactly() {
+        for path in [
+            "/api/v1/staff/crisis-events",
+            "/api/staff/crisis-events/x/review",
+            "/ws/staff/crisis",
+            "/api/v1/staff",
+        ] {
+            assert!(is_staff_path(path), "{path}");
+        }
+        for path in [
+            "/api/v1/staffing",
+            "/api/v1/sessions",
+            "/ws/sessions/x/transcript",
+            "/",
+        ] {
+            assert!(!is_staff_path(path), "{path}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::persona;
 use super::providers::{build_voice_stack, VoiceSettings};
 use super::recorder::Recorder;
 use super::safety_hook::SafetyHook;
+use crate::crisis_desk::CrisisDesk;
 
 /// How long ending a call may wait for the agent to wind down and the session to be finalized.
 const END_WAIT: Duration = Duration::from_secs(5);
@@ -96,11 +97,13 @@ pub struct CallManager {
     voice: OnceCell<Arc<VoiceStack>>,
     max_calls: usize,
     calls: Mutex<HashMap<SessionId, LiveCall>>,
+    /// Where the calls' recorders send stored crisis events.
+    desk: CrisisDesk,
 }
 
 impl CallManager {
     /// Calls with the configured services, built on first use (or by [`warm_up`](Self::warm_up)).
-    pub fn new(store: Store, settings: VoiceSettings) -> Self {
+    pub fn new(store: Store, settings: VoiceSettings, desk: CrisisDesk) -> Self {
         let max_calls = settings.max_calls;
         Self {
             store,
@@ -108,17 +111,19 @@ impl CallManager {
             voice: OnceCell::new(),
             max_calls,
             calls: Mutex::new(HashMap::new()),
+            desk,
         }
     }
 
     /// Calls with a ready-made voice stack (tests use fake services this way).
-    pub fn with_voice(store: Store, voice: VoiceStack, max_calls: usize) -> Self {
+    pub fn with_voice(store: Store, voice: VoiceStack, max_calls: usize, desk: CrisisDesk) -> Self {
         Self {
             store,
             settings: None,
             voice: OnceCell::new_with(Some(Arc::new(voice))),
             max_calls,
             calls: Mutex::new(HashMap::new()),
+            desk,
         }
     }
 
@@ -210,7 +215,7 @@ impl CallManager {
         room_token: &str,
         offer_sdp: &str,
     ) -> Result<String, CallError> {
-        let (category, persona, feed) = {
+        let (category, persona, feed, owner) = {
             let calls = self.calls.lock().expect("calls lock");
             let call = calls.get(&id).ok_or(CallError::NotFound)?;
             if !constant_time_eq(call.room_token.as_bytes(), room_token.as_bytes()) {
@@ -219,8 +224,15 @@ impl CallManager {
             if !matches!(call.state, CallState::Waiting) {
                 return Err(CallError::AlreadyConnected);
             }
-            (call.category, call.persona.clone(), call.feed.clone())
+            (
+                call.category,
+                call.persona.clone(),
+                call.feed.clone(),
+                call.owner,
+            )
         };
+        // Looked up once here so that flagging an utterance later needs no query.
+        let student = self.store.user(owner).await?.ok_or(CallError::NotFound)?;
         let voice = self.voice().await?;
         let accepted = voice.transport.accept_offer(offer_sdp).await.map_err(|e| {
             if e.is_bad_offer() {
@@ -249,6 +261,9 @@ impl CallManager {
             started_at: call_started_at,
             store: self.store.clone(),
             feed,
+            student_id: student.id,
+            student: student.username,
+            desk: self.desk.clone(),
         };
         let recorder = tokio::spawn(async move {
             recorder.run(events, verdicts).await;

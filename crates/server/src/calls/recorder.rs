@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
-use domain::{ConnectionQuality, CrisisLevel, SessionId, TranscriptText};
+use domain::{ConnectionQuality, CrisisLevel, SessionId, TranscriptText, UserId, Username};
 use store::{NewCrisisEvent, NewMessage, Store, StoreError};
 use tokio::sync::mpsc;
 
 use super::feed::{CrisisResources, Feed, LiveMessage};
 use super::safety_hook::JudgedUtterance;
+use crate::crisis_desk::{CrisisDesk, FlaggedEvent};
 
 /// How long a call that has ended may still deliver verdicts on its last lines.
 const VERDICT_DRAIN: Duration = Duration::from_secs(5);
@@ -33,6 +34,11 @@ pub struct Recorder {
     pub started_at: DateTime<Utc>,
     pub store: Store,
     pub feed: Arc<Feed>,
+    /// The session's student, named on the staff page.
+    pub student_id: UserId,
+    pub student: Username,
+    /// Where stored crisis events go to staff on duty.
+    pub desk: CrisisDesk,
 }
 
 impl Recorder {
@@ -141,13 +147,24 @@ impl Recorder {
             sequence,
             level: assessment.level,
             signal,
+            decided_by: judged.verdict.decided_by,
         };
-        self.write("crisis event", || self.store.record_crisis_event(event.clone())).await;
+        let stored = self
+            .write("crisis event", || self.store.record_crisis_event(event.clone()))
+            .await;
+        if let Some(record) = stored {
+            self.desk.flagged(FlaggedEvent::stored(
+                &record,
+                self.student_id,
+                self.student.clone(),
+                TranscriptText::new(judged.text),
+            ));
+        }
         tracing::warn!(
             session_id = %self.session_id,
             level = %assessment.level,
             signal = %signal,
-            decided_by = judged.verdict.decided_by.as_str(),
+            decided_by = judged.verdict.decided_by.map(|d| d.as_str()),
             "student utterance flagged for review"
         );
     }
@@ -165,8 +182,8 @@ impl Recorder {
     }
 
     /// Writes with a few retries; a write that still fails is logged (never with its text) and
-    /// the call goes on.
-    async fn write<T, F, Fut>(&self, what: &'static str, attempt: F)
+    /// the call goes on. Returns what was stored, if it was.
+    async fn write<T, F, Fut>(&self, what: &'static str, attempt: F) -> Option<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -174,13 +191,13 @@ impl Recorder {
         let mut pauses = WRITE_RETRIES.iter();
         loop {
             match attempt().await {
-                Ok(_) => return,
+                Ok(stored) => return Some(stored),
                 Err(StoreError::Unavailable(_)) if pauses.len() > 0 => {
                     tokio::time::sleep(*pauses.next().expect("checked len")).await;
                 }
                 Err(error) => {
                     tracing::error!(session_id = %self.session_id, what, %error, "could not store call data");
-                    return;
+                    return None;
                 }
             }
         }

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 pub struct JudgedUtterance {
     /// The `seq` of the student's final transcript line.
     pub sequence: u64,
+    /// What the student said (for the staff on duty; never logged).
+    pub text: String,
     pub verdict: Verdict,
 }
 
@@ -68,7 +70,11 @@ impl UtteranceHook for SafetyHook {
             }
         };
         let decision = Self::decision(&verdict);
-        let _ = self.verdicts.send(JudgedUtterance { sequence: utterance.seq, verdict });
+        let _ = self.verdicts.send(JudgedUtterance {
+            sequence: utterance.seq,
+            text: utterance.text.clone(),
+            verdict,
+        });
         decision
     }
 }

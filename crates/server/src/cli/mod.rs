@@ -12,12 +12,12 @@ use std::io::Read;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use domain::{Category, Username};
+use domain::{Category, Role, Username};
 
 use crate::config::Config;
 
-pub use seed::{seed_demo, DEMO_PASSWORD, DEMO_USERS};
-pub use user::add_user;
+pub use seed::{seed_demo, DEMO_PASSWORD, DEMO_STAFF, DEMO_USERS};
+pub use user::{add_user, add_user_with_role};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +37,7 @@ pub enum Command {
     Serve,
     /// Create or update the database tables, then exit.
     Migrate,
-    /// Manage student accounts.
+    /// Manage accounts (students and staff).
     #[command(subcommand)]
     User(UserCommand),
     /// Manage the counselor categories (takes effect in running servers within 30 s).
@@ -49,7 +49,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Add demo accounts (\domain\testuser1, \domain\testuser2, \domain\blockeduser) with past sessions.
+    /// Add demo accounts (\domain\testuser1, \domain\testuser2, \domain\blockeduser) with past sessions, and the staff account \domain\staffuser.
     SeedDemo,
     /// The crisis classifier, for reviewers.
     #[command(subcommand)]
@@ -108,6 +108,16 @@ pub enum UserCommand {
         /// Create the account already blocked.
         #[arg(long)]
         blocked: bool,
+        /// student (the default) or staff (counselors on duty: crisis review queue and alerts).
+        #[arg(long, value_parser = parse_role, default_value = "student")]
+        role: Role,
+    },
+    /// Make an account a student or staff member (takes effect on its next request).
+    SetRole {
+        #[arg(value_parser = parse_username)]
+        username: Username,
+        #[arg(value_parser = parse_role)]
+        role: Role,
     },
     /// Stop an account from signing in (also refuses its existing tokens).
     Block {
@@ -149,6 +159,10 @@ pub enum CategoryCommand {
 
 fn parse_username(raw: &str) -> Result<Username, String> {
     Username::parse(raw).map_err(|e| format!("{e}; for example '\\COLLEGE\\jdoe'"))
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::parse(raw).map_err(|e| e.to_string())
 }
 
 fn parse_category(raw: &str) -> Result<Category, String> {

@@ -15,6 +15,8 @@ pub const DEMO_USERS: [(&str, bool); 3] = [
     (r"\domain\blockeduser", true),
 ];
 pub const DEMO_PASSWORD: &str = "TestPassword123!";
+/// The demo counselor on duty: sees the crisis review page, has no sessions of their own.
+pub const DEMO_STAFF: &str = r"\domain\staffuser";
 
 /// What a student might bring to each counselor, and how the counselor might answer.
 fn exchanges(category: Category) -> &'static [(&'static str, &'static str)] {
@@ -136,6 +138,7 @@ pub async fn seed_demo(store: &store::Store, hasher: &PasswordHasher) -> anyhow:
                     sequence,
                     level: CrisisLevel::Crisis,
                     signal: CrisisSignal::SuicidalIdeation,
+                    decided_by: Some(domain::DecidedBy::Rule),
                 };
                 store.record_crisis_event(event).await?;
             }
@@ -156,6 +159,17 @@ pub async fn seed_demo(store: &store::Store, hasher: &PasswordHasher) -> anyhow:
             "{name}: {count} sessions{}",
             if blocked { " (blocked)" } else { "" }
         );
+    }
+    let staff = Username::parse(DEMO_STAFF).expect("demo usernames are valid");
+    match store
+        .create_user_with_role(&staff, &hash, false, domain::Role::Staff)
+        .await
+    {
+        Ok(_) => println!("{DEMO_STAFF}: staff (crisis review page)"),
+        Err(store::StoreError::Conflict(_)) => {
+            println!("{DEMO_STAFF} already exists; left unchanged")
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

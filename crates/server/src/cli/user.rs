@@ -1,5 +1,5 @@
 use anyhow::{bail, Context};
-use domain::Username;
+use domain::{Role, Username};
 
 use super::{read_stdin_all, UserCommand};
 use crate::auth::password::MIN_PASSWORD_LEN;
@@ -16,6 +16,7 @@ pub(super) async fn run(
             username,
             password_stdin,
             blocked,
+            role,
         } => {
             let (password, generated) = if password_stdin {
                 let input = read_stdin_all()?;
@@ -24,9 +25,9 @@ pub(super) async fn run(
                 (generate_password(), true)
             };
             let hasher = PasswordHasher::new(config.bcrypt_cost).await?;
-            add_user(store, &hasher, &username, &password, blocked).await?;
+            add_user_with_role(store, &hasher, &username, &password, blocked, role).await?;
             println!(
-                "created {username}{}",
+                "created {role} {username}{}",
                 if blocked { " (blocked)" } else { "" }
             );
             if generated {
@@ -35,15 +36,30 @@ pub(super) async fn run(
             }
             Ok(())
         }
+        UserCommand::SetRole { username, role } => {
+            if !store
+                .set_role(&username, role)
+                .await
+                .context("cannot update the user")?
+            {
+                bail!("no user named {username}");
+            }
+            println!("{username} is now {role}");
+            Ok(())
+        }
         UserCommand::Block { username } => set_blocked(store, &username, true).await,
         UserCommand::Unblock { username } => set_blocked(store, &username, false).await,
         UserCommand::List => {
             let users = store.list_users().await?;
-            println!("{:<40} {:<8} {:<26} id", "username", "blocked", "created");
+            println!(
+                "{:<40} {:<8} {:<8} {:<26} id",
+                "username", "role", "blocked", "created"
+            );
             for user in users {
                 println!(
-                    "{:<40} {:<8} {:<26} {}",
+                    "{:<40} {:<8} {:<8} {:<26} {}",
                     user.username,
+                    user.role,
                     if user.is_blocked { "yes" } else { "no" },
                     user.created_at.to_rfc3339(),
                     user.id
@@ -54,13 +70,25 @@ pub(super) async fn run(
     }
 }
 
-/// Creates an account with a bcrypt-hashed password. Used by `user add`, `seed-demo` and tests.
+/// Creates a student account with a bcrypt-hashed password. Used by `seed-demo` and tests.
 pub async fn add_user(
     store: &store::Store,
     hasher: &PasswordHasher,
     username: &Username,
     password: &str,
     blocked: bool,
+) -> anyhow::Result<store::User> {
+    add_user_with_role(store, hasher, username, password, blocked, Role::Student).await
+}
+
+/// Creates an account of either role with a bcrypt-hashed password (`user add`).
+pub async fn add_user_with_role(
+    store: &store::Store,
+    hasher: &PasswordHasher,
+    username: &Username,
+    password: &str,
+    blocked: bool,
+    role: Role,
 ) -> anyhow::Result<store::User> {
     if password.chars().count() < MIN_PASSWORD_LEN {
         bail!("password must be at least {MIN_PASSWORD_LEN} characters");
@@ -70,7 +98,7 @@ pub async fn add_user(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store
-        .create_user(username, &hash, blocked)
+        .create_user_with_role(username, &hash, blocked, role)
         .await
         .map_err(|e| match e {
             store::StoreError::Conflict(_) => {

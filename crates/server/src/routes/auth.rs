@@ -31,6 +31,9 @@ pub struct UserView {
     pub id: domain::UserId,
     #[schema(value_type = String, example = "\\COLLEGE\\jdoe")]
     pub username: Username,
+    /// `student`, or `staff` for counselors on duty (who also see the staff page).
+    #[schema(value_type = String, example = "student")]
+    pub role: domain::Role,
     pub is_blocked: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -40,6 +43,7 @@ impl From<store::User> for UserView {
         UserView {
             id: user.id,
             username: user.username,
+            role: user.role,
             is_blocked: user.is_blocked,
             created_at: user.created_at,
         }

@@ -6,6 +6,7 @@ pub mod counselors;
 pub mod health;
 pub mod live;
 pub mod sessions;
+pub mod staff;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -19,4 +20,5 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(counselors::routes())
         .merge(sessions::routes())
         .merge(calls::routes())
+        .merge(staff::routes())
 }

@@ -251,6 +251,64 @@ impl TestApp {
         }
     }
 
+    /// A staff member (counselor on duty), with the password [`PASSWORD`].
+    pub async fn add_staff(&self, name: &str) -> TestUser {
+        let username = Username::parse(name).unwrap();
+        let user = server::cli::add_user_with_role(
+            &self.state.store,
+            &self.state.passwords,
+            &username,
+            PASSWORD,
+            false,
+            domain::Role::Staff,
+        )
+        .await
+        .unwrap();
+        TestUser {
+            id: user.id,
+            username,
+        }
+    }
+
+    /// A session of `student` in which they said `said` (line 1, after the counselor's
+    /// greeting), flagged by the safety check at `level`. Returns the stored event.
+    pub async fn flag(
+        &self,
+        student: UserId,
+        started_at: DateTime<Utc>,
+        said: &str,
+        level: domain::CrisisLevel,
+    ) -> store::CrisisEventRecord {
+        let session = self
+            .add_session(
+                student,
+                Category::Health,
+                SessionMode::Voice,
+                started_at,
+                &[
+                    (Speaker::Counselor, "Hi, I'm here to listen."),
+                    (Speaker::Student, said),
+                ],
+            )
+            .await;
+        self.state
+            .store
+            .record_crisis_event(store::NewCrisisEvent {
+                session_id: session,
+                sequence: 1,
+                level,
+                signal: domain::CrisisSignal::SuicidalIdeation,
+                decided_by: Some(domain::DecidedBy::Rule),
+            })
+            .await
+            .unwrap()
+    }
+
+    /// `ws://…` for a path on this app.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{}", self.address.replacen("http://", "ws://", 1), path)
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> Response {
         self.request(Method::POST, "/api/v1/auth/login")
             .json(&serde_json::json!({"username": username, "password": password}))

@@ -6,3 +6,4 @@ mod auth;
 mod platform;
 mod rate_limits;
 mod sessions;
+mod staff;

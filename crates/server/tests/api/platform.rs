@@ -167,6 +167,8 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
         "/api/v1/sessions/{session_id}",
         "/api/v1/sessions/{session_id}/download",
         "/api/v1/health",
+        "/api/v1/staff/crisis-events",
+        "/api/v1/staff/crisis-events/{event_id}/review",
     ] {
         assert!(
             paths.contains_key(path),
@@ -186,6 +188,7 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
         "EXTERNAL_003",
         "RATE_LIMIT_001",
         "PAYLOAD_TOO_LARGE",
+        "CRISIS_002",
     ] {
         assert!(description.contains(code), "{code}");
     }

@@ -158,6 +158,38 @@ impl TestDb {
         result.map_err(|e| e.to_string())
     }
 
+    /// Sets a user's role straight in the database, so only its constraints decide.
+    pub async fn raw_set_role(
+        &self,
+        username: &domain::Username,
+        role: &str,
+    ) -> Result<(), String> {
+        let sql = "UPDATE users SET role = $1 WHERE username = $2";
+        let result = match &self.raw {
+            Raw::Sqlite(path) => {
+                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query(sql)
+                    .bind(role)
+                    .bind(username.as_str())
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+            }
+            Raw::Postgres { url, .. } => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql)
+                    .bind(role)
+                    .bind(username.as_str())
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+            }
+        };
+        result.map_err(|e| e.to_string())
+    }
+
     /// Rows in a table, counted directly.
     pub async fn raw_count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
