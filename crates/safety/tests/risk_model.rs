@@ -147,6 +147,8 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     assert!(head.to_bytes() == HEAD_BYTES, "corpus/risk-head.bin is not what `counsel safety train` makes of the corpus");
 }
 
-/// First scores, recorded in docs/benchmarks/safety.md; the bars guard against regressions.
-const BLIND: Score = Score { crisis_recall: 0.0, crisis_precision: 0.0, concern_caught: 0.0, none_as_crisis: 1.0 };
-const HELD_OUT: Score = Score { crisis_recall: 0.0, crisis_precision: 0.0, concern_caught: 0.0, none_as_crisis: 1.0 };
+/// The first and only blind scores (2026-12-01), recorded in docs/benchmarks/safety.md: the bars
+/// only guard against regressions from there. They are below the targets (crisis recall 0.95,
+/// ordinary talk as crisis 3 %); see that page.
+const BLIND: Score = Score { crisis_recall: 0.60, crisis_precision: 0.85, concern_caught: 0.98, none_as_crisis: 0.08 };
+const HELD_OUT: Score = Score { crisis_recall: 0.74, crisis_precision: 0.95, concern_caught: 1.0, none_as_crisis: 0.05 };

@@ -17,7 +17,7 @@ use agent::vad::EarshotVadFactory;
 use agent::{Call, CallConfig, Services};
 use async_trait::async_trait;
 use chrono::Utc;
-use domain::{Category, CrisisLevel, SessionId, SessionMode, Speaker, Username};
+use domain::{Category, CrisisLevel, DecidedBy, SessionId, SessionMode, Speaker, Username};
 use futures::StreamExt;
 use safety::Classifier;
 use server::calls::{Feed, LiveMessage, Recorder, SafetyHook};
@@ -154,6 +154,7 @@ async fn a_crisis_only_the_risk_model_reads_gets_the_crisis_message_too() {
 
 async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classifier>) {
     let student_lines = [FIRST_LINES[0], FIRST_LINES[1], crisis_line];
+    let classifier_has_model = classifier.has_model();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(
         &format!("sqlite://{}", dir.path().join("calls.db").display()),
@@ -339,5 +340,8 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
         .find(|t| t.event_id == stored.id)
         .expect("the crisis reached the desk");
     assert_eq!(told.student, student.username);
-    assert_eq!(told.text.as_str(), STUDENT_LINES[2]);
+    assert_eq!(told.text.as_str(), crisis_line);
+    let expected_path = if classifier_has_model { DecidedBy::Model } else { DecidedBy::Rule };
+    assert_eq!(told.decided_by, Some(expected_path), "the desk is told which path decided");
+    assert_eq!(stored.decided_by, Some(expected_path), "the stored event says which path decided");
 }

@@ -12,10 +12,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::{AgentEvent, EndReason, TranscriptLine};
+use agent::{AgentEvent, EndReason, HookDecision, TranscriptLine, Utterance, UtteranceHook};
 use chrono::Utc;
 use domain::{Category, ReviewOutcome, Role, SessionId, SessionMode, Speaker, Username};
-use server::calls::{Feed, Recorder};
+use server::calls::{Feed, Recorder, SafetyHook};
 use server::{Application, Config};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -114,6 +114,11 @@ async fn a_crisis_in_a_call_reaches_the_open_staff_page_within_a_second() {
         .await
         .unwrap();
     let (events, agent) = tokio::sync::mpsc::channel(8);
+    let (verdicts_tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
+    // The safety hook as calls use it, with the risk model.
+    let model = safety::model::RiskModel::load(&offline::testing::models_dir())
+        .expect("the risk model is installed (counsel models install)");
+    let hook = SafetyHook::new(Arc::new(safety::Classifier::with_model(model)), verdicts_tx);
     let recording = tokio::spawn(
         Recorder {
             session_id: session.id,
@@ -124,7 +129,7 @@ async fn a_crisis_in_a_call_reaches_the_open_staff_page_within_a_second() {
             student: student.username.clone(),
             desk: state.crisis_desk.clone(),
         }
-        .run(agent),
+        .run(agent, verdicts),
     );
     to_page
         .write_all(format!("{SAID}\n").as_bytes())
@@ -143,6 +148,15 @@ async fn a_crisis_in_a_call_reaches_the_open_staff_page_within_a_second() {
         }))
         .await
         .unwrap();
+    // The agent hands the line to the hook before its reply: the verdict goes to the recorder.
+    let decision = hook
+        .review(&Utterance {
+            seq: 1,
+            text: SAID.into(),
+            recent_student_turns: vec![],
+        })
+        .await;
+    assert!(matches!(decision, HookDecision::ReplaceReply(_)));
     let seen = next_line().await;
     let latency = said.elapsed();
     assert_eq!(seen.as_deref(), Some("SEEN"));
@@ -179,6 +193,7 @@ async fn a_crisis_in_a_call_reaches_the_open_staff_page_within_a_second() {
         .unwrap()
         .contains("Contacted the student"));
 
+    drop(hook);
     events
         .send(AgentEvent::Ended(EndReason::Ended))
         .await

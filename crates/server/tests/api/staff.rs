@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use agent::{AgentEvent, EndReason, TranscriptLine};
+use agent::{AgentEvent, EndReason, TranscriptLine, Utterance, UtteranceHook};
 use chrono::{Duration, Utc};
 use domain::{Category, CrisisLevel, SessionId, SessionMode, Speaker};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use server::calls::{Feed, Recorder};
+use server::calls::{Feed, Recorder, SafetyHook};
 use store::{AuditAction, AuditResource};
 use tokio_tungstenite::tungstenite;
 
@@ -378,6 +378,8 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
         .await
         .unwrap();
     let (events, agent) = tokio::sync::mpsc::channel(8);
+    let (verdicts_tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
+    let hook = SafetyHook::new(Arc::new(safety::Classifier::rules_only()), verdicts_tx);
     let recording = tokio::spawn(
         Recorder {
             session_id: session.id,
@@ -388,7 +390,7 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
             student: student.username.clone(),
             desk: app.state.crisis_desk.clone(),
         }
-        .run(agent),
+        .run(agent, verdicts),
     );
     let said = Instant::now();
     events
@@ -402,6 +404,13 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
         }))
         .await
         .unwrap();
+    // The agent hands the line to the safety hook before replying; its verdict is the one flagged.
+    hook.review(&Utterance {
+        seq: 1,
+        text: "honestly i just want to kill myself".into(),
+        recent_student_turns: vec![],
+    })
+    .await;
 
     let message = tokio::time::timeout(StdDuration::from_secs(1), socket.next())
         .await
@@ -417,6 +426,7 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
     assert_eq!(shown["status"], "open");
     assert_eq!(shown["session_id"], session.id.to_string());
 
+    drop(hook);
     events
         .send(AgentEvent::Ended(EndReason::Ended))
         .await
