@@ -108,6 +108,28 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// Judges each utterance on its own (no recent turns), the model reading them as one batch.
+    pub fn assess_each(&self, utterances: &[&str]) -> Vec<Verdict> {
+        let readings: Vec<Option<Reading>> = match self.model.as_ref().map(|m| m.read_each(utterances)) {
+            Some(Ok(readings)) => readings.into_iter().map(Some).collect(),
+            Some(Err(error)) => {
+                tracing::error!(%error, "risk model failed; the phrase rules decide alone");
+                vec![None; utterances.len()]
+            }
+            None => vec![None; utterances.len()],
+        };
+        utterances
+            .iter()
+            .zip(readings)
+            .map(|(utterance, reading)| {
+                let (rules, dismissed) = rules_reading(utterance, &[]);
+                combine(&Thresholds::CHOSEN, rules, dismissed, reading)
+            })
+            .collect()
+    }
+}
+
 /// The phrase rules' reading of an utterance in context, and whether they set aside or lowered
 /// risk words in it (the `dismissed` input of [`combine`]).
 pub fn rules_reading(utterance: &str, recent_turns: &[&str]) -> (Assessment, bool) {

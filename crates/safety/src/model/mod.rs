@@ -112,6 +112,25 @@ impl RiskModel {
     }
 }
 
+impl RiskModel {
+    /// Reads many utterances, each on its own, in one batch (for reviewers' bulk checks: much
+    /// faster per line than one at a time).
+    pub fn read_each(&self, utterances: &[&str]) -> Result<Vec<Reading>, EncoderError> {
+        let inputs: Vec<Inputs> = utterances.iter().map(|u| Inputs::of(u, &[])).collect();
+        let texts: Vec<&str> = inputs.iter().flat_map(|i| i.texts.iter().map(String::as_str)).collect();
+        let embeddings = self.encoder.embed(&texts)?;
+        let mut offset = 0;
+        Ok(inputs
+            .iter()
+            .map(|input| {
+                let own = &embeddings[offset..offset + input.texts.len()];
+                offset += input.texts.len();
+                reading(&self.head, &self.examples, own, false)
+            })
+            .collect())
+    }
+}
+
 /// The texts the encoder reads for one utterance: the whole of it, its windows when it is
 /// long, and, last, the previous turn and it together.
 #[derive(Debug, Clone, PartialEq, Eq)]
