@@ -25,7 +25,9 @@ use crate::events::{
     AgentEvent, CallError, EndReason, Stage, TranscriptLine, TurnMetrics, EVENT_QUEUE,
 };
 use crate::hook::{Utterance, UtteranceHook};
-use crate::reply::{review_detached, run_reply, Ledger, ReplyContext, ReplyNote, ReplySource, Timeouts};
+use crate::reply::{
+    review_detached, run_reply, Ledger, ReplyContext, ReplyNote, ReplySource, Timeouts,
+};
 use crate::services::{
     ChatRole, LanguageModel, ServiceError, SpeechToText, SttEvent, SttInput, TextToSpeech,
     VadFactory, VoiceActivityDetector,

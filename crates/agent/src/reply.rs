@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 use tokio::time::{timeout, Instant};
+use tracing::Instrument;
 
 use crate::audio::{FrameBuffer, Resampler, PIPELINE_SAMPLE_RATE};
 use crate::events::{AgentEvent, CallError, Stage};
@@ -166,7 +166,10 @@ fn first_words(text: &str, count: usize) -> &str {
 /// Starts the hook's review of `utterance` in a task of its own and returns where its decision
 /// will arrive. The review runs to the end even when the reply waiting for it is cut short (the
 /// student spoke again), so whatever the hook records about an utterance is never lost.
-pub(crate) fn review_detached(hook: Arc<dyn UtteranceHook>, utterance: Utterance) -> oneshot::Receiver<HookDecision> {
+pub(crate) fn review_detached(
+    hook: Arc<dyn UtteranceHook>,
+    utterance: Utterance,
+) -> oneshot::Receiver<HookDecision> {
     let (decided, decision) = oneshot::channel();
     tokio::spawn(
         async move {
@@ -234,7 +237,13 @@ async fn write_sentences(
     let decision = match timeout(context.timeouts.hook, decision).await {
         Ok(Ok(decision)) => decision,
         Ok(Err(_)) => {
-            report(&context.events, Stage::Hook, &ServiceError::Closed { service: "utterance hook" });
+            report(
+                &context.events,
+                Stage::Hook,
+                &ServiceError::Closed {
+                    service: "utterance hook",
+                },
+            );
             HookDecision::Proceed
         }
         Err(_) => {

@@ -497,7 +497,10 @@ async fn every_utterance_is_reviewed_to_the_end_even_when_the_student_speaks_aga
         .collect();
     let mut reviewed = reviewed.lock().unwrap().clone();
     reviewed.sort_unstable();
-    assert_eq!(reviewed, student_lines, "each student line was reviewed exactly once");
+    assert_eq!(
+        reviewed, student_lines,
+        "each student line was reviewed exactly once"
+    );
     call.end();
     call.ended().await;
 }

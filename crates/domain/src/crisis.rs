@@ -14,6 +14,14 @@ pub enum CrisisLevel {
 }
 
 impl CrisisLevel {
+    pub const ALL: [CrisisLevel; 3] =
+        [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis];
+
+    /// The level `as_str` names.
+    pub fn parse(name: &str) -> Option<CrisisLevel> {
+        Self::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             CrisisLevel::None => "none",
@@ -45,6 +53,21 @@ pub enum CrisisSignal {
 }
 
 impl CrisisSignal {
+    pub const ALL: [CrisisSignal; 7] = [
+        CrisisSignal::SuicidalIdeation,
+        CrisisSignal::PlanOrMeans,
+        CrisisSignal::SelfHarm,
+        CrisisSignal::HarmToOthers,
+        CrisisSignal::DangerOrAbuse,
+        CrisisSignal::ThirdPartyRisk,
+        CrisisSignal::IndirectWarning,
+    ];
+
+    /// The signal `as_str` names.
+    pub fn parse(name: &str) -> Option<CrisisSignal> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             CrisisSignal::SuicidalIdeation => "suicidal_ideation",

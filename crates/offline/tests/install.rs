@@ -191,7 +191,7 @@ fn check_models_names_each_missing_file_and_the_install_command() {
     std::fs::create_dir_all(models.path().join("whisper-tiny.en")).unwrap();
     std::fs::write(models.path().join("whisper-tiny.en/model.bin"), b"x").unwrap();
     let missing = check_models(models.path()).unwrap_err();
-    assert_eq!(missing.missing.len(), 7, "{:?}", missing.missing);
+    assert_eq!(missing.missing.len(), 10, "{:?}", missing.missing);
     assert!(!missing
         .missing
         .contains(&models.path().join("whisper-tiny.en/model.bin")));

@@ -47,7 +47,10 @@ fn main() {
     ];
     let started = Instant::now();
     for text in &utterances {
-        black_box(safety::assess_by_rules(black_box(text), black_box(&context)));
+        black_box(safety::assess_by_rules(
+            black_box(text),
+            black_box(&context),
+        ));
     }
     let with_context_mean = started.elapsed().as_secs_f64() * 1e6 / utterances.len() as f64;
 

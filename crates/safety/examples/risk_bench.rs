@@ -30,7 +30,11 @@ fn resident_mib() -> f64 {
 }
 
 fn main() {
-    let models_dir = PathBuf::from(std::env::args().nth(1).expect("usage: risk_bench MODELS_DIR"));
+    let models_dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: risk_bench MODELS_DIR"),
+    );
     let before = resident_mib();
     let started = Instant::now();
     let model = safety::model::RiskModel::load(&models_dir).expect("risk model");
@@ -59,7 +63,11 @@ fn main() {
     let after = resident_mib();
     let mut sorted = samples_ms.clone();
     sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1).min(sorted.len() - 1)];
+    let pct = |p: f64| {
+        sorted[((sorted.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(sorted.len() - 1)]
+    };
     let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
     let longest = samples_ms
         .iter()
@@ -67,9 +75,18 @@ fn main() {
         .max_by(|a, b| a.0.total_cmp(b.0))
         .map(|(ms, w)| (*ms, *w))
         .unwrap_or_default();
-    println!("utterances: {} x {ROUNDS} rounds, with two recent turns each", utterances.len());
+    println!(
+        "utterances: {} x {ROUNDS} rounds, with two recent turns each",
+        utterances.len()
+    );
     println!("model load: {load_ms:.0} ms; resident memory {before:.0} MiB before, {loaded:.0} MiB loaded, {after:.0} MiB after the run");
-    println!("per utterance: mean {mean:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} words)", pct(0.5), pct(0.99), longest.0, longest.1);
+    println!(
+        "per utterance: mean {mean:.2} ms, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} words)",
+        pct(0.5),
+        pct(0.99),
+        longest.0,
+        longest.1
+    );
     println!(
         "{}",
         serde_json::json!({

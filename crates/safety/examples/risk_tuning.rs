@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use domain::CrisisLevel;
 use safety::corpus::{self, Example};
-use safety::model::{self, Inputs, SentenceEncoder, EncoderFiles, DIMENSIONS};
+use safety::model::{self, EncoderFiles, Inputs, SentenceEncoder, DIMENSIONS};
 use safety::verdict::{self, Thresholds};
 
 const FOLDS: usize = 5;
@@ -29,46 +29,95 @@ struct Scored {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let models_dir = PathBuf::from(args.next().expect("usage: risk_tuning MODELS_DIR [SET.tsv …]"));
+    let models_dir = PathBuf::from(
+        args.next()
+            .expect("usage: risk_tuning MODELS_DIR [SET.tsv …]"),
+    );
     let sets: Vec<String> = args.collect();
-    let encoder = SentenceEncoder::load(&EncoderFiles::in_dir(&models_dir.join(safety::model::ENCODER_DIR)))
-        .expect("encoder");
+    let encoder = SentenceEncoder::load(&EncoderFiles::in_dir(
+        &models_dir.join(safety::model::ENCODER_DIR),
+    ))
+    .expect("encoder");
     let examples = corpus::examples();
     let started = std::time::Instant::now();
     let (inputs, embeddings) = embed_examples(&encoder, &examples);
-    eprintln!("embedded {} corpus examples in {:.1}s", examples.len(), started.elapsed().as_secs_f64());
-    let training: Vec<[f32; DIMENSIONS]> =
-        inputs.iter().zip(&embeddings).map(|(input, e)| *e.last().filter(|_| input.with_context).unwrap_or(&e[0])).collect();
+    eprintln!(
+        "embedded {} corpus examples in {:.1}s",
+        examples.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let training: Vec<[f32; DIMENSIONS]> = inputs
+        .iter()
+        .zip(&embeddings)
+        .map(|(input, e)| *e.last().filter(|_| input.with_context).unwrap_or(&e[0]))
+        .collect();
 
     if std::env::var("RISK_TRAINFIT").is_ok() {
         let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
         let mut right = 0;
         for (i, e) in examples.iter().enumerate() {
             let s = full.scores(&training[i]);
-            let best = if s.crisis >= s.concern.max(s.none) { CrisisLevel::Crisis } else if s.concern >= s.none { CrisisLevel::Concern } else { CrisisLevel::None };
+            let best = if s.crisis >= s.concern.max(s.none) {
+                CrisisLevel::Crisis
+            } else if s.concern >= s.none {
+                CrisisLevel::Concern
+            } else {
+                CrisisLevel::None
+            };
             right += usize::from(best == e.level);
         }
-        println!("training accuracy of the full head: {:.3}", right as f64 / examples.len() as f64);
+        println!(
+            "training accuracy of the full head: {:.3}",
+            right as f64 / examples.len() as f64
+        );
     }
-    let scorers: Vec<&str> = std::env::var("RISK_SCORERS").unwrap_or_else(|_| "head".into()).leak().split(',').collect();
+    let scorers: Vec<&str> = std::env::var("RISK_SCORERS")
+        .unwrap_or_else(|_| "head".into())
+        .leak()
+        .split(',')
+        .collect();
     let mut scored: Vec<Scored> = Vec::new();
     for fold in 0..FOLDS {
         let head = model::fit_on_with(&fit_settings(), &examples, &training, |i| i % FOLDS != fold);
-        let bank: Vec<(usize, [f32; DIMENSIONS])> =
-            (0..examples.len()).filter(|i| i % FOLDS != fold).map(|i| (i, training[i])).collect();
-        for (i, example) in examples.iter().enumerate().filter(|(i, _)| i % FOLDS == fold) {
-            scored.push(score(&scorers, &head, &bank, &examples, example, &embeddings[i], inputs[i].with_context));
+        let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len())
+            .filter(|i| i % FOLDS != fold)
+            .map(|i| (i, training[i]))
+            .collect();
+        for (i, example) in examples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % FOLDS == fold)
+        {
+            scored.push(score(
+                &scorers,
+                &head,
+                &bank,
+                &examples,
+                example,
+                &embeddings[i],
+                inputs[i].with_context,
+            ));
         }
     }
     for (which, name) in scorers.iter().enumerate() {
-        println!("== corpus, {FOLDS}-fold cross-validation ({} examples), scorer {name}", scored.len());
+        println!(
+            "== corpus, {FOLDS}-fold cross-validation ({} examples), scorer {name}",
+            scored.len()
+        );
         report(&scored, which, &Thresholds::CHOSEN, true);
         if std::env::var("RISK_GRID").is_ok() {
             println!("-- grid (crisis, concern, in_context, gate, overrule)");
             for crisis in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98] {
                 for concern in [0.5, 0.7, 0.9] {
-                    let t = Thresholds { crisis, concern, ..Thresholds::CHOSEN };
-                    print!("{crisis:.2} {concern:.2} {:.2} {:.2} {:.2}  ", t.crisis_in_context, t.context_gate, t.overrule_rules);
+                    let t = Thresholds {
+                        crisis,
+                        concern,
+                        ..Thresholds::CHOSEN
+                    };
+                    print!(
+                        "{crisis:.2} {concern:.2} {:.2} {:.2} {:.2}  ",
+                        t.crisis_in_context, t.context_gate, t.overrule_rules
+                    );
                     report(&scored, which, &t, false);
                 }
             }
@@ -76,7 +125,8 @@ fn main() {
     }
 
     let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
-    let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len()).map(|i| (i, training[i])).collect();
+    let bank: Vec<(usize, [f32; DIMENSIONS])> =
+        (0..examples.len()).map(|i| (i, training[i])).collect();
     for set in sets {
         let text = std::fs::read_to_string(&set).expect("set");
         let name: &'static str = Box::leak(set.clone().into_boxed_str());
@@ -86,10 +136,23 @@ fn main() {
         let scored: Vec<Scored> = set_examples
             .iter()
             .enumerate()
-            .map(|(i, e)| score(&scorers, &full, &bank, &examples, e, &embeddings[i], inputs[i].with_context))
+            .map(|(i, e)| {
+                score(
+                    &scorers,
+                    &full,
+                    &bank,
+                    &examples,
+                    e,
+                    &embeddings[i],
+                    inputs[i].with_context,
+                )
+            })
             .collect();
         for (which, scorer) in scorers.iter().enumerate() {
-            println!("== {set} ({} examples, whole-corpus head), scorer {scorer}", scored.len());
+            println!(
+                "== {set} ({} examples, whole-corpus head), scorer {scorer}",
+                scored.len()
+            );
             report(&scored, which, &Thresholds::CHOSEN, true);
         }
     }
@@ -108,22 +171,36 @@ fn fit_settings() -> model::head::FitSettings {
 }
 
 /// k nearest neighbours, each weighted by exp(similarity / temperature).
-fn knn(bank: &[(usize, [f32; DIMENSIONS])], examples: &[Example<'_>], e: &[f32; DIMENSIONS], k: usize, temperature: f32) -> model::LevelScores {
-    let mut sims: Vec<(f32, usize)> = bank.iter().map(|(i, v)| (v.iter().zip(e).map(|(a, b)| a * b).sum::<f32>(), *i)).collect();
+fn knn(
+    bank: &[(usize, [f32; DIMENSIONS])],
+    examples: &[Example<'_>],
+    e: &[f32; DIMENSIONS],
+    k: usize,
+    temperature: f32,
+) -> model::LevelScores {
+    let mut sims: Vec<(f32, usize)> = bank
+        .iter()
+        .map(|(i, v)| (v.iter().zip(e).map(|(a, b)| a * b).sum::<f32>(), *i))
+        .collect();
     sims.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut w = [0f32; 3];
     for (sim, i) in sims.iter().take(k) {
         w[index(examples[*i].level)] += ((sim - 1.0) / temperature).exp();
     }
     let total: f32 = w.iter().sum();
-    model::LevelScores { none: w[0] / total, concern: w[1] / total, crisis: w[2] / total }
+    model::LevelScores {
+        none: w[0] / total,
+        concern: w[1] / total,
+        crisis: w[2] / total,
+    }
 }
 
 /// Embeddings already computed, kept between runs in `RISK_EMBED_CACHE` (a tuning aid only).
 fn cached_embed(encoder: &SentenceEncoder, texts: &[String]) -> Vec<[f32; DIMENSIONS]> {
     use std::collections::HashMap;
     use std::io::Write;
-    let path = std::env::var("RISK_EMBED_CACHE").unwrap_or_else(|_| "target/risk-embeddings.cache".into());
+    let path =
+        std::env::var("RISK_EMBED_CACHE").unwrap_or_else(|_| "target/risk-embeddings.cache".into());
     let mut cache: HashMap<String, [f32; DIMENSIONS]> = HashMap::new();
     if let Ok(bytes) = std::fs::read(&path) {
         let mut at = 0;
@@ -140,12 +217,26 @@ fn cached_embed(encoder: &SentenceEncoder, texts: &[String]) -> Vec<[f32; DIMENS
             cache.insert(text, v);
         }
     }
-    let missing: Vec<String> = texts.iter().filter(|t| !cache.contains_key(*t)).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let missing: Vec<String> = texts
+        .iter()
+        .filter(|t| !cache.contains_key(*t))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if !missing.is_empty() {
         let started = std::time::Instant::now();
         let fresh = model::embed_all(encoder, &missing).expect("embed");
-        eprintln!("embedded {} new texts in {:.1}s", missing.len(), started.elapsed().as_secs_f64());
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        eprintln!(
+            "embedded {} new texts in {:.1}s",
+            missing.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         for (text, v) in missing.iter().zip(fresh) {
             file.write_all(&(text.len() as u32).to_le_bytes()).unwrap();
             file.write_all(text.as_bytes()).unwrap();
@@ -158,9 +249,18 @@ fn cached_embed(encoder: &SentenceEncoder, texts: &[String]) -> Vec<[f32; DIMENS
     texts.iter().map(|t| cache[t]).collect()
 }
 
-fn embed_examples(encoder: &SentenceEncoder, examples: &[Example<'_>]) -> (Vec<Inputs>, Vec<Vec<[f32; DIMENSIONS]>>) {
-    let inputs: Vec<Inputs> = examples.iter().map(|e| Inputs::of(e.text, &e.earlier)).collect();
-    let flat: Vec<String> = inputs.iter().flat_map(|i| i.texts.iter().cloned()).collect();
+fn embed_examples(
+    encoder: &SentenceEncoder,
+    examples: &[Example<'_>],
+) -> (Vec<Inputs>, Vec<Vec<[f32; DIMENSIONS]>>) {
+    let inputs: Vec<Inputs> = examples
+        .iter()
+        .map(|e| Inputs::of(e.text, &e.earlier))
+        .collect();
+    let flat: Vec<String> = inputs
+        .iter()
+        .flat_map(|i| i.texts.iter().cloned())
+        .collect();
     let all = cached_embed(encoder, &flat);
     let mut offset = 0;
     let embeddings = inputs
@@ -191,7 +291,13 @@ fn score(
             if let Some(spec) = name.strip_prefix("knn") {
                 let (k, t) = spec.split_once('@').unwrap_or((spec, "0.05"));
                 let (k, t): (usize, f32) = (k.parse().unwrap_or(10), t.parse().unwrap());
-                model::reading_by(|e| knn(bank, examples, e, k, t), head, examples, embeddings, with_context)
+                model::reading_by(
+                    |e| knn(bank, examples, e, k, t),
+                    head,
+                    examples,
+                    embeddings,
+                    with_context,
+                )
             } else if let Some(mix) = name.strip_prefix("mix") {
                 let (k, t) = mix.split_once('@').unwrap_or((mix, "0.05"));
                 let (k, t): (usize, f32) = (k.parse().unwrap_or(10), t.parse().unwrap());
@@ -199,7 +305,11 @@ fn score(
                     |e| {
                         let a = head.scores(e);
                         let b = knn(bank, examples, e, k, t);
-                        model::LevelScores { none: (a.none + b.none) / 2.0, concern: (a.concern + b.concern) / 2.0, crisis: (a.crisis + b.crisis) / 2.0 }
+                        model::LevelScores {
+                            none: (a.none + b.none) / 2.0,
+                            concern: (a.concern + b.concern) / 2.0,
+                            crisis: (a.crisis + b.crisis) / 2.0,
+                        }
                     },
                     head,
                     examples,
@@ -211,8 +321,18 @@ fn score(
             }
         })
         .collect();
-    let text = if example.earlier.is_empty() { example.text.to_owned() } else { format!("{} || {}", example.earlier.join(" || "), example.text) };
-    Scored { expected: example.level, rules, dismissed, readings, text }
+    let text = if example.earlier.is_empty() {
+        example.text.to_owned()
+    } else {
+        format!("{} || {}", example.earlier.join(" || "), example.text)
+    };
+    Scored {
+        expected: example.level,
+        rules,
+        dismissed,
+        readings,
+        text,
+    }
 }
 
 fn index(level: CrisisLevel) -> usize {
@@ -226,8 +346,24 @@ fn index(level: CrisisLevel) -> usize {
 fn report(scored: &[Scored], which: usize, thresholds: &Thresholds, verbose: bool) {
     let paths: [(&str, Box<dyn Fn(&Scored) -> CrisisLevel>); 3] = [
         ("rules", Box::new(|s: &Scored| s.rules.level)),
-        ("model", Box::new(|s: &Scored| verdict::combine(thresholds, safety::Assessment::NONE, false, Some(s.readings[which])).level())),
-        ("combined", Box::new(|s: &Scored| verdict::combine(thresholds, s.rules, s.dismissed, Some(s.readings[which])).level())),
+        (
+            "model",
+            Box::new(|s: &Scored| {
+                verdict::combine(
+                    thresholds,
+                    safety::Assessment::NONE,
+                    false,
+                    Some(s.readings[which]),
+                )
+                .level()
+            }),
+        ),
+        (
+            "combined",
+            Box::new(|s: &Scored| {
+                verdict::combine(thresholds, s.rules, s.dismissed, Some(s.readings[which])).level()
+            }),
+        ),
     ];
     for (name, predict) in &paths {
         if !verbose && *name != "combined" {
@@ -262,7 +398,9 @@ fn report(scored: &[Scored], which: usize, thresholds: &Thresholds, verbose: boo
                         got.as_str(),
                         s.readings[which].alone.crisis,
                         s.readings[which].alone.risk(),
-                        s.readings[which].with_context.map(|c| (c.crisis * 100.0).round() / 100.0),
+                        s.readings[which]
+                            .with_context
+                            .map(|c| (c.crisis * 100.0).round() / 100.0),
                         s.rules.level.as_str(),
                         s.text
                     );

@@ -11,7 +11,11 @@ use crate::{Classifier, Verdict};
 ///
 /// Each line is judged on its own (no context from earlier lines). Blank lines are skipped;
 /// a line that is not valid UTF-8 is an `InvalidData` error naming its line number.
-pub fn check_lines(classifier: &Classifier, input: impl BufRead, mut output: impl Write) -> io::Result<()> {
+pub fn check_lines(
+    classifier: &Classifier,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> io::Result<()> {
     // Lines are judged in small batches: one pass of the encoder for several lines is much
     // cheaper than one each, and a reviewer piping a file in still sees output as it goes.
     const BATCH: usize = 16;

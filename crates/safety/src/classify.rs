@@ -77,7 +77,10 @@ fn assess_tokens(tokens: &[String]) -> (Assessment, bool) {
         .iter()
         .map(|hit| judge(hit, tokens, &modifiers, &context))
         .collect();
-    let dismissed = judged.iter().copied().any(|j| j.is_none_or(|(_, lowered)| lowered));
+    let dismissed = judged
+        .iter()
+        .copied()
+        .any(|j| j.is_none_or(|(_, lowered)| lowered));
     let strongest = judged
         .into_iter()
         .flatten()

@@ -39,57 +39,53 @@ pub struct CorpusError {
     pub problem: String,
 }
 
-pub fn parse_level(word: &str) -> Option<CrisisLevel> {
-    match word {
-        "none" => Some(CrisisLevel::None),
-        "concern" => Some(CrisisLevel::Concern),
-        "crisis" => Some(CrisisLevel::Crisis),
-        _ => None,
-    }
-}
-
-pub fn parse_signal(word: &str) -> Option<CrisisSignal> {
-    use CrisisSignal::*;
-    [
-        SuicidalIdeation,
-        PlanOrMeans,
-        SelfHarm,
-        HarmToOthers,
-        DangerOrAbuse,
-        ThirdPartyRisk,
-        IndirectWarning,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == word)
-}
-
 /// Parses one labeled file; comments (`#`) and blank lines are skipped.
 pub fn parse<'a>(file: &'a str, contents: &'a str) -> Result<Vec<Example<'a>>, CorpusError> {
     let mut examples = Vec::new();
     for (index, raw) in contents.lines().enumerate() {
         let line = index + 1;
-        let error = |problem: String| CorpusError { file: file.to_owned(), line, problem };
+        let error = |problem: String| CorpusError {
+            file: file.to_owned(),
+            line,
+            problem,
+        };
         if raw.trim().is_empty() || raw.starts_with('#') {
             continue;
         }
         let fields: Vec<&str> = raw.split('\t').collect();
         let [level, signal, text] = fields[..] else {
-            return Err(error(format!("expected level<TAB>signal<TAB>text, found {} fields", fields.len())));
+            return Err(error(format!(
+                "expected level<TAB>signal<TAB>text, found {} fields",
+                fields.len()
+            )));
         };
-        let level = parse_level(level).ok_or_else(|| error(format!("unknown level {level:?}")))?;
+        let level =
+            CrisisLevel::parse(level).ok_or_else(|| error(format!("unknown level {level:?}")))?;
         let signal = match signal {
             "-" => None,
-            name => Some(parse_signal(name).ok_or_else(|| error(format!("unknown signal {name:?}")))?),
+            name => Some(
+                CrisisSignal::parse(name)
+                    .ok_or_else(|| error(format!("unknown signal {name:?}")))?,
+            ),
         };
         if signal.is_none() != (level == CrisisLevel::None) {
-            return Err(error("a signal is required exactly when the level is not none".into()));
+            return Err(error(
+                "a signal is required exactly when the level is not none".into(),
+            ));
         }
         let mut turns: Vec<&str> = text.split(TURN_SEPARATOR).map(str::trim).collect();
         let text = turns.pop().unwrap_or_default();
         if text.is_empty() || turns.iter().any(|t| t.is_empty()) {
             return Err(error("empty utterance".into()));
         }
-        examples.push(Example { file, line, level, signal, text, earlier: turns });
+        examples.push(Example {
+            file,
+            line,
+            level,
+            signal,
+            text,
+            earlier: turns,
+        });
     }
     Ok(examples)
 }
@@ -98,7 +94,9 @@ pub fn parse<'a>(file: &'a str, contents: &'a str) -> Result<Vec<Example<'a>>, C
 pub fn examples() -> Vec<Example<'static>> {
     FILES
         .iter()
-        .flat_map(|(name, contents)| parse(name, contents).unwrap_or_else(|e| panic!("corpus: {e}")))
+        .flat_map(|(name, contents)| {
+            parse(name, contents).unwrap_or_else(|e| panic!("corpus: {e}"))
+        })
         .collect()
 }
 
@@ -133,16 +131,28 @@ mod tests {
     #[test]
     fn bad_lines_name_the_file_the_line_and_the_problem() {
         let err = parse("t.tsv", "none\tself_harm\thi").unwrap_err();
-        assert_eq!(err.to_string(), "t.tsv line 1: a signal is required exactly when the level is not none");
+        assert_eq!(
+            err.to_string(),
+            "t.tsv line 1: a signal is required exactly when the level is not none"
+        );
         let err = parse("t.tsv", "ok\n").unwrap_err();
-        assert!(err.to_string().contains("expected level<TAB>signal<TAB>text"));
-        assert!(parse("t.tsv", "bad\t-\thi").unwrap_err().problem.contains("unknown level"));
+        assert!(err
+            .to_string()
+            .contains("expected level<TAB>signal<TAB>text"));
+        assert!(parse("t.tsv", "bad\t-\thi")
+            .unwrap_err()
+            .problem
+            .contains("unknown level"));
     }
 
     #[test]
     fn the_compiled_in_corpus_parses() {
         let examples = examples();
-        assert!(examples.len() >= 2000, "the corpus has {} examples; at least 2000 are required", examples.len());
+        assert!(
+            examples.len() >= 2000,
+            "the corpus has {} examples; at least 2000 are required",
+            examples.len()
+        );
         for level in [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis] {
             assert!(examples.iter().any(|e| e.level == level));
         }

@@ -52,8 +52,8 @@ mod rules;
 pub mod verdict;
 
 pub use check::check_lines;
-pub use normalize::canonical_text;
 pub use domain::DecidedBy;
+pub use normalize::canonical_text;
 pub use verdict::{Classifier, Verdict};
 
 use domain::{CrisisLevel, CrisisSignal};
@@ -221,8 +221,14 @@ mod tests {
         assert_eq!(assess_by_rules("yeah sometimes", &earlier).level, Crisis);
         assert!(assess_by_rules("yeah sometimes", &earlier).from_context);
         assert_eq!(assess_by_rules("yeah sometimes", &[]).level, Calm);
-        assert_eq!(assess_by_rules("tonight", &["i want to end it all"]).level, Crisis);
-        assert_eq!(assess_by_rules("i dont know", &["i want to die"]).level, Concern);
+        assert_eq!(
+            assess_by_rules("tonight", &["i want to end it all"]).level,
+            Crisis
+        );
+        assert_eq!(
+            assess_by_rules("i dont know", &["i want to die"]).level,
+            Concern
+        );
         assert_eq!(assess_by_rules("yeah im fine", &earlier).level, Calm);
         assert_eq!(
             assess_by_rules("can we talk about my resume", &["i love my major"]).level,

@@ -97,11 +97,13 @@ impl Classifier {
         // The previous turn is read only when this one carries some risk of its own: it can
         // change nothing otherwise, and it costs a second pass of the encoder.
         let gate = Thresholds::CHOSEN.context_gate;
-        let reading = self.model.as_ref().and_then(|model| match model.read(utterance, recent_turns, |alone| alone.risk() >= gate) {
-            Ok(reading) => Some(reading),
-            Err(error) => {
-                tracing::error!(%error, "risk model failed; the phrase rules decide alone");
-                None
+        let reading = self.model.as_ref().and_then(|model| {
+            match model.read(utterance, recent_turns, |alone| alone.risk() >= gate) {
+                Ok(reading) => Some(reading),
+                Err(error) => {
+                    tracing::error!(%error, "risk model failed; the phrase rules decide alone");
+                    None
+                }
             }
         });
         combine(&Thresholds::CHOSEN, rules, dismissed, reading)
@@ -111,14 +113,15 @@ impl Classifier {
 impl Classifier {
     /// Judges each utterance on its own (no recent turns), the model reading them as one batch.
     pub fn assess_each(&self, utterances: &[&str]) -> Vec<Verdict> {
-        let readings: Vec<Option<Reading>> = match self.model.as_ref().map(|m| m.read_each(utterances)) {
-            Some(Ok(readings)) => readings.into_iter().map(Some).collect(),
-            Some(Err(error)) => {
-                tracing::error!(%error, "risk model failed; the phrase rules decide alone");
-                vec![None; utterances.len()]
-            }
-            None => vec![None; utterances.len()],
-        };
+        let readings: Vec<Option<Reading>> =
+            match self.model.as_ref().map(|m| m.read_each(utterances)) {
+                Some(Ok(readings)) => readings.into_iter().map(Some).collect(),
+                Some(Err(error)) => {
+                    tracing::error!(%error, "risk model failed; the phrase rules decide alone");
+                    vec![None; utterances.len()]
+                }
+                None => vec![None; utterances.len()],
+            };
         utterances
             .iter()
             .zip(readings)
@@ -137,10 +140,19 @@ pub fn rules_reading(utterance: &str, recent_turns: &[&str]) -> (Assessment, boo
 }
 
 /// The combination described in the module documentation.
-pub fn combine(thresholds: &Thresholds, rules: Assessment, dismissed: bool, reading: Option<Reading>) -> Verdict {
+pub fn combine(
+    thresholds: &Thresholds,
+    rules: Assessment,
+    dismissed: bool,
+    reading: Option<Reading>,
+) -> Verdict {
     let Some(reading) = reading else {
         let decided_by = (rules.level != CrisisLevel::None).then_some(DecidedBy::Rule);
-        return Verdict { assessment: rules, decided_by, reading: None };
+        return Verdict {
+            assessment: rules,
+            decided_by,
+            reading: None,
+        };
     };
     let model_level = model_level(thresholds, &reading);
     let set_aside = dismissed || rules.subject == Some(Subject::SomeoneElse);
@@ -150,18 +162,30 @@ pub fn combine(thresholds: &Thresholds, rules: Assessment, dismissed: bool, read
         model_level
     };
     let level = rules.level.max(model_level);
-    let decided_by = match (rules.level == level && level != CrisisLevel::None, model_level == level && level != CrisisLevel::None) {
+    let decided_by = match (
+        rules.level == level && level != CrisisLevel::None,
+        model_level == level && level != CrisisLevel::None,
+    ) {
         (true, true) => Some(DecidedBy::Both),
         (true, false) => Some(DecidedBy::Rule),
         (false, true) => Some(DecidedBy::Model),
         (false, false) => None,
     };
     let assessment = if decided_by == Some(DecidedBy::Model) {
-        let signal = reading
-            .nearest
-            .and_then(|n| n.signal)
-            .unwrap_or(if level == CrisisLevel::Crisis { CrisisSignal::SuicidalIdeation } else { CrisisSignal::IndirectWarning });
-        let subject = if signal == CrisisSignal::ThirdPartyRisk { Subject::SomeoneElse } else { Subject::Student };
+        let signal =
+            reading
+                .nearest
+                .and_then(|n| n.signal)
+                .unwrap_or(if level == CrisisLevel::Crisis {
+                    CrisisSignal::SuicidalIdeation
+                } else {
+                    CrisisSignal::IndirectWarning
+                });
+        let subject = if signal == CrisisSignal::ThirdPartyRisk {
+            Subject::SomeoneElse
+        } else {
+            Subject::Student
+        };
         Assessment {
             level,
             signal: Some(signal),
@@ -173,7 +197,11 @@ pub fn combine(thresholds: &Thresholds, rules: Assessment, dismissed: bool, read
     } else {
         rules
     };
-    Verdict { assessment, decided_by, reading: Some(reading) }
+    Verdict {
+        assessment,
+        decided_by,
+        reading: Some(reading),
+    }
 }
 
 /// The level the model's reading points to on its own.

@@ -43,7 +43,8 @@ fn score(name: &str, contents: &'static str) -> Score {
     for example in &examples {
         let verdict = classifier().assess(example.text, &example.earlier);
         confusion[index(example.level)][index(verdict.level())] += 1;
-        let costly = (example.level == CrisisLevel::Crisis && verdict.level() != CrisisLevel::Crisis)
+        let costly = (example.level == CrisisLevel::Crisis
+            && verdict.level() != CrisisLevel::Crisis)
             || (example.level == CrisisLevel::None && verdict.level() == CrisisLevel::Crisis);
         if costly {
             missed.push(format!(
@@ -57,7 +58,8 @@ fn score(name: &str, contents: &'static str) -> Score {
         }
     }
     let row = |l: CrisisLevel| confusion[index(l)].iter().sum::<usize>().max(1) as f64;
-    let column = |l: CrisisLevel| confusion.iter().map(|r| r[index(l)]).sum::<usize>().max(1) as f64;
+    let column =
+        |l: CrisisLevel| confusion.iter().map(|r| r[index(l)]).sum::<usize>().max(1) as f64;
     let (none, concern, crisis) = (CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis);
     let s = Score {
         crisis_recall: confusion[2][2] as f64 / row(crisis),
@@ -65,7 +67,10 @@ fn score(name: &str, contents: &'static str) -> Score {
         concern_caught: (confusion[1][1] + confusion[1][2]) as f64 / row(concern),
         none_as_crisis: confusion[0][2] as f64 / row(none),
     };
-    println!("\n{name}: {} utterances; confusion (rows expected none/concern/crisis) {confusion:?}", examples.len());
+    println!(
+        "\n{name}: {} utterances; confusion (rows expected none/concern/crisis) {confusion:?}",
+        examples.len()
+    );
     println!(
         "  crisis recall {:.3} precision {:.3} | concern caught {:.3} precision {:.3} | none recall {:.3}, none as crisis {:.3}",
         s.crisis_recall,
@@ -100,7 +105,10 @@ fn the_held_out_set() {
 #[test]
 fn the_rules_tuning_sets_keep_every_crisis() {
     for (name, contents) in [
-        ("eval/utterances.tsv", include_str!("../eval/utterances.tsv")),
+        (
+            "eval/utterances.tsv",
+            include_str!("../eval/utterances.tsv"),
+        ),
         ("eval/holdout.tsv", include_str!("../eval/holdout.tsv")),
     ] {
         let s = score(name, contents);
@@ -115,11 +123,18 @@ fn the_model_reads_what_no_rule_names() {
         "there's only one way out of this",
         "make it permanent",
     ] {
-        assert_eq!(safety::assess_by_rules(text, &[]).level, CrisisLevel::None, "{text}");
+        assert_eq!(
+            safety::assess_by_rules(text, &[]).level,
+            CrisisLevel::None,
+            "{text}"
+        );
         let verdict = classifier().assess(text, &[]);
         assert_eq!(verdict.level(), CrisisLevel::Crisis, "{text}");
         assert_eq!(verdict.decided_by, Some(DecidedBy::Model), "{text}");
-        let nearest = verdict.reading.and_then(|r| r.nearest).expect("a nearest example");
+        let nearest = verdict
+            .reading
+            .and_then(|r| r.nearest)
+            .expect("a nearest example");
         assert_eq!(nearest.level, CrisisLevel::Crisis);
     }
     // What the rules set aside stays aside.
@@ -133,7 +148,10 @@ fn the_model_reads_what_no_rule_names() {
 fn earlier_turns_make_a_follow_up_a_crisis() {
     let verdict = classifier().assess("i have the pills right here", &["i cant do this anymore"]);
     assert_eq!(verdict.level(), CrisisLevel::Crisis);
-    let moved_on = classifier().assess("can we talk about my resume now", &["i have been so hopeless"]);
+    let moved_on = classifier().assess(
+        "can we talk about my resume now",
+        &["i have been so hopeless"],
+    );
     assert_eq!(moved_on.level(), CrisisLevel::None);
 }
 
@@ -141,14 +159,29 @@ fn earlier_turns_make_a_follow_up_a_crisis() {
 /// train`; this proves the shipped head is exactly what that command makes of this corpus.
 #[test]
 fn fitting_the_corpus_again_gives_the_shipped_head() {
-    let files = safety::model::EncoderFiles::in_dir(&offline::testing::models_dir().join(safety::model::ENCODER_DIR));
+    let files = safety::model::EncoderFiles::in_dir(
+        &offline::testing::models_dir().join(safety::model::ENCODER_DIR),
+    );
     let encoder = safety::model::SentenceEncoder::load(&files).expect("encoder");
     let head = safety::model::fit_head(&encoder).expect("fitting");
-    assert!(head.to_bytes() == HEAD_BYTES, "corpus/risk-head.bin is not what `counsel safety train` makes of the corpus");
+    assert!(
+        head.to_bytes() == HEAD_BYTES,
+        "corpus/risk-head.bin is not what `counsel safety train` makes of the corpus"
+    );
 }
 
 /// The first and only blind scores (2026-12-01), recorded in docs/benchmarks/safety.md: the bars
 /// only guard against regressions from there. They are below the targets (crisis recall 0.95,
 /// ordinary talk as crisis 3 %); see that page.
-const BLIND: Score = Score { crisis_recall: 0.60, crisis_precision: 0.85, concern_caught: 0.98, none_as_crisis: 0.08 };
-const HELD_OUT: Score = Score { crisis_recall: 0.74, crisis_precision: 0.95, concern_caught: 1.0, none_as_crisis: 0.05 };
+const BLIND: Score = Score {
+    crisis_recall: 0.60,
+    crisis_precision: 0.85,
+    concern_caught: 0.98,
+    none_as_crisis: 0.08,
+};
+const HELD_OUT: Score = Score {
+    crisis_recall: 0.74,
+    crisis_precision: 0.95,
+    concern_caught: 1.0,
+    none_as_crisis: 0.05,
+};

@@ -62,21 +62,52 @@ fn wrong_arguments_print_usage_and_fail() {
 }
 
 #[test]
-fn safety_check_classifies_each_line() {
+fn safety_check_classifies_each_line_and_says_which_path_decided() {
     let dir = tempfile::tempdir().unwrap();
+    let models = offline::testing::models_dir();
     let out = run_with_stdin(
         dir.path(),
-        &["safety", "check"],
-        "I want to die\nmy exam went fine\n",
+        &["safety", "check", "--models-dir", models.to_str().unwrap()],
+        "I want to die\nmy exam went fine\ni keep going up to the top floor of the parking garage\n",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let verdicts: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdicts.len(), 3);
     assert_eq!(verdicts[0]["level"], "crisis");
+    assert!(verdicts[0]["rule"].is_string());
     assert_eq!(verdicts[1]["level"], "none");
+    assert_eq!(verdicts[1]["decided_by"], serde_json::Value::Null);
+    assert_eq!(verdicts[2]["level"], "crisis");
+    assert_eq!(verdicts[2]["decided_by"], "model");
+    assert!(verdicts[2]["model"]["crisis"].as_f64().unwrap() >= 0.8);
+    assert!(verdicts[2]["model"]["nearest"].is_string());
+}
+
+#[test]
+fn safety_check_without_the_model_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("no-models");
+    let out = run_with_stdin(
+        dir.path(),
+        &["safety", "check", "--models-dir", empty.to_str().unwrap()],
+        "I want to die\n",
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("counsel models install") && stderr.contains("--rules-only"),
+        "{stderr}"
+    );
+    let out = run_with_stdin(
+        dir.path(),
+        &["safety", "check", "--rules-only"],
+        "I want to die\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(r#""decided_by":"rule""#));
 }
 
 #[test]

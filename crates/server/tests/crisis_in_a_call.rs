@@ -341,7 +341,19 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
         .expect("the crisis reached the desk");
     assert_eq!(told.student, student.username);
     assert_eq!(told.text.as_str(), crisis_line);
-    let expected_path = if classifier_has_model { DecidedBy::Model } else { DecidedBy::Rule };
-    assert_eq!(told.decided_by, Some(expected_path), "the desk is told which path decided");
-    assert_eq!(stored.decided_by, Some(expected_path), "the stored event says which path decided");
+    let expected_path = if classifier_has_model {
+        DecidedBy::Model
+    } else {
+        DecidedBy::Rule
+    };
+    assert_eq!(
+        told.decided_by,
+        Some(expected_path),
+        "the desk is told which path decided"
+    );
+    assert_eq!(
+        stored.decided_by,
+        Some(expected_path),
+        "the stored event says which path decided"
+    );
 }

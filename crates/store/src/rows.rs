@@ -191,17 +191,6 @@ pub(crate) const CRISIS_EVENT_COLUMNS: &str =
     "id, session_id, message_sequence, level, signal, decided_by, flagged_for_review, created_at, \
      reviewed_at, reviewed_by, review_note, review_outcome";
 
-const LEVELS: [CrisisLevel; 3] = [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis];
-const SIGNALS: [CrisisSignal; 7] = [
-    CrisisSignal::SuicidalIdeation,
-    CrisisSignal::PlanOrMeans,
-    CrisisSignal::SelfHarm,
-    CrisisSignal::HarmToOthers,
-    CrisisSignal::DangerOrAbuse,
-    CrisisSignal::ThirdPartyRisk,
-    CrisisSignal::IndirectWarning,
-];
-
 impl TryFrom<CrisisEventRow> for CrisisEventRecord {
     type Error = StoreError;
     fn try_from(row: CrisisEventRow) -> Result<CrisisEventRecord> {
@@ -222,13 +211,8 @@ impl TryFrom<CrisisEventRow> for CrisisEventRecord {
             id: row.id,
             session_id: SessionId::from_uuid(row.session_id),
             sequence: count("message sequence", row.message_sequence)?,
-            level: *LEVELS
-                .iter()
-                .find(|l| l.as_str() == row.level)
-                .ok_or_else(|| corrupt("level", &row.level))?,
-            signal: *SIGNALS
-                .iter()
-                .find(|s| s.as_str() == row.signal)
+            level: CrisisLevel::parse(&row.level).ok_or_else(|| corrupt("level", &row.level))?,
+            signal: CrisisSignal::parse(&row.signal)
                 .ok_or_else(|| corrupt("signal", &row.signal))?,
             decided_by: match row.decided_by {
                 Some(d) => Some(d.parse().map_err(|_| corrupt("decided_by", &d))?),
@@ -342,23 +326,11 @@ mod tests {
 
     #[test]
     fn every_level_and_signal_has_a_stored_name() {
-        for level in LEVELS {
-            assert!(
-                LEVELS
-                    .iter()
-                    .filter(|l| l.as_str() == level.as_str())
-                    .count()
-                    == 1
-            );
+        for level in CrisisLevel::ALL {
+            assert_eq!(CrisisLevel::parse(level.as_str()), Some(level));
         }
-        for signal in SIGNALS {
-            assert!(
-                SIGNALS
-                    .iter()
-                    .filter(|s| s.as_str() == signal.as_str())
-                    .count()
-                    == 1
-            );
+        for signal in CrisisSignal::ALL {
+            assert_eq!(CrisisSignal::parse(signal.as_str()), Some(signal));
         }
     }
 

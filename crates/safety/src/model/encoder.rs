@@ -35,12 +35,21 @@ impl EncoderFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{} is not a BERT configuration: {source}", path.display())]
-    Config { path: PathBuf, source: serde_json::Error },
-    #[error("{} is not a usable vocabulary: {source}", path.display())]
-    Vocab { path: PathBuf, source: super::wordpiece::VocabError },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a BERT configuration", path.display())]
+    Config {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{} is not a usable vocabulary", path.display())]
+    Vocab {
+        path: PathBuf,
+        source: super::wordpiece::VocabError,
+    },
     #[error("the sentence encoder's weights are unusable: {0}")]
     Weights(String),
     #[error("the sentence encoder failed: {0}")]
@@ -56,25 +65,41 @@ pub struct SentenceEncoder {
 impl SentenceEncoder {
     pub fn load(files: &EncoderFiles) -> Result<Self, EncoderError> {
         let read = |path: &PathBuf| {
-            std::fs::read_to_string(path).map_err(|source| EncoderError::Read { path: path.clone(), source })
+            std::fs::read_to_string(path).map_err(|source| EncoderError::Read {
+                path: path.clone(),
+                source,
+            })
         };
-        let config: Config = serde_json::from_str(&read(&files.config)?)
-            .map_err(|source| EncoderError::Config { path: files.config.clone(), source })?;
-        let tokenizer = WordPiece::from_vocab(&read(&files.vocab)?)
-            .map_err(|source| EncoderError::Vocab { path: files.vocab.clone(), source })?;
-        let weights = std::fs::read(&files.weights)
-            .map_err(|source| EncoderError::Read { path: files.weights.clone(), source })?;
+        let config: Config =
+            serde_json::from_str(&read(&files.config)?).map_err(|source| EncoderError::Config {
+                path: files.config.clone(),
+                source,
+            })?;
+        let tokenizer =
+            WordPiece::from_vocab(&read(&files.vocab)?).map_err(|source| EncoderError::Vocab {
+                path: files.vocab.clone(),
+                source,
+            })?;
+        let weights = std::fs::read(&files.weights).map_err(|source| EncoderError::Read {
+            path: files.weights.clone(),
+            source,
+        })?;
         let device = Device::Cpu;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
             .map_err(|e| EncoderError::Weights(e.to_string()))?;
-        let bert = BertModel::load(vb, &config).map_err(|e| EncoderError::Weights(e.to_string()))?;
+        let bert =
+            BertModel::load(vb, &config).map_err(|e| EncoderError::Weights(e.to_string()))?;
         if config.hidden_size != DIMENSIONS {
             return Err(EncoderError::Weights(format!(
                 "hidden size {} where {DIMENSIONS} is expected",
                 config.hidden_size
             )));
         }
-        Ok(Self { bert, tokenizer, device })
+        Ok(Self {
+            bert,
+            tokenizer,
+            device,
+        })
     }
 
     /// One unit-length embedding per text, computed as one padded batch.
@@ -82,11 +107,15 @@ impl SentenceEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.embed_batch(texts).map_err(|e| EncoderError::Inference(e.to_string()))
+        self.embed_batch(texts)
+            .map_err(|e| EncoderError::Inference(e.to_string()))
     }
 
     fn embed_batch(&self, texts: &[&str]) -> candle_core::Result<Vec<[f32; DIMENSIONS]>> {
-        let encoded: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenizer.encode(t, MAX_TOKENS)).collect();
+        let encoded: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t, MAX_TOKENS))
+            .collect();
         let width = encoded.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(texts.len() * width);
         let mut mask = Vec::with_capacity(texts.len() * width);

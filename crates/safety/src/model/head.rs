@@ -25,7 +25,11 @@ pub struct FitSettings {
 }
 
 impl FitSettings {
-    pub const CHOSEN: FitSettings = FitSettings { iterations: 1500, learning_rate: 0.05, l2: 1e-4 };
+    pub const CHOSEN: FitSettings = FitSettings {
+        iterations: 1500,
+        learning_rate: 0.05,
+        l2: 1e-4,
+    };
 }
 
 /// A reviewed example's embedding, stored at 8 bits per dimension (plenty for ranking).
@@ -76,18 +80,30 @@ pub struct TrainingVector {
 }
 
 fn class_of(level: CrisisLevel) -> usize {
-    LEVELS.iter().position(|l| *l == level).expect("three levels")
+    LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .expect("three levels")
 }
 
 impl Head {
     /// Fits the softmax regression. Classes are weighted by inverse frequency so the smaller
     /// crisis and concern parts of the corpus count as much as ordinary talk.
-    pub fn fit(training: &[TrainingVector], bank: Vec<BankEntry>, corpus_fingerprint: [u8; 32]) -> Head {
+    pub fn fit(
+        training: &[TrainingVector],
+        bank: Vec<BankEntry>,
+        corpus_fingerprint: [u8; 32],
+    ) -> Head {
         Self::fit_with(&FitSettings::CHOSEN, training, bank, corpus_fingerprint)
     }
 
     /// Full-batch Adam on the class-weighted cross-entropy.
-    pub fn fit_with(settings: &FitSettings, training: &[TrainingVector], bank: Vec<BankEntry>, corpus_fingerprint: [u8; 32]) -> Head {
+    pub fn fit_with(
+        settings: &FitSettings,
+        training: &[TrainingVector],
+        bank: Vec<BankEntry>,
+        corpus_fingerprint: [u8; 32],
+    ) -> Head {
         const BETA1: f64 = 0.9;
         const BETA2: f64 = 0.999;
         const EPSILON: f64 = 1e-8;
@@ -97,7 +113,13 @@ impl Head {
         }
         let class_weight: Vec<f64> = counts
             .iter()
-            .map(|&c| if c == 0 { 0.0 } else { training.len() as f64 / (CLASSES as f64 * c as f64) })
+            .map(|&c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    training.len() as f64 / (CLASSES as f64 * c as f64)
+                }
+            })
             .collect();
         let n = training.len().max(1) as f64;
         let mut weights = vec![[0f64; DIMENSIONS + 1]; CLASSES];
@@ -110,7 +132,8 @@ impl Head {
                 let target = class_of(t.level);
                 let w = class_weight[target];
                 for (class, g) in gradient.iter_mut().enumerate() {
-                    let error = w * (probabilities[class] - if class == target { 1.0 } else { 0.0 });
+                    let error =
+                        w * (probabilities[class] - if class == target { 1.0 } else { 0.0 });
                     for (d, x) in t.embedding.iter().enumerate() {
                         g[d] += error * f64::from(*x);
                     }
@@ -121,7 +144,11 @@ impl Head {
             let correction2 = 1.0 - BETA2.powi(step as i32);
             for class in 0..CLASSES {
                 for d in 0..=DIMENSIONS {
-                    let regular = if d < DIMENSIONS { settings.l2 * weights[class][d] } else { 0.0 };
+                    let regular = if d < DIMENSIONS {
+                        settings.l2 * weights[class][d]
+                    } else {
+                        0.0
+                    };
                     let g = gradient[class][d] / n + regular;
                     first[class][d] = BETA1 * first[class][d] + (1.0 - BETA1) * g;
                     second[class][d] = BETA2 * second[class][d] + (1.0 - BETA2) * g * g;
@@ -131,28 +158,47 @@ impl Head {
                 }
             }
         }
-        Head { corpus_fingerprint, weights, bank }
+        Head {
+            corpus_fingerprint,
+            weights,
+            bank,
+        }
     }
 
     pub fn scores(&self, embedding: &[f32; DIMENSIONS]) -> LevelScores {
         let p = softmax(&logits(&self.weights, embedding));
-        LevelScores { none: p[0] as f32, concern: p[1] as f32, crisis: p[2] as f32 }
+        LevelScores {
+            none: p[0] as f32,
+            concern: p[1] as f32,
+            crisis: p[2] as f32,
+        }
     }
 
     /// The bank entry most similar to `embedding` among those `keep` accepts, with its cosine.
-    pub fn nearest(&self, embedding: &[f32; DIMENSIONS], keep: impl Fn(u32) -> bool) -> Option<(u32, f32)> {
+    pub fn nearest(
+        &self,
+        embedding: &[f32; DIMENSIONS],
+        keep: impl Fn(u32) -> bool,
+    ) -> Option<(u32, f32)> {
         self.bank
             .iter()
             .filter(|entry| keep(entry.example))
             .map(|entry| {
-                let dot: f32 = entry.vector.iter().zip(embedding).map(|(q, x)| f32::from(*q) * x).sum();
+                let dot: f32 = entry
+                    .vector
+                    .iter()
+                    .zip(embedding)
+                    .map(|(q, x)| f32::from(*q) * x)
+                    .sum();
                 (entry.example, dot / 127.0)
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + CLASSES * (DIMENSIONS + 1) * 8 + self.bank.len() * (DIMENSIONS + 4));
+        let mut out = Vec::with_capacity(
+            64 + CLASSES * (DIMENSIONS + 1) * 8 + self.bank.len() * (DIMENSIONS + 4),
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&self.corpus_fingerprint);
@@ -198,7 +244,11 @@ impl Head {
         if !reader.0.is_empty() {
             return Err(HeadError::Truncated);
         }
-        Ok(Head { corpus_fingerprint, weights, bank })
+        Ok(Head {
+            corpus_fingerprint,
+            weights,
+            bank,
+        })
     }
 }
 
@@ -214,7 +264,11 @@ pub fn quantize(embedding: &[f32; DIMENSIONS]) -> [i8; DIMENSIONS] {
 fn logits(weights: &[[f64; DIMENSIONS + 1]], x: &[f32; DIMENSIONS]) -> [f64; CLASSES] {
     let mut out = [0f64; CLASSES];
     for (class, row) in weights.iter().enumerate() {
-        let dot: f64 = row[..DIMENSIONS].iter().zip(x).map(|(w, x)| w * f64::from(*x)).sum();
+        let dot: f64 = row[..DIMENSIONS]
+            .iter()
+            .zip(x)
+            .map(|(w, x)| w * f64::from(*x))
+            .sum();
         out[class] = dot + row[DIMENSIONS];
     }
     out
@@ -240,7 +294,9 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, HeadError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -258,10 +314,16 @@ mod tests {
     fn fitting_separates_levels_and_round_trips() {
         let training: Vec<TrainingVector> = (0..3)
             .flat_map(|class| {
-                (0..5).map(move |_| TrainingVector { embedding: axis(class), level: LEVELS[class] })
+                (0..5).map(move |_| TrainingVector {
+                    embedding: axis(class),
+                    level: LEVELS[class],
+                })
             })
             .collect();
-        let bank = vec![BankEntry { vector: quantize(&axis(2)), example: 7 }];
+        let bank = vec![BankEntry {
+            vector: quantize(&axis(2)),
+            example: 7,
+        }];
         let head = Head::fit(&training, bank, [9; 32]);
         assert!(head.scores(&axis(2)).crisis > 0.9);
         assert!(head.scores(&axis(0)).none > 0.9);
@@ -272,10 +334,16 @@ mod tests {
 
     #[test]
     fn damaged_files_are_refused() {
-        assert_eq!(Head::from_bytes(b"nonsense").unwrap_err(), HeadError::Truncated);
+        assert_eq!(
+            Head::from_bytes(b"nonsense").unwrap_err(),
+            HeadError::Truncated
+        );
         assert_eq!(Head::from_bytes(&[0u8; 64]).unwrap_err(), HeadError::Magic);
         let head = Head::fit(&[], vec![], [0; 32]);
         let bytes = head.to_bytes();
-        assert_eq!(Head::from_bytes(&bytes[..bytes.len() - 1]).unwrap_err(), HeadError::Truncated);
+        assert_eq!(
+            Head::from_bytes(&bytes[..bytes.len() - 1]).unwrap_err(),
+            HeadError::Truncated
+        );
     }
 }

@@ -37,7 +37,9 @@ pub enum ModelError {
     Encoder(#[from] EncoderError),
     #[error(transparent)]
     Head(#[from] HeadError),
-    #[error("the risk head was fitted to another version of the corpus; run `counsel safety train`")]
+    #[error(
+        "the risk head was fitted to another version of the corpus; run `counsel safety train`"
+    )]
     StaleHead,
 }
 
@@ -80,7 +82,11 @@ impl RiskModel {
     }
 
     pub fn with_head(encoder: SentenceEncoder, head: Head) -> Self {
-        Self { encoder, head, examples: corpus::examples() }
+        Self {
+            encoder,
+            head,
+            examples: corpus::examples(),
+        }
     }
 
     pub fn encoder(&self) -> &SentenceEncoder {
@@ -117,7 +123,10 @@ impl RiskModel {
     /// faster per line than one at a time).
     pub fn read_each(&self, utterances: &[&str]) -> Result<Vec<Reading>, EncoderError> {
         let inputs: Vec<Inputs> = utterances.iter().map(|u| Inputs::of(u, &[])).collect();
-        let texts: Vec<&str> = inputs.iter().flat_map(|i| i.texts.iter().map(String::as_str)).collect();
+        let texts: Vec<&str> = inputs
+            .iter()
+            .flat_map(|i| i.texts.iter().map(String::as_str))
+            .collect();
         let embeddings = self.encoder.embed(&texts)?;
         let mut offset = 0;
         Ok(inputs
@@ -144,12 +153,18 @@ impl Inputs {
         let utterance = canonical_text(utterance);
         let mut texts: Vec<String> = vec![utterance.clone()];
         texts.extend(windows(&utterance));
-        let previous = earlier.last().map(|p| canonical_text(p)).filter(|p| !p.is_empty());
+        let previous = earlier
+            .last()
+            .map(|p| canonical_text(p))
+            .filter(|p| !p.is_empty());
         let with_context = previous.is_some();
         if let Some(previous) = previous {
             texts.push(in_context(&previous, &utterance));
         }
-        Inputs { texts, with_context }
+        Inputs {
+            texts,
+            with_context,
+        }
     }
 
     pub fn texts(&self) -> Vec<&str> {
@@ -158,7 +173,12 @@ impl Inputs {
 }
 
 /// The head's reading of one utterance from the embeddings of its [`Inputs`].
-pub fn reading(head: &Head, examples: &[Example<'static>], embeddings: &[[f32; DIMENSIONS]], with_context: bool) -> Reading {
+pub fn reading(
+    head: &Head,
+    examples: &[Example<'static>],
+    embeddings: &[[f32; DIMENSIONS]],
+    with_context: bool,
+) -> Reading {
     reading_by(|e| head.scores(e), head, examples, embeddings, with_context)
 }
 
@@ -171,7 +191,8 @@ pub fn reading_by(
     with_context: bool,
 ) -> Reading {
     let (own, context) = embeddings.split_at(embeddings.len() - usize::from(with_context));
-    let scored: Vec<(LevelScores, &[f32; DIMENSIONS])> = own.iter().map(|e| (score(e), e)).collect();
+    let scored: Vec<(LevelScores, &[f32; DIMENSIONS])> =
+        own.iter().map(|e| (score(e), e)).collect();
     // The window with the most crisis in it; when none leans to crisis, the one with the most
     // risk of any kind.
     let (most_crisis, strongest) = scored
@@ -182,7 +203,11 @@ pub fn reading_by(
     let alone = if most_crisis.crisis >= 0.5 {
         most_crisis
     } else {
-        scored.iter().map(|s| s.0).max_by(|a, b| a.risk().total_cmp(&b.risk())).unwrap_or(most_crisis)
+        scored
+            .iter()
+            .map(|s| s.0)
+            .max_by(|a, b| a.risk().total_cmp(&b.risk()))
+            .unwrap_or(most_crisis)
     };
     let with_context = context.first().map(&score);
     let pointed = if alone.crisis >= alone.concern.max(alone.none) {
@@ -193,12 +218,23 @@ pub fn reading_by(
         CrisisLevel::None
     };
     let nearest = head
-        .nearest(strongest, |i| examples.get(i as usize).is_some_and(|e| e.level == pointed))
+        .nearest(strongest, |i| {
+            examples.get(i as usize).is_some_and(|e| e.level == pointed)
+        })
         .and_then(|(index, similarity)| {
             let example = examples.get(index as usize)?;
-            Some(Nearest { text: example.text, level: example.level, signal: example.signal, similarity })
+            Some(Nearest {
+                text: example.text,
+                level: example.level,
+                signal: example.signal,
+                similarity,
+            })
         });
-    Reading { alone, with_context, nearest }
+    Reading {
+        alone,
+        with_context,
+        nearest,
+    }
 }
 
 /// Fits a head to the compiled-in corpus: each example is read the way a call reads it (a
@@ -220,7 +256,10 @@ pub fn training_text(example: &Example<'_>) -> String {
 }
 
 /// Embeds many texts in batches of similar length (less padding).
-pub fn embed_all(encoder: &SentenceEncoder, texts: &[String]) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
+pub fn embed_all(
+    encoder: &SentenceEncoder,
+    texts: &[String],
+) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
     const BATCH: usize = 32;
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| (texts[i].len(), i));
@@ -236,7 +275,11 @@ pub fn embed_all(encoder: &SentenceEncoder, texts: &[String]) -> Result<Vec<[f32
 
 /// Fits a head to the examples `keep` accepts (all of them for the shipped head; the others
 /// of a fold in cross-validation). The bank holds every kept example.
-pub fn fit_on(examples: &[Example<'_>], embeddings: &[[f32; DIMENSIONS]], keep: impl Fn(usize) -> bool) -> Head {
+pub fn fit_on(
+    examples: &[Example<'_>],
+    embeddings: &[[f32; DIMENSIONS]],
+    keep: impl Fn(usize) -> bool,
+) -> Head {
     fit_on_with(&head::FitSettings::CHOSEN, examples, embeddings, keep)
 }
 
@@ -249,11 +292,17 @@ pub fn fit_on_with(
     let kept: Vec<usize> = (0..examples.len()).filter(|&i| keep(i)).collect();
     let training: Vec<head::TrainingVector> = kept
         .iter()
-        .map(|&i| head::TrainingVector { embedding: embeddings[i], level: examples[i].level })
+        .map(|&i| head::TrainingVector {
+            embedding: embeddings[i],
+            level: examples[i].level,
+        })
         .collect();
     let bank = kept
         .iter()
-        .map(|&i| head::BankEntry { vector: head::quantize(&embeddings[i]), example: i as u32 })
+        .map(|&i| head::BankEntry {
+            vector: head::quantize(&embeddings[i]),
+            example: i as u32,
+        })
         .collect();
     Head::fit_with(settings, &training, bank, corpus::fingerprint())
 }
@@ -299,7 +348,10 @@ mod tests {
     #[test]
     fn short_utterances_are_read_whole_and_long_ones_in_windows() {
         assert!(windows("i have three exams next week").is_empty());
-        let long = (1..=30).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let long = (1..=30)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let w = windows(&long);
         assert_eq!(w.len(), 3);
         assert!(w[0].starts_with("w1 ") && w[0].ends_with(" w16"));

@@ -38,7 +38,11 @@ impl WordPiece {
         if ids.is_empty() {
             return Err(VocabError::Empty);
         }
-        let special = |name: &'static str| ids.get(name).copied().ok_or(VocabError::MissingSpecial(name));
+        let special = |name: &'static str| {
+            ids.get(name)
+                .copied()
+                .ok_or(VocabError::MissingSpecial(name))
+        };
         Ok(Self {
             cls: special("[CLS]")?,
             sep: special("[SEP]")?,
@@ -104,7 +108,12 @@ fn basic_words(text: &str) -> Vec<String> {
             words.push(std::mem::take(current));
         }
     };
-    for c in text.chars().flat_map(char::to_lowercase).collect::<String>().nfd() {
+    for c in text
+        .chars()
+        .flat_map(char::to_lowercase)
+        .collect::<String>()
+        .nfd()
+    {
         if c == '\0' || c == '\u{fffd}' || (c.is_control() && !c.is_whitespace()) {
             continue;
         }
@@ -144,14 +153,20 @@ mod tests {
     use super::*;
 
     fn tokenizer() -> WordPiece {
-        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "i", "want", "to", "una", "##live", "!", "cafe", "'", "m"];
+        let vocab = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "i", "want", "to", "una", "##live", "!", "cafe",
+            "'", "m",
+        ];
         WordPiece::from_vocab(&vocab.join("\n")).unwrap()
     }
 
     #[test]
     fn words_split_into_the_longest_known_pieces() {
         let t = tokenizer();
-        assert_eq!(t.encode("I want to UNALIVE!", 64), vec![2, 4, 5, 6, 7, 8, 9, 3]);
+        assert_eq!(
+            t.encode("I want to UNALIVE!", 64),
+            vec![2, 4, 5, 6, 7, 8, 9, 3]
+        );
     }
 
     #[test]
@@ -171,6 +186,9 @@ mod tests {
 
     #[test]
     fn a_vocabulary_without_special_tokens_is_refused() {
-        assert_eq!(WordPiece::from_vocab("a\nb").unwrap_err(), VocabError::MissingSpecial("[CLS]"));
+        assert_eq!(
+            WordPiece::from_vocab("a\nb").unwrap_err(),
+            VocabError::MissingSpecial("[CLS]")
+        );
     }
 }

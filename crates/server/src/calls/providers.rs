@@ -199,15 +199,22 @@ fn turn_timeouts(settings: &VoiceSettings) -> agent::Timeouts {
 ///
 /// The loaded model is shared by every server in the process (tests start many).
 pub fn crisis_classifier(models_dir: &Path, install_missing: bool) -> Arc<safety::Classifier> {
-    static LOADED: std::sync::Mutex<Vec<(PathBuf, Arc<safety::Classifier>)>> = std::sync::Mutex::new(Vec::new());
+    static LOADED: std::sync::Mutex<Vec<(PathBuf, Arc<safety::Classifier>)>> =
+        std::sync::Mutex::new(Vec::new());
     let mut loaded = LOADED.lock().expect("classifier cache");
     if let Some((_, classifier)) = loaded.iter().find(|(dir, _)| dir == models_dir) {
         return classifier.clone();
     }
-    let encoder_present = models_dir.join(safety::model::ENCODER_DIR).join("model.safetensors").is_file();
+    let encoder_present = models_dir
+        .join(safety::model::ENCODER_DIR)
+        .join("model.safetensors")
+        .is_file();
     if !encoder_present && install_missing {
         if let Err(error) = local_models(models_dir, true) {
-            tracing::error!(error = format!("{error:#}"), "the crisis model could not be installed");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "the crisis model could not be installed"
+            );
         }
     }
     let classifier = match safety::model::RiskModel::load(models_dir) {

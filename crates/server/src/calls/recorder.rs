@@ -135,7 +135,9 @@ impl Recorder {
                 resources: CrisisResources::US,
             });
         }
-        let (CrisisLevel::Concern | CrisisLevel::Crisis, Some(signal)) = (assessment.level, assessment.signal) else {
+        let (CrisisLevel::Concern | CrisisLevel::Crisis, Some(signal)) =
+            (assessment.level, assessment.signal)
+        else {
             return;
         };
         let Ok(sequence) = u32::try_from(judged.sequence) else {
@@ -150,7 +152,9 @@ impl Recorder {
             decided_by: judged.verdict.decided_by,
         };
         let stored = self
-            .write("crisis event", || self.store.record_crisis_event(event.clone()))
+            .write("crisis event", || {
+                self.store.record_crisis_event(event.clone())
+            })
             .await;
         if let Some(record) = stored {
             self.desk.flagged(FlaggedEvent::stored(

@@ -30,15 +30,23 @@ pub struct SafetyHook {
 
 impl SafetyHook {
     /// A hook for one call; its verdicts go to `verdicts` (the call's recorder).
-    pub fn new(classifier: Arc<Classifier>, verdicts: mpsc::UnboundedSender<JudgedUtterance>) -> Self {
-        Self { classifier, verdicts }
+    pub fn new(
+        classifier: Arc<Classifier>,
+        verdicts: mpsc::UnboundedSender<JudgedUtterance>,
+    ) -> Self {
+        Self {
+            classifier,
+            verdicts,
+        }
     }
 
     /// What the counselor does with a verdict.
     pub fn decision(verdict: &Verdict) -> HookDecision {
         match policy::respond(&verdict.assessment) {
             Response::Proceed => HookDecision::Proceed,
-            Response::AskAboutSafety(instruction) => HookDecision::AddInstruction(instruction.to_owned()),
+            Response::AskAboutSafety(instruction) => {
+                HookDecision::AddInstruction(instruction.to_owned())
+            }
             Response::ReplaceReply(message) => HookDecision::ReplaceReply(message.to_owned()),
         }
     }
@@ -65,7 +73,11 @@ impl UtteranceHook for SafetyHook {
             Err(error) => {
                 // Only a panic gets here. The rules cannot fail: judge by them alone.
                 tracing::error!(%error, "crisis classifier failed; judging by the phrase rules");
-                let recent: Vec<&str> = utterance.recent_student_turns.iter().map(String::as_str).collect();
+                let recent: Vec<&str> = utterance
+                    .recent_student_turns
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
                 Classifier::rules_only().assess(&utterance.text, &recent)
             }
         };
@@ -84,21 +96,34 @@ mod tests {
     use super::*;
 
     fn utterance(seq: u64, text: &str) -> Utterance {
-        Utterance { seq, text: text.into(), recent_student_turns: vec![] }
+        Utterance {
+            seq,
+            text: text.into(),
+            recent_student_turns: vec![],
+        }
     }
 
     #[tokio::test]
     async fn the_verdict_that_chose_the_reply_reaches_the_recorder() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let hook = SafetyHook::new(Arc::new(Classifier::rules_only()), tx);
-        assert_eq!(hook.review(&utterance(3, "i have exams next week")).await, HookDecision::Proceed);
+        assert_eq!(
+            hook.review(&utterance(3, "i have exams next week")).await,
+            HookDecision::Proceed
+        );
         match hook.review(&utterance(5, "i want to end my life")).await {
             HookDecision::ReplaceReply(message) => assert!(message.contains("988")),
             other => panic!("expected the crisis message, got {other:?}"),
         }
         let calm = rx.recv().await.unwrap();
-        assert_eq!((calm.sequence, calm.verdict.level()), (3, domain::CrisisLevel::None));
+        assert_eq!(
+            (calm.sequence, calm.verdict.level()),
+            (3, domain::CrisisLevel::None)
+        );
         let crisis = rx.recv().await.unwrap();
-        assert_eq!((crisis.sequence, crisis.verdict.level()), (5, domain::CrisisLevel::Crisis));
+        assert_eq!(
+            (crisis.sequence, crisis.verdict.level()),
+            (5, domain::CrisisLevel::Crisis)
+        );
     }
 }

@@ -245,7 +245,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tokio::task::spawn_blocking(move || models::install(&models_dir, &python)).await?
         }
-        Command::Safety(SafetyCommand::Check { models_dir, rules_only }) => {
+        Command::Safety(SafetyCommand::Check {
+            models_dir,
+            rules_only,
+        }) => {
             let classifier = if rules_only {
                 safety::Classifier::rules_only()
             } else {
@@ -258,8 +261,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
                 safety::Classifier::with_model(model)
             };
-            safety::check_lines(&classifier, std::io::stdin().lock(), std::io::stdout().lock())
-                .context("safety check")
+            safety::check_lines(
+                &classifier,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+            )
+            .context("safety check")
         }
         Command::Safety(SafetyCommand::Train { models_dir, out }) => {
             let dir = safety_models_dir(models_dir);
@@ -268,7 +275,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("the sentence encoder could not be loaded from {}; run `counsel models install`", dir.display()))?;
             let started = std::time::Instant::now();
             let head = safety::model::fit_head(&encoder).context("embedding the corpus")?;
-            std::fs::write(&out, head.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(&out, head.to_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "fitted the risk head to {} corpus examples in {:.1} s; wrote {} (rebuild counsel to ship it)",
                 head.bank.len(),
