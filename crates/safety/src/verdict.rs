@@ -6,9 +6,10 @@
 //!
 //! 1. A rule crisis is a crisis. Nothing the model says lowers it.
 //! 2. When the rules matched risk words and set them aside or lowered them (negated, told as
-//!    history, about someone else, an idiom, a quote, a class topic), their reading stands
-//!    unless the model is very sure it is a crisis anyway (`overrule_rules`): the rules know
-//!    why the words do not mean what they seem, the model only that they are there.
+//!    history, an idiom, a quote, a class topic), the model can raise the level to concern but
+//!    not to crisis, and about someone else not at all, unless it is very sure of a crisis
+//!    (`overrule_rules`): the rules know why the words do not mean what they seem, the model
+//!    only that they are there.
 //! 3. Otherwise the model can raise the level: crisis from `crisis`, concern from `concern`.
 //!    Read after the student's previous turn, the utterance is a crisis from
 //!    `crisis_in_context`, but only when it carries some risk of its own (`context_gate`), so a
@@ -94,19 +95,28 @@ impl Classifier {
     /// Judges a student's utterance; `recent_turns` are their earlier turns, oldest first.
     pub fn assess(&self, utterance: &str, recent_turns: &[&str]) -> Verdict {
         let (rules, dismissed) = rules_reading(utterance, recent_turns);
+        let reading = self.read_model(utterance, recent_turns);
+        combine(&Thresholds::CHOSEN, rules, dismissed, reading)
+    }
+
+    /// The risk model's reading alone (the slow part of [`assess`](Self::assess), for callers
+    /// that must bound it): `None` without a model, for an utterance with no words left once
+    /// fillers are dropped ("um."), or when the model fails (logged).
+    pub fn read_model(&self, utterance: &str, recent_turns: &[&str]) -> Option<Reading> {
+        let model = self.model.as_ref()?;
+        if crate::canonical_text(utterance).is_empty() {
+            return None;
+        }
         // The previous turn is read only when this one carries some risk of its own: it can
         // change nothing otherwise, and it costs a second pass of the encoder.
         let gate = Thresholds::CHOSEN.context_gate;
-        let reading = self.model.as_ref().and_then(|model| {
-            match model.read(utterance, recent_turns, |alone| alone.risk() >= gate) {
-                Ok(reading) => Some(reading),
-                Err(error) => {
-                    tracing::error!(%error, "risk model failed; the phrase rules decide alone");
-                    None
-                }
+        match model.read(utterance, recent_turns, |alone| alone.risk() >= gate) {
+            Ok(reading) => Some(reading),
+            Err(error) => {
+                tracing::error!(%error, "risk model failed; the phrase rules decide alone");
+                None
             }
-        });
-        combine(&Thresholds::CHOSEN, rules, dismissed, reading)
+        }
     }
 }
 
@@ -155,9 +165,15 @@ pub fn combine(
         };
     };
     let model_level = model_level(thresholds, &reading);
-    let set_aside = dismissed || rules.subject == Some(Subject::SomeoneElse);
-    let model_level = if set_aside && reading.alone.crisis < thresholds.overrule_rules {
+    let model_level = if reading.alone.crisis >= thresholds.overrule_rules {
+        model_level
+    } else if rules.subject == Some(Subject::SomeoneElse) {
+        // The rules know who it is about, and how near the danger is.
         model_level.min(rules.level)
+    } else if dismissed {
+        // Set-aside words may sit beside a statement the model reads as risk ("this exam is
+        // killing me and ..."): not a crisis on the model's word, but worth asking about.
+        model_level.min(rules.level.max(CrisisLevel::Concern))
     } else {
         model_level
     };
@@ -171,31 +187,36 @@ pub fn combine(
         (false, true) => Some(DecidedBy::Model),
         (false, false) => None,
     };
-    let assessment = if decided_by == Some(DecidedBy::Model) {
-        let signal =
-            reading
+    let assessment = match decided_by {
+        Some(DecidedBy::Model) if rules.signal.is_some() => Assessment {
+            // The model raised what the rules found: their signal and subject still name it.
+            level,
+            from_context: reading.alone.crisis < thresholds.crisis && level == CrisisLevel::Crisis,
+            ..rules
+        },
+        Some(DecidedBy::Model) => {
+            // The nearest reviewed example names the kind of risk, but never who is at risk:
+            // with no rule to say otherwise the student is talking about themself.
+            let signal = reading
                 .nearest
                 .and_then(|n| n.signal)
+                .filter(|s| *s != CrisisSignal::ThirdPartyRisk)
                 .unwrap_or(if level == CrisisLevel::Crisis {
                     CrisisSignal::SuicidalIdeation
                 } else {
                     CrisisSignal::IndirectWarning
                 });
-        let subject = if signal == CrisisSignal::ThirdPartyRisk {
-            Subject::SomeoneElse
-        } else {
-            Subject::Student
-        };
-        Assessment {
-            level,
-            signal: Some(signal),
-            subject: Some(subject),
-            negated: false,
-            from_context: reading.alone.crisis < thresholds.crisis && level == CrisisLevel::Crisis,
-            rule: None,
+            Assessment {
+                level,
+                signal: Some(signal),
+                subject: Some(Subject::Student),
+                negated: false,
+                from_context: reading.alone.crisis < thresholds.crisis
+                    && level == CrisisLevel::Crisis,
+                rule: None,
+            }
         }
-    } else {
-        rules
+        _ => rules,
     };
     Verdict {
         assessment,
@@ -215,5 +236,100 @@ fn model_level(t: &Thresholds, reading: &Reading) -> CrisisLevel {
         CrisisLevel::Concern
     } else {
         CrisisLevel::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LevelScores, Nearest};
+
+    fn model_says_crisis(nearest_signal: CrisisSignal) -> Reading {
+        Reading {
+            alone: LevelScores {
+                none: 0.05,
+                concern: 0.05,
+                crisis: 0.9,
+            },
+            with_context: None,
+            nearest: Some(Nearest {
+                text: "a reviewed example",
+                level: CrisisLevel::Crisis,
+                signal: Some(nearest_signal),
+                similarity: 0.8,
+            }),
+        }
+    }
+
+    fn judge(text: &str, reading: Reading) -> Verdict {
+        let (rules, dismissed) = rules_reading(text, &[]);
+        combine(&Thresholds::CHOSEN, rules, dismissed, Some(reading))
+    }
+
+    #[test]
+    fn the_model_alone_names_the_kind_of_risk_but_never_someone_else() {
+        let verdict = judge(
+            "i picked the day",
+            model_says_crisis(CrisisSignal::ThirdPartyRisk),
+        );
+        assert_eq!(verdict.decided_by, Some(DecidedBy::Model));
+        assert_eq!(verdict.level(), CrisisLevel::Crisis);
+        assert_eq!(verdict.assessment.subject, Some(Subject::Student));
+        assert_eq!(
+            verdict.assessment.signal,
+            Some(CrisisSignal::SuicidalIdeation)
+        );
+        let planned = judge(
+            "i picked the day",
+            model_says_crisis(CrisisSignal::PlanOrMeans),
+        );
+        assert_eq!(planned.assessment.signal, Some(CrisisSignal::PlanOrMeans));
+    }
+
+    #[test]
+    fn the_model_raises_what_the_rules_found_and_keeps_their_signal() {
+        let verdict = judge(
+            "i feel like such a burden to everyone",
+            model_says_crisis(CrisisSignal::PlanOrMeans),
+        );
+        assert_eq!(verdict.level(), CrisisLevel::Crisis);
+        assert_eq!(verdict.decided_by, Some(DecidedBy::Model));
+        assert_eq!(
+            verdict.assessment.signal,
+            Some(CrisisSignal::IndirectWarning)
+        );
+        assert!(verdict.assessment.rule.is_some());
+    }
+
+    #[test]
+    fn words_the_rules_set_aside_reach_concern_at_most_and_someone_else_stays_theirs() {
+        let quoted = judge(
+            "the chorus goes i just want to die tonight",
+            model_says_crisis(CrisisSignal::SuicidalIdeation),
+        );
+        assert_eq!(quoted.level(), CrisisLevel::Concern);
+        let friend = judge(
+            "my roommate said she wants to die",
+            model_says_crisis(CrisisSignal::SuicidalIdeation),
+        );
+        assert_eq!(friend.level(), CrisisLevel::Concern);
+        assert_eq!(friend.assessment.subject, Some(Subject::SomeoneElse));
+        let rules_crisis = judge(
+            "i want to kill myself",
+            model_says_crisis(CrisisSignal::SelfHarm),
+        );
+        assert_eq!(rules_crisis.decided_by, Some(DecidedBy::Both));
+    }
+
+    #[test]
+    fn without_a_reading_the_rules_decide() {
+        let (rules, dismissed) = rules_reading("i want to die", &[]);
+        let verdict = combine(&Thresholds::CHOSEN, rules, dismissed, None);
+        assert_eq!(
+            (verdict.level(), verdict.decided_by),
+            (CrisisLevel::Crisis, Some(DecidedBy::Rule))
+        );
+        let calm = combine(&Thresholds::CHOSEN, Assessment::NONE, false, None);
+        assert_eq!(calm.decided_by, None);
     }
 }

@@ -161,7 +161,7 @@ impl Recorder {
                 &record,
                 self.student_id,
                 self.student.clone(),
-                TranscriptText::new(judged.text),
+                judged.text,
             ));
         }
         tracing::warn!(

@@ -9,8 +9,15 @@ use std::sync::Arc;
 
 use agent::{HookDecision, Utterance, UtteranceHook};
 use async_trait::async_trait;
+use domain::TranscriptText;
 use safety::policy::{self, Response};
+use safety::verdict::Thresholds;
 use safety::{Classifier, Verdict};
+
+/// How long the risk model may take on one utterance before the rules decide alone. It takes
+/// tens of milliseconds; this bound is for a node so busy that it cannot have it in time, and
+/// sits well inside the call's hook timeout so the verdict still chooses the reply.
+const MODEL_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1_000);
 use tokio::sync::mpsc;
 
 /// A verdict on one student line, for the recorder.
@@ -19,7 +26,7 @@ pub struct JudgedUtterance {
     /// The `seq` of the student's final transcript line.
     pub sequence: u64,
     /// What the student said (for the staff on duty; never logged).
-    pub text: String,
+    pub text: TranscriptText,
     pub verdict: Verdict,
 }
 
@@ -57,36 +64,50 @@ impl UtteranceHook for SafetyHook {
     /// The agent runs this in a task of its own that finishes even when the student speaks again
     /// and the reply waiting for it is cut short, so every utterance's verdict is recorded.
     async fn review(&self, utterance: &Utterance) -> HookDecision {
+        let recent: Vec<&str> = utterance
+            .recent_student_turns
+            .iter()
+            .map(String::as_str)
+            .collect();
+        // The rules take microseconds and cannot be late; the model takes milliseconds of CPU
+        // (off the async workers) and, on a busy node, could be: it gets a deadline of its own,
+        // well inside the call's hook timeout, after which the rules decide alone.
+        let (rules, dismissed) = safety::verdict::rules_reading(&utterance.text, &recent);
         let classifier = self.classifier.clone();
         let text = utterance.text.clone();
-        let recent = utterance.recent_student_turns.clone();
-        // The model takes milliseconds of CPU: off the async workers.
+        let earlier = utterance.recent_student_turns.clone();
         let span = tracing::Span::current();
-        let judged = tokio::task::spawn_blocking(move || {
+        let model = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let recent: Vec<&str> = recent.iter().map(String::as_str).collect();
-            classifier.assess(&text, &recent)
-        })
-        .await;
-        let verdict = match judged {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                // Only a panic gets here. The rules cannot fail: judge by them alone.
-                tracing::error!(%error, "crisis classifier failed; judging by the phrase rules");
-                let recent: Vec<&str> = utterance
-                    .recent_student_turns
-                    .iter()
-                    .map(String::as_str)
-                    .collect();
-                Classifier::rules_only().assess(&utterance.text, &recent)
+            let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
+            classifier.read_model(&text, &earlier)
+        });
+        let reading = match tokio::time::timeout(MODEL_DEADLINE, model).await {
+            Ok(Ok(reading)) => reading,
+            Ok(Err(error)) => {
+                tracing::error!(seq = utterance.seq, %error, "risk model panicked; the phrase rules decide alone");
+                None
+            }
+            Err(_) => {
+                tracing::error!(
+                    seq = utterance.seq,
+                    deadline_ms = MODEL_DEADLINE.as_millis() as u64,
+                    "risk model too slow; the phrase rules decide alone"
+                );
+                None
             }
         };
+        let verdict = safety::verdict::combine(&Thresholds::CHOSEN, rules, dismissed, reading);
         let decision = Self::decision(&verdict);
-        let _ = self.verdicts.send(JudgedUtterance {
+        let judged = JudgedUtterance {
             sequence: utterance.seq,
-            text: utterance.text.clone(),
+            text: TranscriptText::new(utterance.text.clone()),
             verdict,
-        });
+        };
+        if self.verdicts.send(judged).is_err() {
+            // The recorder stopped waiting: the call ended long ago. Never silent.
+            tracing::error!(seq = utterance.seq, level = %verdict.level(), "a verdict arrived after its call's recorder finished; it was not recorded");
+        }
         decision
     }
 }
