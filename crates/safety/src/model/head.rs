@@ -165,6 +165,17 @@ impl Head {
         }
     }
 
+    /// The largest difference between two heads' weights (fitting the same corpus on another
+    /// processor can differ in the last bits of the encoder's sums, never more).
+    pub fn weight_difference(&self, other: &Head) -> f64 {
+        self.weights
+            .iter()
+            .flatten()
+            .zip(other.weights.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
     pub fn scores(&self, embedding: &[f32; DIMENSIONS]) -> LevelScores {
         let p = softmax(&logits(&self.weights, embedding));
         LevelScores {
