@@ -17,7 +17,7 @@
 //! 4. The level is never lower than the rules' level.
 //!
 //! The [`Thresholds`] were chosen by cross-validation on the corpus (`examples/risk_tuning.rs`)
-//! with the rules' own evaluation sets as a check; `docs/benchmarks.md` records the figures.
+//! with the rules' own evaluation sets as a check; `docs/benchmarks/safety.md` records the figures.
 
 use domain::{CrisisLevel, CrisisSignal, DecidedBy};
 
@@ -27,8 +27,7 @@ use crate::{classify, Assessment, Subject};
 /// The thresholds of the combination, each with the reason for its value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
-    /// The model alone calls a crisis from this probability of the crisis level. Missing a
-    /// crisis costs far more than a false alarm, so this sits below an even-odds call.
+    /// The model alone calls a crisis from this probability of the crisis level.
     pub crisis: f32,
     /// The model alone calls a concern from this probability of any risk (concern or crisis).
     pub concern: f32,
@@ -44,8 +43,10 @@ impl Thresholds {
     /// Chosen on the corpus's five-fold cross-validation (`examples/risk_tuning.rs`): the head's
     /// crisis probability is well calibrated on the corpus but over-confident on everyday talk
     /// that shares words or topics with a crisis ("my mom is going to kill me when she sees my
-    /// grades"). At 0.8 the model alone turns 3.6 % of ordinary talk into a crisis while
-    /// catching three in four crisis lines the rules miss; at 0.5 it would be 12 %. Below the
+    /// grades"). At 0.8, rules and model together find 74 % of the corpus's crisis lines (the
+    /// rules alone 32 %) and turn 3.6 % of its ordinary talk into a crisis; at 0.5 they would
+    /// find 87 % and turn 12 %: a crisis message for one student in eight who is just talking
+    /// would teach students to ignore it. Below the
     /// crisis bar a leaning to crisis still counts as risk: concern (the counselor asks about
     /// safety) costs a student little, so its bar is lower.
     pub const CHOSEN: Thresholds = Thresholds {
