@@ -12,10 +12,10 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
-const SETS: [&str; 3] = [
-    include_str!("../eval/utterances.tsv"),
-    include_str!("../eval/holdout.tsv"),
-    include_str!("../eval/holdout2.tsv"),
+const SETS: [(&str, &str); 3] = [
+    ("utterances.tsv", include_str!("../eval/utterances.tsv")),
+    ("holdout.tsv", include_str!("../eval/holdout.tsv")),
+    ("holdout2.tsv", include_str!("../eval/holdout2.tsv")),
 ];
 const ROUNDS: usize = 3;
 const TARGET_P99_MS: f64 = 20.0;
@@ -44,9 +44,8 @@ fn main() {
 
     let utterances: Vec<&str> = SETS
         .iter()
-        .flat_map(|set| set.lines())
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split('\t').nth(2))
+        .flat_map(|(name, set)| safety::corpus::parse(name, set).expect("the set parses"))
+        .map(|example| example.text)
         .collect();
     black_box(classifier.assess("warm up", &[]));
     let mut samples_ms = Vec::with_capacity(utterances.len() * ROUNDS);

@@ -5,6 +5,7 @@
 //! `cargo test -p safety --test evaluation -- --nocapture` shows the report.
 
 use domain::CrisisLevel;
+use safety::corpus::{self, Example};
 
 const EVALUATION_SET: &str = include_str!("../eval/utterances.tsv");
 const HOLDOUT_SET: &str = include_str!("../eval/holdout.tsv");
@@ -13,47 +14,9 @@ const MIN_CRISIS_RECALL: f64 = 0.98;
 const MIN_CRISIS_PRECISION: f64 = 0.90;
 const LEVELS: [CrisisLevel; 3] = [CrisisLevel::None, CrisisLevel::Concern, CrisisLevel::Crisis];
 
-struct Example {
-    line: usize,
-    level: CrisisLevel,
-    signal: Option<&'static str>,
-    text: &'static str,
-}
-
-fn parse_level(word: &str, line: usize) -> CrisisLevel {
-    match word {
-        "none" => CrisisLevel::None,
-        "concern" => CrisisLevel::Concern,
-        "crisis" => CrisisLevel::Crisis,
-        other => panic!("line {line}: unknown level {other:?}"),
-    }
-}
-
-fn examples(set: &'static str) -> Vec<Example> {
-    set.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|(index, l)| {
-            let line = index + 1;
-            let fields: Vec<&str> = l.split('\t').collect();
-            let [level, signal, text] = fields[..] else {
-                panic!("line {line}: expected level<TAB>signal<TAB>text, got {l:?}");
-            };
-            let level = parse_level(level, line);
-            let signal = (signal != "-").then_some(signal);
-            assert_eq!(
-                signal.is_none(),
-                level == CrisisLevel::None,
-                "line {line}: a signal is required exactly when the level is not none"
-            );
-            Example {
-                line,
-                level,
-                signal,
-                text,
-            }
-        })
-        .collect()
+/// The set's examples, parsed as the corpus is (one format, one parser).
+fn examples(name: &'static str, set: &'static str) -> Vec<Example<'static>> {
+    corpus::parse(name, set).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn index(level: CrisisLevel) -> usize {
@@ -70,7 +33,7 @@ fn ratio(numerator: usize, denominator: usize) -> f64 {
 
 #[test]
 fn evaluation_set_meets_the_crisis_bar() {
-    let examples = examples(EVALUATION_SET);
+    let examples = examples("eval/utterances.tsv", EVALUATION_SET);
     assert!(
         examples.len() >= 300,
         "the evaluation set must hold at least 300 utterances"
@@ -83,7 +46,7 @@ fn evaluation_set_meets_the_crisis_bar() {
 /// recorded in its header and in docs/benchmarks/safety.md.
 #[test]
 fn holdout_set_meets_the_crisis_bar() {
-    let examples = examples(HOLDOUT_SET);
+    let examples = examples("eval/holdout.tsv", HOLDOUT_SET);
     let (recall, precision) = report("eval/holdout.tsv", &examples);
     assert_meets_bar(recall, precision);
 }
@@ -93,7 +56,7 @@ fn holdout_set_meets_the_crisis_bar() {
 /// is recorded in docs/benchmarks/safety.md) because rules miss phrasings nobody wrote down.
 #[test]
 fn held_out_set_keeps_crisis_precision() {
-    let examples = examples(HELD_OUT_SET);
+    let examples = examples("eval/holdout2.tsv", HELD_OUT_SET);
     let (_, precision) = report("eval/holdout2.tsv (held out)", &examples);
     assert!(
         precision >= MIN_CRISIS_PRECISION,
@@ -123,13 +86,13 @@ fn report(name: &str, examples: &[Example]) -> (f64, f64) {
             ));
         } else if example.level != CrisisLevel::None {
             signal_checked += 1;
-            if predicted_signal == example.signal {
+            if predicted_signal == example.signal.map(|s| s.as_str()) {
                 signal_right += 1;
             } else {
                 println!(
                     "  signal differs at line {}: expected {} got {}",
                     example.line,
-                    example.signal.unwrap_or("-"),
+                    example.signal.map_or("-", |s| s.as_str()),
                     predicted_signal.unwrap_or("-")
                 );
             }
