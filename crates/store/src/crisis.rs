@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::rows::{to_micros, CrisisQueueRow, CRISIS_QUEUE_FROM};
-use crate::sessions::MAX_PER_PAGE;
+use crate::sessions::check_page;
 use crate::store::{with_pool, Store};
 
 #[derive(sqlx::FromRow)]
@@ -38,14 +38,7 @@ impl Store {
         page: u32,
         per_page: u32,
     ) -> Result<(Vec<CrisisQueueItem>, u64)> {
-        if page == 0 {
-            return Err(StoreError::Invalid("page starts at 1".to_owned()));
-        }
-        if per_page == 0 || per_page > MAX_PER_PAGE {
-            return Err(StoreError::Invalid(format!(
-                "per_page must be between 1 and {MAX_PER_PAGE}"
-            )));
-        }
+        check_page(page, per_page)?;
         let condition = status_condition(status);
         let page_sql = format!(
             "SELECT q.*, COUNT(*) OVER () AS total_count FROM ({CRISIS_QUEUE_FROM} {condition}) q \

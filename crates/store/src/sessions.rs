@@ -12,6 +12,19 @@ use uuid::Uuid;
 
 /// Largest page [`Store::list_sessions`] serves.
 pub const MAX_PER_PAGE: u32 = 100;
+
+/// Every listing's page bounds: `page` starts at 1, `per_page` is 1 to [`MAX_PER_PAGE`].
+pub(crate) fn check_page(page: u32, per_page: u32) -> Result<()> {
+    if page == 0 {
+        return Err(StoreError::Invalid("page starts at 1".to_owned()));
+    }
+    if per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(StoreError::Invalid(format!(
+            "per_page must be between 1 and {MAX_PER_PAGE}"
+        )));
+    }
+    Ok(())
+}
 /// Rows per multi-row INSERT when loading in bulk (stays under both databases' parameter limits).
 const BULK_CHUNK: usize = 1000;
 
@@ -272,14 +285,7 @@ impl Store {
         page: u32,
         per_page: u32,
     ) -> Result<(Vec<SessionRecord>, u64)> {
-        if page == 0 {
-            return Err(StoreError::Invalid("page starts at 1".to_owned()));
-        }
-        if per_page == 0 || per_page > MAX_PER_PAGE {
-            return Err(StoreError::Invalid(format!(
-                "per_page must be between 1 and {MAX_PER_PAGE}"
-            )));
-        }
+        check_page(page, per_page)?;
         if let (Some(start), Some(end)) = (filter.start_date, filter.end_date) {
             if start > end {
                 return Err(StoreError::Invalid(
