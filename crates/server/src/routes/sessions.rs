@@ -56,8 +56,31 @@ pub struct HistoryQuery {
     pub per_page: u32,
 }
 
-fn text(value: &Option<String>) -> Option<&str> {
+/// A query parameter with its blanks trimmed; an empty one counts as absent.
+pub(crate) fn text(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Every listing's `page` (from 1, default 1) and `per_page` (1 to [`MAX_PER_PAGE`], default
+/// [`DEFAULT_PER_PAGE`]) query parameters.
+pub(crate) fn page_params(
+    page: &Option<String>,
+    per_page: &Option<String>,
+) -> Result<(u32, u32), ApiError> {
+    let number = |field: &'static str, v: &Option<String>, default: u32, max: u32| match text(v) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::validation(field, format!("must be a whole number from 1 to {max}"))
+            }),
+    };
+    Ok((
+        number("page", page, 1, 1_000_000)?,
+        number("per_page", per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE)?,
+    ))
 }
 
 impl SessionListQuery {
@@ -92,19 +115,7 @@ impl SessionListQuery {
                 ));
             }
         }
-        let number = |field: &'static str, v: &Option<String>, default: u32, max: u32| match text(v)
-        {
-            None => Ok(default),
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::validation(field, format!("must be a whole number from 1 to {max}"))
-                }),
-        };
-        let page = number("page", &self.page, 1, 1_000_000)?;
-        let per_page = number("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE)?;
+        let (page, per_page) = page_params(&self.page, &self.per_page)?;
         Ok(HistoryQuery {
             // Both dates are inclusive days in UTC.
             filter: SessionFilter {

@@ -30,7 +30,7 @@ use crate::auth::StaffUser;
 use crate::crisis_desk::FlaggedEvent;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ClientInfo, Json, Path, Query};
-use crate::routes::sessions::{DEFAULT_PER_PAGE, MAX_PER_PAGE};
+use crate::routes::sessions::{page_params, text};
 use crate::state::AppState;
 
 /// How often an open staff socket re-checks that its account is still staff and not blocked.
@@ -152,13 +152,7 @@ pub struct CrisisQueueQuery {
 
 impl CrisisQueueQuery {
     fn validate(&self) -> Result<(ReviewStatusFilter, u32, u32), ApiError> {
-        let text = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
-        let status = match text(&self.status).as_deref() {
+        let status = match text(&self.status) {
             None | Some("open") => ReviewStatusFilter::Open,
             Some("reviewed") => ReviewStatusFilter::Reviewed,
             Some("all") => ReviewStatusFilter::All,
@@ -169,22 +163,8 @@ impl CrisisQueueQuery {
                 ))
             }
         };
-        let number = |field: &'static str, v: &Option<String>, default: u32, max: u32| match text(v)
-        {
-            None => Ok(default),
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::validation(field, format!("must be a whole number from 1 to {max}"))
-                }),
-        };
-        Ok((
-            status,
-            number("page", &self.page, 1, 1_000_000)?,
-            number("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE)?,
-        ))
+        let (page, per_page) = page_params(&self.page, &self.per_page)?;
+        Ok((status, page, per_page))
     }
 }
 
