@@ -22,16 +22,18 @@ pub(crate) fn assess_alone(utterance: &str) -> Assessment {
 /// (negated, told as history, hyperbole: "i used to cut myself in high school").
 pub(crate) fn read_with_context(utterance: &str, recent_turns: &[&str]) -> (Assessment, bool) {
     let tokens = normalize(utterance);
-    let dismissed = assess_tokens(&tokens).1;
-    (assess_with_context(utterance, recent_turns), dismissed)
+    let (current, dismissed) = assess_tokens(&tokens);
+    (raise_by_context(current, &tokens, recent_turns), dismissed)
 }
 
-/// Classifies `utterance`, letting the student's recent turns raise (never lower) the result:
-/// a short "yes" or a plan detail right after talk of dying is a crisis, and a crisis a
-/// moment ago keeps the counselor asking about safety.
+/// Classifies `utterance`, letting the student's recent turns raise (never lower) the result.
 pub(crate) fn assess_with_context(utterance: &str, recent_turns: &[&str]) -> Assessment {
-    let tokens = normalize(utterance);
-    let current = assess_tokens(&tokens).0;
+    read_with_context(utterance, recent_turns).0
+}
+
+/// What recent turns add: a short "yes" or a plan detail right after talk of dying is a crisis,
+/// and a crisis a moment ago keeps the counselor asking about safety.
+fn raise_by_context(current: Assessment, tokens: &[String], recent_turns: &[&str]) -> Assessment {
     if current.level == CrisisLevel::Crisis {
         return current;
     }
@@ -52,10 +54,10 @@ pub(crate) fn assess_with_context(utterance: &str, recent_turns: &[&str]) -> Ass
         rule: earlier.rule,
     };
     let earlier_signal = earlier.signal.unwrap_or(CrisisSignal::SuicidalIdeation);
-    if mentions_plan_or_time(&tokens) {
+    if mentions_plan_or_time(tokens) {
         return from_earlier(CrisisLevel::Crisis, CrisisSignal::PlanOrMeans);
     }
-    if is_affirmation(&tokens) {
+    if is_affirmation(tokens) {
         return from_earlier(CrisisLevel::Crisis, earlier_signal);
     }
     if earlier.level == CrisisLevel::Crisis && current.level == CrisisLevel::None {
