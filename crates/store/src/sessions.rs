@@ -447,7 +447,7 @@ impl Store {
     /// the session is missing, someone else's, or already deleted.
     pub async fn soft_delete_session(&self, user_id: UserId, id: SessionId) -> Result<bool> {
         let now = to_micros(Utc::now());
-        with_pool!(self, writer, |pool| {
+        let deleted = with_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await?;
             let marked = sqlx::query(
                 "UPDATE sessions SET deleted_at = $1 WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL",
@@ -465,8 +465,12 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
-            Ok(marked == 1)
-        })
+            Ok::<_, StoreError>(marked == 1)
+        })?;
+        if deleted {
+            self.checkpoint_after_erase().await;
+        }
+        Ok(deleted)
     }
 
     /// Erases the transcript lines of every session that started before `cutoff` (the retention
@@ -479,7 +483,7 @@ impl Store {
     ) -> Result<PurgeReport> {
         let cutoff = to_micros(cutoff);
         let now = to_micros(Utc::now());
-        with_pool!(self, writer, |pool| {
+        let report = with_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await?;
             let doomed: Vec<(Uuid, i64)> = sqlx::query_as(
                 "SELECT m.session_id, COUNT(*) FROM transcript_messages m \
@@ -516,8 +520,11 @@ impl Store {
                 insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok(report)
-        })
+            Ok::<_, StoreError>(report)
+        })?;
+        // Only reached when lines were erased (the early return above skips it).
+        self.checkpoint_after_erase().await;
+        Ok(report)
     }
 
     /// Adds an entry to the audit trail.

@@ -139,6 +139,33 @@ impl Store {
         Ok(())
     }
 
+    /// Called after transcript text was erased. SQLite keeps every page a transaction wrote in its
+    /// write-ahead log (`counsel.db-wal`) until a checkpoint copies the log into the database file,
+    /// so the erased ciphertext (written there when the lines were stored) would stay on disk
+    /// beside the key. With `secure_delete` on, the pages the erasing transaction wrote have the
+    /// deleted rows zeroed; checkpointing now copies them over the old ones and truncating the log
+    /// discards every older frame. A reader still on an older snapshot can hold the checkpoint up
+    /// for the busy timeout; the erase itself is committed either way, so a checkpoint that cannot
+    /// finish is logged and the next one (SQLite's own, or the next erase) completes it.
+    pub(crate) async fn checkpoint_after_erase(&self) {
+        let Backend::Sqlite(db) = &self.backend else {
+            return;
+        };
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&db.writer)
+            .await
+        {
+            Ok((0, _, _)) => {}
+            Ok(_) => tracing::warn!(
+                "the SQLite write-ahead log was busy and could not be truncated after erasing transcript text; a later checkpoint will"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "the SQLite write-ahead log could not be checkpointed after erasing transcript text"
+            ),
+        }
+    }
+
     /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         match &self.backend {

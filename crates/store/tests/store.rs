@@ -767,6 +767,105 @@ async fn purge_erases_exactly_the_transcripts_older_than_the_cutoff(db: &TestDb)
 }
 on_both_databases!(purge_erases_exactly_the_transcripts_older_than_the_cutoff);
 
+/// The stored ciphertext of every line, each with a few of its bytes that must not stay on disk:
+/// the whole value and its GCM tag (random per row, so it cannot occur anywhere by chance).
+async fn stored_ciphertexts(db: &TestDb) -> Vec<Vec<u8>> {
+    let rows = db.raw_transcript_columns().await;
+    assert!(rows.iter().all(|row| row.len() > 16));
+    rows.into_iter()
+        .flat_map(|row| [row[row.len() - 16..].to_vec(), row])
+        .collect()
+}
+
+fn on_disk(files: &[u8], pieces: &[Vec<u8>]) -> usize {
+    pieces.iter().filter(|piece| contains(files, piece)).count()
+}
+
+// SQLite keeps every written page in its write-ahead log until a checkpoint, and freed cells in
+// the file unless secure_delete is on: erasing must leave none of the ciphertext on disk (the
+// development key lies beside the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_transcripts_leave_no_ciphertext_in_the_sqlite_files() {
+    let db = common::sqlite().await;
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let cutoff = at(2026, 8, 24, 0);
+
+    // A student deletes a session.
+    let deleted = start(store, user, Category::Health, SessionMode::Voice, cutoff).await;
+    for seq in 0..5 {
+        store
+            .append_message(deleted, line(seq, Speaker::Student, "delete me", cutoff))
+            .await
+            .unwrap();
+    }
+    let doomed = stored_ciphertexts(&db).await;
+    assert_eq!(
+        on_disk(&db.raw_sqlite_files(), &doomed),
+        doomed.len(),
+        "the test sees stored ciphertext in the files"
+    );
+    assert!(store.soft_delete_session(user, deleted).await.unwrap());
+    assert_eq!(
+        on_disk(&db.raw_sqlite_files(), &doomed),
+        0,
+        "a deleted session's ciphertext is still in counsel.db or counsel.db-wal"
+    );
+
+    // The retention purge erases an old session and keeps a recent one.
+    let old = start(
+        store,
+        user,
+        Category::Career,
+        SessionMode::Voice,
+        cutoff - Duration::days(1),
+    )
+    .await;
+    for seq in 0..5 {
+        store
+            .append_message(old, line(seq, Speaker::Student, "purge me", cutoff))
+            .await
+            .unwrap();
+    }
+    let purged = stored_ciphertexts(&db).await;
+    let recent = start(
+        store,
+        user,
+        Category::Career,
+        SessionMode::Voice,
+        cutoff + Duration::days(1),
+    )
+    .await;
+    store
+        .append_message(recent, line(0, Speaker::Student, "keep me", cutoff))
+        .await
+        .unwrap();
+    let report = store
+        .purge_transcripts_older_than(cutoff, false)
+        .await
+        .unwrap();
+    assert_eq!(report.messages, 5);
+    assert_eq!(
+        on_disk(&db.raw_sqlite_files(), &purged),
+        0,
+        "purged ciphertext is still in counsel.db or counsel.db-wal"
+    );
+    let kept = stored_ciphertexts(&db).await;
+    assert_eq!(kept.len(), 2);
+    assert_eq!(on_disk(&db.raw_sqlite_files(), &kept), 2, "kept lines stay");
+    assert_eq!(
+        store
+            .session_for_user(user, recent)
+            .await
+            .unwrap()
+            .unwrap()
+            .messages[0]
+            .text
+            .as_str(),
+        "keep me"
+    );
+}
+
 async fn crisis_events_flag_the_session(db: &TestDb) {
     let store = &db.store;
     let user = student(store, "jdoe").await;
