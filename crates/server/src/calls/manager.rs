@@ -31,10 +31,10 @@ const END_WAIT: Duration = Duration::from_secs(5);
 /// Why a call operation failed; the HTTP layer maps these to responses.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// Also for a room token that is not this room's: a wrong token must not tell that the
+    /// room exists.
     #[error("session not found")]
     NotFound,
-    #[error("the room token is not valid for this session")]
-    BadRoomToken,
     #[error("this session is already connected")]
     AlreadyConnected,
     #[error("this session has already ended")]
@@ -217,10 +217,12 @@ impl CallManager {
     ) -> Result<String, CallError> {
         let (category, persona, feed, owner) = {
             let calls = self.calls.lock().expect("calls lock");
-            let call = calls.get(&id).ok_or(CallError::NotFound)?;
-            if !constant_time_eq(call.room_token.as_bytes(), room_token.as_bytes()) {
-                return Err(CallError::BadRoomToken);
-            }
+            // A wrong token gets the answer a missing room gets, so that nobody can learn which
+            // ids are live rooms.
+            let call = calls
+                .get(&id)
+                .filter(|call| constant_time_eq(call.room_token.as_bytes(), room_token.as_bytes()))
+                .ok_or(CallError::NotFound)?;
             if !matches!(call.state, CallState::Waiting) {
                 return Err(CallError::AlreadyConnected);
             }

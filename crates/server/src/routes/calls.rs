@@ -161,8 +161,8 @@ pub async fn end_video_session(
     request_body = SessionDescription,
     responses(
         (status = 200, description = "The SDP answer", body = SessionDescription),
-        (status = 401, description = "Missing or wrong room token (AUTH_001)", body = ErrorBody),
-        (status = 404, description = "No such room (SESSION_001)", body = ErrorBody),
+        (status = 401, description = "No room token (AUTH_004)", body = ErrorBody),
+        (status = 404, description = "No such room, or the token is not its room token: the same answer for both (SESSION_001)", body = ErrorBody),
         (status = 409, description = "Already connected or ended (SESSION_002)", body = ErrorBody),
         (status = 422, description = "Not a usable offer (VALIDATION_001)", body = ErrorBody),
     ))]
@@ -284,7 +284,6 @@ fn parse_session_id_field(raw: &str) -> Result<SessionId, ApiError> {
 fn call_error(error: CallError) -> ApiError {
     match error {
         CallError::NotFound => ApiError::SessionNotFound,
-        CallError::BadRoomToken => ApiError::NotAuthenticated,
         CallError::AlreadyConnected | CallError::AlreadyEnded => ApiError::SessionAlreadyEnded,
         CallError::AtCapacity(_) => ApiError::AtCapacity,
         CallError::VoiceUnavailable => ApiError::VoiceUnavailable,

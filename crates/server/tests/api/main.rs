@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod calls;
 mod platform;
 mod rate_limits;
 mod sessions;
