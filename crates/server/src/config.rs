@@ -133,7 +133,27 @@ impl Config {
     /// Variables already set in the environment win over `.env`.
     pub fn load() -> Result<Self, ConfigError> {
         let _ = dotenvy::dotenv();
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let config = Self::from_lookup(|name| std::env::var(name).ok())?;
+        config.prepare_data_dir()?;
+        Ok(config)
+    }
+
+    /// Creates `DATA_DIR` (mode 0700) when counsel will keep something there: the default SQLite
+    /// database or the default models directory (the development secrets create it themselves).
+    /// Whatever else the command creates inside it then starts out private. An existing directory
+    /// is left as it is: it may be one the operator chose and shares on purpose; the files
+    /// counsel writes in it are 0600 on their own.
+    pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
+        let default_database = self.database_url == default_database_url(&self.data_dir);
+        if default_database || self.voice.models_dir.starts_with(&self.data_dir) {
+            create_private_dir(&self.data_dir).map_err(|e| {
+                problem(
+                    "DATA_DIR",
+                    format!("{} could not be created: {e}", self.data_dir.display()),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Builds the configuration from an explicit set of variables (tests use this).
@@ -177,7 +197,7 @@ impl Config {
         let data_dir = PathBuf::from(get("DATA_DIR").unwrap_or_else(|| "./data".to_owned()));
 
         let database_url = match get("DATABASE_URL") {
-            None => format!("sqlite://{}", data_dir.join("counsel.db").display()),
+            None => default_database_url(&data_dir),
             Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
             Some(_) => {
                 return Err(problem("DATABASE_URL", "must start with sqlite:// or postgres:// (the value is not shown because it may hold a password)"))
@@ -445,6 +465,21 @@ fn decode_key(encoded: &str) -> Result<[u8; 32], String> {
     })
 }
 
+/// The SQLite database inside `DATA_DIR`, used when `DATABASE_URL` is not set.
+fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("counsel.db").display())
+}
+
+/// Creates `dir` and any missing parent with mode 0700 (on unix): only counsel's own user can
+/// list or enter them. A directory that exists already is left alone.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Development only: a secret generated on first use and kept in the data directory (mode 0600),
 /// so tokens and encrypted transcripts survive restarts without anyone configuring anything.
 fn dev_secret(
@@ -473,7 +508,7 @@ fn dev_secret(
             )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(data_dir).map_err(unreadable)?;
+            create_private_dir(data_dir).map_err(unreadable)?;
             let key: [u8; 32] = rand::random();
             let mut options = fs::OpenOptions::new();
             options.write(true).create_new(true);
@@ -545,6 +580,48 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    // L5 of the outside security test: DATA_DIR was made 0755 (world-readable).
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+
+        // Development: the generated secrets create it.
+        let dev = root.path().join("dev").join("data");
+        Config::from_vars(&vars(&[("DATA_DIR", dev.to_str().unwrap())])).unwrap();
+        assert_eq!(mode(&dev), 0o700);
+        assert_eq!(mode(&root.path().join("dev")), 0o700);
+        assert_eq!(mode(&dev.join("transcript_encryption.key")), 0o600);
+
+        // Production with its secrets given: the default database lives there.
+        let prod = root.path().join("prod");
+        let config = Config::from_vars(&vars(&[
+            ("ENV", "production"),
+            ("JWT_SECRET_KEY", JWT),
+            ("TRANSCRIPT_ENCRYPTION_KEY", KEY),
+            ("DATA_DIR", prod.to_str().unwrap()),
+        ]))
+        .unwrap();
+        config.prepare_data_dir().unwrap();
+        assert_eq!(mode(&prod), 0o700);
+
+        // Nothing of counsel's goes there: nothing is created.
+        let unused = root.path().join("unused");
+        let config = Config::from_vars(&vars(&[
+            ("ENV", "production"),
+            ("JWT_SECRET_KEY", JWT),
+            ("TRANSCRIPT_ENCRYPTION_KEY", KEY),
+            ("DATA_DIR", unused.to_str().unwrap()),
+            ("DATABASE_URL", "postgres://counsel@db/counsel"),
+            ("MODELS_DIR", root.path().join("models").to_str().unwrap()),
+        ]))
+        .unwrap();
+        config.prepare_data_dir().unwrap();
+        assert!(!unused.exists());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -207,6 +208,7 @@ async fn connect_sqlite(url: &str) -> Result<SqliteDb> {
             writer: pool,
         });
     }
+    make_private(options.get_filename())?;
     let options = options.journal_mode(SqliteJournalMode::Wal);
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -223,4 +225,61 @@ async fn connect_sqlite(url: &str) -> Result<SqliteDb> {
         .connect_with(options.read_only(true))
         .await?;
     Ok(SqliteDb { reader, writer })
+}
+
+/// The database file and its `-wal` and `-shm` companions hold every student's sessions: only
+/// counsel's own user may read them. A missing file is created here with mode 0600 (and any
+/// missing directory above it with 0700) before SQLite opens it, because SQLite would create it
+/// with the umask's mode (0644 as a rule) and gives its `-wal` and `-shm` files the database
+/// file's own mode. Files made before this rule lose any group and other access.
+#[cfg(unix)]
+fn make_private(file: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+    let unusable = |error: std::io::Error| StoreError::Unavailable(Box::new(error));
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(unusable)?;
+        }
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(unusable(e)),
+    }
+    let mut companions = [file.as_os_str().to_owned(), file.as_os_str().to_owned()];
+    companions[0].push("-wal");
+    companions[1].push("-shm");
+    for path in [file, Path::new(&companions[0]), Path::new(&companions[1])] {
+        let Ok(metadata) = std::fs::metadata(path) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            if let Err(error) =
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            {
+                tracing::warn!(
+                    file = %path.display(),
+                    %error,
+                    "the database file is readable by other users and its mode could not be narrowed to 0600"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_file: &Path) -> Result<()> {
+    Ok(())
 }

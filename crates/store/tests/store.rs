@@ -1371,3 +1371,49 @@ async fn the_staff_review_migration_goes_down_and_up_keeping_data(db: &TestDb) {
     assert!(db.raw_set_role(&users[0].username, "staff").await.is_ok());
 }
 on_both_databases!(the_staff_review_migration_goes_down_and_up_keeping_data);
+
+// Other accounts on the machine must not read the database (L5 of the security test).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_files_are_private_to_counsels_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data").join("db");
+    let file = dir.join("counsel.db");
+    let store = Store::connect(
+        &format!("sqlite://{}", file.display()),
+        TranscriptCipher::new(common::KEY),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    student(&store, "jdoe").await;
+    assert_eq!(mode(&root.path().join("data")), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    for name in ["counsel.db", "counsel.db-wal", "counsel.db-shm"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    store.close().await;
+
+    // A database made before the rule is narrowed when opened.
+    let older = root.path().join("older.db");
+    std::fs::File::create(&older).unwrap();
+    std::fs::set_permissions(&older, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::connect(
+        &format!("sqlite://{}", older.display()),
+        TranscriptCipher::new(common::KEY),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(mode(&older), 0o600);
+    assert_eq!(mode(&root.path().join("older.db-wal")), 0o600);
+    store.close().await;
+}
