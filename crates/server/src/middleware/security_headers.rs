@@ -39,3 +39,13 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// For responses that carry transcript text or personal data (session history, a transcript and
+/// its download, the crisis review queue, tokens, the signed-in account): no browser, proxy or
+/// shared cache may keep a copy, so a shared campus computer's cache or back button shows nothing.
+pub async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -14,11 +14,17 @@ use crate::state::AppState;
 
 /// Every API route, relative to the API prefix (`/api/v1` and `/api` both serve it).
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(health::routes())
+    // Tokens, the account, session history, transcripts and the crisis queue: never cached.
+    let personal = OpenApiRouter::new()
         .merge(auth::routes())
-        .merge(counselors::routes())
         .merge(sessions::routes())
         .merge(calls::routes())
         .merge(staff::routes())
+        .route_layer(axum::middleware::map_response(
+            crate::middleware::security_headers::no_store,
+        ));
+    OpenApiRouter::new()
+        .merge(health::routes())
+        .merge(counselors::routes())
+        .merge(personal)
 }

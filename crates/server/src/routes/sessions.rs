@@ -376,7 +376,6 @@ pub async fn download_session(
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{file_name}\""),
             ),
-            (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         transcript_file(&detail),
     ))

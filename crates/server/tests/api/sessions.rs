@@ -18,6 +18,7 @@ on_both_backends!(
     transcript_text_is_encrypted_at_rest,
     purge_erases_exactly_what_is_older_than_the_window,
     counselor_categories_are_listed_in_order,
+    transcripts_and_personal_data_are_never_cached,
 );
 
 const CONVERSATION: &[(Speaker, &str)] = &[
@@ -623,4 +624,59 @@ async fn counselor_categories_are_listed_in_order(app: TestApp) {
     )
     .await;
     assert_eq!((status, code.as_str()), (404, "COUNSELOR_001"));
+}
+
+// The outside security test found the session detail cacheable: on a shared campus computer the
+// browser's cache (or a proxy's) would keep a student's transcript.
+async fn transcripts_and_personal_data_are_never_cached(app: TestApp) {
+    let me = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let nurse = app.add_staff(r"\COLLEGE\nurse").await;
+    let id = app
+        .add_session(
+            me.id,
+            Category::Health,
+            SessionMode::Voice,
+            Utc::now() - Duration::hours(1),
+            CONVERSATION,
+        )
+        .await;
+    let token = app.token(&me).await;
+    let staff_token = app.token(&nurse).await;
+    let cache_control = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    for (path, token) in [
+        ("/api/v1/sessions".to_owned(), &token),
+        (format!("/api/v1/sessions/{id}"), &token),
+        (format!("/api/v1/sessions/{id}/download"), &token),
+        (format!("/api/sessions/{id}"), &token),
+        ("/api/v1/auth/me".to_owned(), &token),
+        ("/api/v1/staff/crisis-events".to_owned(), &staff_token),
+    ] {
+        let response = app.get(&path, token).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            cache_control(&response).as_deref(),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+    let login = app
+        .login(me.username.as_str(), crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(login.status(), 200);
+    assert_eq!(cache_control(&login).as_deref(), Some("no-store"), "login");
+    // Refusals say nothing cacheable either.
+    let missing = app
+        .get(
+            &format!("/api/v1/sessions/{}", uuid::Uuid::new_v4()),
+            &token,
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(cache_control(&missing).as_deref(), Some("no-store"));
 }
