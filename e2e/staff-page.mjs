@@ -35,6 +35,11 @@ const seen = {};
 try {
   const page = await browser.newPage();
   page.on("pageerror", (error) => console.error(`[page error] ${error}`));
+  // The page and its live feed must work under the server's Content-Security-Policy.
+  const refused = [];
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+  });
   await page.goto(baseUrl);
   await page.fill("input[name=username]", username);
   await page.fill("input[name=password]", password);
@@ -62,6 +67,7 @@ try {
   const reviewed = page.locator(".crisis-event.reviewed", { hasText: expected.trim() });
   await reviewed.waitFor({ timeout: 5_000 });
   seen.review = await reviewed.locator(".review-result").textContent();
+  if (refused.length) throw new Error(`it broke the Content-Security-Policy:\n${refused.join("\n")}`);
   console.log(JSON.stringify(seen));
 } catch (error) {
   console.log(JSON.stringify(seen));

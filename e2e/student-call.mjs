@@ -1,7 +1,8 @@
 // A student's whole visit, through the web app, in headless Chromium with a WAV file as the
 // microphone: sign in, accept the notice, start a voice call with the Health counselor, hear the
 // greeting, say something (the WAV), see it transcribed and answered, end the call, and find the
-// session with its transcript in the history.
+// session with its transcript in the history; all of it within the server's
+// Content-Security-Policy, which keeps an inline script injected into the page from running.
 //
 //   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
 //
@@ -42,6 +43,12 @@ const seen = {};
 try {
   const page = await browser.newPage();
   page.on("pageerror", (error) => console.error(`[page error] ${error}`));
+  // The whole visit must work under the server's Content-Security-Policy: Chromium reports on
+  // the console everything the policy made it refuse (a script, a socket, a fetch).
+  const refused = [];
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+  });
   await page.goto(baseUrl);
 
   await page.fill("input[name=username]", username);
@@ -65,9 +72,19 @@ try {
   await page.waitForSelector(".detail-head", { timeout: 15_000 });
   seen.title = await page.locator(".detail-head h1").textContent();
   seen.history = await page.locator(".transcript .line").allTextContents();
+  seen.refusedByPolicy = [...refused];
+  // And the policy does its job: script injected into the page as markup does not run.
+  seen.injectedScriptRan = await page.evaluate(() => {
+    const script = document.createElement("script");
+    script.textContent = "window.__injectedScriptRan = true";
+    document.body.append(script);
+    return window.__injectedScriptRan === true;
+  });
   console.log(JSON.stringify(seen));
 
   const problems = [];
+  if (seen.refusedByPolicy.length) problems.push(`the page broke the Content-Security-Policy:\n${seen.refusedByPolicy.join("\n")}`);
+  if (seen.injectedScriptRan) problems.push("an inline script injected into the page ran: the policy allows inline scripts");
   if (!seen.greeting || !/counselor|wellness/i.test(seen.greeting)) problems.push(`unexpected greeting: ${seen.greeting}`);
   if (!seen.student || seen.student.trim().length < 3) problems.push("the student's speech was not transcribed");
   if (!seen.reply || seen.reply.trim().length < 3) problems.push("the counselor did not answer");

@@ -11,6 +11,7 @@ on_both_backends!(
     malformed_bodies_get_clear_errors,
     oversized_bodies_are_refused,
     every_response_has_security_headers_and_a_request_id,
+    the_content_security_policy_allows_only_our_own_scripts_and_sockets,
     openapi_document_and_docs_are_served,
 );
 
@@ -144,6 +145,66 @@ async fn every_response_has_security_headers_and_a_request_id(app: TestApp) {
         .to_str()
         .unwrap()
         .starts_with("max-age="));
+}
+
+// L7 of the outside security test: the policy allowed inline scripts (so injected markup could
+// run) and WebSockets to any host (so a script could send a transcript anywhere).
+async fn the_content_security_policy_allows_only_our_own_scripts_and_sockets(app: TestApp) {
+    let host = app.address.trim_start_matches("http://").to_owned();
+    for path in ["/", "/static/app.js", "/api/docs/", "/api/health"] {
+        let response = app.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let directive = |name: &str| -> Vec<String> {
+            policy
+                .split(';')
+                .map(str::trim)
+                .find_map(|d| d.strip_prefix(name).filter(|rest| rest.starts_with(' ')))
+                .unwrap_or_else(|| panic!("{path}: no {name} in {policy}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(directive("script-src"), ["'self'"], "{path}: {policy}");
+        assert_eq!(
+            directive("connect-src"),
+            [
+                "'self'".to_owned(),
+                format!("ws://{host}"),
+                format!("wss://{host}")
+            ],
+            "{path}: {policy}"
+        );
+        assert_eq!(directive("default-src"), ["'self'"]);
+        assert_eq!(directive("object-src"), ["'none'"]);
+        assert_eq!(directive("frame-ancestors"), ["'none'"]);
+    }
+
+    // Nothing the server sends needs more: no inline script or handler in the pages.
+    for path in ["/", "/api/docs/"] {
+        let page = app
+            .request(Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .to_lowercase();
+        for opening in page.match_indices("<script").map(|(at, _)| &page[at..]) {
+            let tag = &opening[..opening.find('>').unwrap()];
+            assert!(tag.contains(" src="), "{path}: an inline script: {tag}");
+        }
+        assert!(
+            !page.contains(" onload=")
+                && !page.contains(" onclick=")
+                && !page.contains("javascript:"),
+            "{path}: an inline handler"
+        );
+    }
 }
 
 async fn openapi_document_and_docs_are_served(app: TestApp) {
