@@ -16,7 +16,7 @@
 //!    student who has moved on ("can we talk about my resume") is not held to what they said.
 //! 4. The level is never lower than the rules' level.
 //!
-//! The [`Thresholds`] were chosen by cross-validation on the corpus (`examples/risk_tuning.rs`)
+//! The [`Thresholds`] were chosen by cross-validation on the corpus (`examples/risk_tuning/`)
 //! with the rules' own evaluation sets as a check; `docs/benchmarks/safety.md` records the figures.
 
 use domain::{CrisisLevel, CrisisSignal, DecidedBy};
@@ -40,7 +40,7 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    /// Chosen on the corpus's five-fold cross-validation (`examples/risk_tuning.rs`): the head's
+    /// Chosen on the corpus's five-fold cross-validation (`examples/risk_tuning/`): the head's
     /// crisis probability is well calibrated on the corpus but over-confident on everyday talk
     /// that shares words or topics with a crisis ("my mom is going to kill me when she sees my
     /// grades"). At 0.8, rules and model together find 74 % of the corpus's crisis lines (the

@@ -16,6 +16,10 @@ use safety::corpus::{self, Example};
 use safety::model::{self, EncoderFiles, Inputs, SentenceEncoder, DIMENSIONS};
 use safety::verdict::{self, Thresholds};
 
+mod network;
+
+use network::{Network, NetworkSettings, Sample};
+
 const FOLDS: usize = 5;
 
 struct Scored {
@@ -79,6 +83,7 @@ fn main() {
     let mut scored: Vec<Scored> = Vec::new();
     for fold in 0..FOLDS {
         let head = model::fit_on_with(&fit_settings(), &examples, &training, |i| i % FOLDS != fold);
+        let network = fit_network(&examples, &training, |i| i % FOLDS != fold);
         let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len())
             .filter(|i| i % FOLDS != fold)
             .map(|i| (i, training[i]))
@@ -91,6 +96,7 @@ fn main() {
             scored.push(score(
                 &scorers,
                 &head,
+                &network,
                 &bank,
                 &examples,
                 example,
@@ -125,6 +131,7 @@ fn main() {
     }
 
     let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
+    let full_network = fit_network(&examples, &training, |_| true);
     let bank: Vec<(usize, [f32; DIMENSIONS])> =
         (0..examples.len()).map(|i| (i, training[i])).collect();
     for set in sets {
@@ -140,6 +147,7 @@ fn main() {
                 score(
                     &scorers,
                     &full,
+                    &full_network,
                     &bank,
                     &examples,
                     e,
@@ -168,6 +176,35 @@ fn fit_settings() -> model::head::FitSettings {
         settings.l2 = parts[2].parse().unwrap();
     }
     settings
+}
+
+/// The network settings, as `RISK_MLP=hidden,epochs,batch,learning_rate,weight_decay,seed`.
+fn network_settings() -> NetworkSettings {
+    let spec = std::env::var("RISK_MLP").unwrap_or_else(|_| "64,40,32,0.001,0.01,1".into());
+    let p: Vec<&str> = spec.split(',').collect();
+    NetworkSettings {
+        hidden: p[0].parse().unwrap(),
+        epochs: p[1].parse().unwrap(),
+        batch: p[2].parse().unwrap(),
+        learning_rate: p[3].parse().unwrap(),
+        weight_decay: p[4].parse().unwrap(),
+        seed: p[5].parse().unwrap(),
+    }
+}
+
+fn fit_network(
+    examples: &[Example<'_>],
+    training: &[[f32; DIMENSIONS]],
+    keep: impl Fn(usize) -> bool,
+) -> Network {
+    let samples: Vec<Sample> = (0..examples.len())
+        .filter(|&i| keep(i))
+        .map(|i| Sample {
+            input: &training[i],
+            class: index(examples[i].level),
+        })
+        .collect();
+    Network::fit(&network_settings(), &samples)
 }
 
 /// k nearest neighbours, each weighted by exp(similarity / temperature).
@@ -278,6 +315,7 @@ fn embed_examples(
 fn score(
     scorers: &[&str],
     head: &model::Head,
+    network: &Network,
     bank: &[(usize, [f32; DIMENSIONS])],
     examples: &[Example<'static>],
     example: &Example<'_>,
@@ -293,6 +331,21 @@ fn score(
                 let (k, t): (usize, f32) = (k.parse().unwrap_or(10), t.parse().unwrap());
                 model::reading_by(
                     |e| knn(bank, examples, e, k, t),
+                    head,
+                    examples,
+                    embeddings,
+                    with_context,
+                )
+            } else if *name == "mlp" {
+                model::reading_by(
+                    |e| {
+                        let p = network.probabilities(e);
+                        model::LevelScores {
+                            none: p[0],
+                            concern: p[1],
+                            crisis: p[2],
+                        }
+                    },
                     head,
                     examples,
                     embeddings,

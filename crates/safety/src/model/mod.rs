@@ -108,7 +108,10 @@ impl RiskModel {
         let inputs = Inputs::of(utterance, earlier);
         let own_count = inputs.texts.len() - usize::from(inputs.with_context);
         let texts = inputs.texts();
-        let mut embeddings = self.encoder.embed(&texts[..own_count])?;
+        // The whole utterance and its windows in two batches: one padded batch would pad every
+        // short window to the length of the whole.
+        let mut embeddings = self.encoder.embed(&texts[..1])?;
+        embeddings.extend(self.encoder.embed(&texts[1..own_count])?);
         let alone = reading(&self.head, &self.examples, &embeddings, false);
         if !inputs.with_context || !wants_context(alone.alone) {
             return Ok(alone);
@@ -123,11 +126,8 @@ impl RiskModel {
     /// faster per line than one at a time).
     pub fn read_each(&self, utterances: &[&str]) -> Result<Vec<Reading>, EncoderError> {
         let inputs: Vec<Inputs> = utterances.iter().map(|u| Inputs::of(u, &[])).collect();
-        let texts: Vec<&str> = inputs
-            .iter()
-            .flat_map(|i| i.texts.iter().map(String::as_str))
-            .collect();
-        let embeddings = self.encoder.embed(&texts)?;
+        let texts: Vec<String> = inputs.iter().flat_map(|i| i.texts.clone()).collect();
+        let embeddings = embed_all(&self.encoder, &texts)?;
         let mut offset = 0;
         Ok(inputs
             .iter()
