@@ -23,6 +23,9 @@ pub struct User {
     pub username: Username,
     pub role: Role,
     pub is_blocked: bool,
+    /// The account's token epoch: access tokens minted under an older one are revoked. Moved on
+    /// by signing out, blocking and a new password.
+    pub token_epoch: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

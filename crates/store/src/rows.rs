@@ -24,11 +24,13 @@ pub(crate) struct UserRow {
     username: String,
     role: String,
     is_blocked: bool,
+    token_epoch: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-pub(crate) const USER_COLUMNS: &str = "id, username, role, is_blocked, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, username, role, is_blocked, token_epoch, created_at, updated_at";
 
 impl TryFrom<UserRow> for User {
     type Error = StoreError;
@@ -39,6 +41,7 @@ impl TryFrom<UserRow> for User {
                 .map_err(|_| corrupt("username", &row.username))?,
             role: row.role.parse().map_err(|_| corrupt("role", &row.role))?,
             is_blocked: row.is_blocked,
+            token_epoch: row.token_epoch,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

@@ -53,6 +53,7 @@ impl Store {
             username: username.clone(),
             role,
             is_blocked: blocked,
+            token_epoch: 0,
             created_at: now,
             updated_at: now,
         })
@@ -81,17 +82,39 @@ impl Store {
         row.map(User::try_from).transpose()
     }
 
-    /// Blocks or unblocks an account. Returns `false` when no such user exists.
+    /// Blocks or unblocks an account. Blocking also revokes every token the account holds (its
+    /// token epoch moves on); unblocking revokes nothing. Returns `false` when no such user exists.
     pub async fn set_blocked(&self, username: &Username, blocked: bool) -> Result<bool> {
         let now = to_micros(Utc::now());
         let affected = with_pool!(self, writer, |pool| {
-            sqlx::query("UPDATE users SET is_blocked = $1, updated_at = $2 WHERE username = $3")
-                .bind(blocked)
-                .bind(now)
-                .bind(username.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE users SET is_blocked = $1, \
+                 token_epoch = token_epoch + (CASE WHEN $1 THEN 1 ELSE 0 END), updated_at = $2 \
+                 WHERE username = $3",
+            )
+            .bind(blocked)
+            .bind(now)
+            .bind(username.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected > 0)
+    }
+
+    /// Revokes every access token of an account (signing out): its token epoch moves on, and
+    /// tokens minted under the earlier one are refused. Returns `false` when no such user exists.
+    pub async fn revoke_tokens(&self, id: UserId) -> Result<bool> {
+        let now = to_micros(Utc::now());
+        let affected = with_pool!(self, writer, |pool| {
+            sqlx::query(
+                "UPDATE users SET token_epoch = token_epoch + 1, updated_at = $1 WHERE id = $2",
+            )
+            .bind(now)
+            .bind(*id.as_uuid())
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(affected > 0)
     }
@@ -112,7 +135,8 @@ impl Store {
         Ok(affected > 0)
     }
 
-    /// Replaces an account's password hash. Returns `false` when no such user exists.
+    /// Replaces an account's password hash and revokes the tokens signed in with the old one.
+    /// Returns `false` when no such user exists.
     pub async fn set_password_hash(
         &self,
         username: &Username,
@@ -125,13 +149,16 @@ impl Store {
         }
         let now = to_micros(Utc::now());
         let affected = with_pool!(self, writer, |pool| {
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3")
-                .bind(password_hash)
-                .bind(now)
-                .bind(username.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE users SET password_hash = $1, token_epoch = token_epoch + 1, updated_at = $2 \
+                 WHERE username = $3",
+            )
+            .bind(password_hash)
+            .bind(now)
+            .bind(username.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(affected > 0)
     }

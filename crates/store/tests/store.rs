@@ -1417,3 +1417,56 @@ async fn the_sqlite_files_are_private_to_counsels_user() {
     assert_eq!(mode(&root.path().join("older.db-wal")), 0o600);
     store.close().await;
 }
+
+// L6 and L1 of the outside security test: signing out and blocking must revoke the tokens an
+// account already holds. The store keeps the epoch they are checked against.
+async fn signing_out_blocking_and_a_new_password_move_the_token_epoch_on(db: &TestDb) {
+    let store = &db.store;
+    let name = username(r"\COLLEGE\jdoe");
+    let user = store.create_user(&name, "$2b$12$abc", false).await.unwrap();
+    let other = student(store, "other").await;
+    let epoch = |id| async move { store.user(id).await.unwrap().unwrap().token_epoch };
+    assert_eq!(user.token_epoch, 0);
+    assert_eq!(epoch(user.id).await, 0);
+
+    assert!(store.revoke_tokens(user.id).await.unwrap());
+    assert_eq!(epoch(user.id).await, 1);
+    assert!(!store.revoke_tokens(UserId::new()).await.unwrap());
+
+    assert!(store.set_blocked(&name, true).await.unwrap());
+    assert_eq!(epoch(user.id).await, 2, "blocking revokes");
+    assert!(store.set_blocked(&name, false).await.unwrap());
+    assert_eq!(epoch(user.id).await, 2, "unblocking revokes nothing");
+
+    assert!(store.set_password_hash(&name, "$2b$12$new").await.unwrap());
+    assert_eq!(epoch(user.id).await, 3, "a new password revokes");
+    let credentials = store.user_credentials(&name).await.unwrap().unwrap();
+    assert_eq!(credentials.user.token_epoch, 3);
+
+    assert_eq!(epoch(other).await, 0, "other accounts keep their tokens");
+}
+on_both_databases!(signing_out_blocking_and_a_new_password_move_the_token_epoch_on);
+
+/// The version of the staff review migration, before token epochs.
+const STAFF_REVIEW_SCHEMA: i64 = 20261201000001;
+
+async fn the_token_epoch_migration_goes_down_and_up_keeping_accounts(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    store.revoke_tokens(jdoe).await.unwrap();
+
+    store.migrate_down_to(STAFF_REVIEW_SCHEMA).await.unwrap();
+    assert_eq!(db.raw_count("users").await, 1);
+    db.raw_insert_user(r"\COLLEGE\older").await.unwrap();
+
+    store.migrate().await.unwrap();
+    let users = store.list_users().await.unwrap();
+    assert_eq!(users.len(), 2);
+    assert!(
+        users.iter().all(|u| u.token_epoch == 0),
+        "epochs start again at 0, the epoch of tokens minted without one"
+    );
+    assert!(store.revoke_tokens(jdoe).await.unwrap());
+    assert_eq!(store.user(jdoe).await.unwrap().unwrap().token_epoch, 1);
+}
+on_both_databases!(the_token_epoch_migration_goes_down_and_up_keeping_accounts);
