@@ -272,6 +272,8 @@ async function callView(category, mode) {
         case "session_ended": setStatus("Session ended"); mute.disabled = true; break;
       }
     };
+    // 1008: the account was blocked or signed out; the server has revoked this page's token.
+    socket.onclose = (event) => { if (event.code === 1008 && !call.closed) { setStatus(event.reason === "account blocked" ? "Account blocked" : "Signed out"); mute.disabled = true; } };
 
     if (room.transport !== "local") {
       // Daily rooms open in Daily's own prebuilt call UI, embedded with the student's token.
@@ -544,7 +546,9 @@ async function staffView(params) {
       if (data.type === "crisis_event" && status !== "reviewed" && page === 1) add(data, { fresh: true });
       if (data.type === "resync") load().catch(() => {});
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
+      // 1008: blocked, signed out or no longer staff; reconnecting would be refused.
+      if (event.code === 1008) { live.textContent = "Closed: " + event.reason; live.className = "pill poor"; delete live.dataset.live; return; }
       live.textContent = "Reconnecting…"; live.className = "pill poor"; delete live.dataset.live;
       if (state.staffSocket !== socket) return;
       // Back after a network blip or a server restart; the reload catches what was missed.

@@ -18,6 +18,11 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (seconds since the epoch).
     pub exp: i64,
+    /// The account's token epoch when this token was minted; the token is revoked once the
+    /// account's epoch has moved on (see [`crate::auth::standing`]). Tokens minted before epochs
+    /// existed carry none and count as epoch 0, the epoch every account started at.
+    #[serde(default)]
+    pub epoch: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +67,7 @@ impl JwtKeys {
         &self,
         user: UserId,
         username: &Username,
+        epoch: i64,
     ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let now = Utc::now();
         let expires_at =
@@ -71,6 +77,7 @@ impl JwtKeys {
             username: username.as_str().to_owned(),
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
+            epoch,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok(IssuedToken {
@@ -116,8 +123,9 @@ mod tests {
     fn round_trips_its_own_tokens() {
         let keys = keys();
         let (id, name) = user();
-        let issued = keys.issue(id, &name).unwrap();
+        let issued = keys.issue(id, &name, 7).unwrap();
         let claims = keys.verify(&issued.token).unwrap();
+        assert_eq!(claims.epoch, 7);
         assert_eq!(claims.sub, id);
         assert_eq!(claims.username, name.as_str());
         assert_eq!(claims.exp - claims.iat, 60);
@@ -127,7 +135,7 @@ mod tests {
     fn refuses_alg_none_and_altered_payloads() {
         let keys = keys();
         let (id, name) = user();
-        let token = keys.issue(id, &name).unwrap().token;
+        let token = keys.issue(id, &name, 0).unwrap().token;
         let parts: Vec<&str> = token.split('.').collect();
 
         let none_header = B64.encode(r#"{"alg":"none","typ":"JWT"}"#);
@@ -164,6 +172,7 @@ mod tests {
             username: name.to_string(),
             iat: now - 7200,
             exp: now - 3600,
+            epoch: 0,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

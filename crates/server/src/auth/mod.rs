@@ -29,6 +29,74 @@ pub struct AuthUser {
     /// Read from the database on every request (never from the token), so a demotion takes
     /// effect at once.
     pub role: Role,
+    /// The token epoch the request's token was minted under (the account's current one).
+    pub token_epoch: i64,
+}
+
+/// How often an open WebSocket re-reads its account (see [`until_revoked`]): a block, a sign-out
+/// or a demotion closes it within about this long.
+pub const ACCOUNT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why an account no longer honours a credential it handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The account is blocked.
+    Blocked,
+    /// The credential's token epoch is past (signed out, blocked and unblocked, a new password),
+    /// or the account is gone.
+    Revoked,
+    /// Staff access was asked for and the account is no longer staff.
+    NotStaff,
+}
+
+impl Revocation {
+    /// The reason an open WebSocket is closed with (no account details in it).
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            Revocation::Blocked => "account blocked",
+            Revocation::Revoked => "signed out",
+            Revocation::NotStaff => "staff access withdrawn",
+        }
+    }
+}
+
+/// The one check behind every credential this server hands out — access tokens, room tokens and
+/// open WebSockets: whether `user` (as read from the database now; `None` when it is gone) still
+/// honours a credential minted under `epoch`, and, with `staff`, still has staff access.
+pub fn standing(user: Option<&store::User>, epoch: i64, staff: bool) -> Result<(), Revocation> {
+    let Some(user) = user else {
+        return Err(Revocation::Revoked);
+    };
+    if user.is_blocked {
+        Err(Revocation::Blocked)
+    } else if user.token_epoch != epoch {
+        Err(Revocation::Revoked)
+    } else if staff && !user.role.is_staff() {
+        Err(Revocation::NotStaff)
+    } else {
+        Ok(())
+    }
+}
+
+/// Resolves once the account no longer honours a credential minted under `epoch` (see
+/// [`standing`]), reading it every [`ACCOUNT_RECHECK`]. A database error counts as no change:
+/// a blip does not cut a student off their call's transcript or staff off their alerts.
+pub async fn until_revoked(
+    store: &store::Store,
+    user: UserId,
+    epoch: i64,
+    staff: bool,
+) -> Revocation {
+    let mut recheck = tokio::time::interval(ACCOUNT_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        recheck.tick().await;
+        if let Ok(account) = store.user(user).await {
+            if let Err(why) = standing(account.as_ref(), epoch, staff) {
+                return why;
+            }
+        }
+    }
 }
 
 /// A signed-in staff member. Every other caller (anonymous, a student, a blocked or demoted
@@ -134,20 +202,20 @@ impl FromRequestParts<AppState> for AuthUser {
         {
             return Err(ApiError::OriginNotAllowed);
         }
-        // Checked on every request so that blocking (or removing) an account takes effect at once.
-        let user = state
-            .store
-            .user(claims.sub)
-            .await?
-            .ok_or(ApiError::NotAuthenticated)?;
-        if user.is_blocked {
-            return Err(ApiError::AccountBlocked);
-        }
+        // Checked on every request so that blocking, signing out (a revoked token gets the
+        // answer any invalid token gets) or removing an account takes effect at once.
+        let user = state.store.user(claims.sub).await?;
+        standing(user.as_ref(), claims.epoch, false).map_err(|why| match why {
+            Revocation::Blocked => ApiError::AccountBlocked,
+            Revocation::Revoked | Revocation::NotStaff => ApiError::NotAuthenticated,
+        })?;
+        let user = user.ok_or(ApiError::NotAuthenticated)?;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
         let auth = AuthUser {
             id: user.id,
             username: user.username,
             role: user.role,
+            token_epoch: user.token_epoch,
         };
         parts.extensions.insert(auth.clone());
         Ok(auth)
@@ -265,6 +333,34 @@ mod tests {
             ]),
             &allowed
         ));
+    }
+
+    #[test]
+    fn standing_refuses_blocked_stale_missing_and_demoted_accounts() {
+        let user = store::User {
+            id: UserId::new(),
+            username: Username::parse(r"\COLLEGE\jdoe").unwrap(),
+            role: Role::Staff,
+            is_blocked: false,
+            token_epoch: 3,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        assert_eq!(standing(Some(&user), 3, true), Ok(()));
+        assert_eq!(standing(Some(&user), 2, false), Err(Revocation::Revoked));
+        assert_eq!(standing(Some(&user), 4, false), Err(Revocation::Revoked));
+        assert_eq!(standing(None, 3, false), Err(Revocation::Revoked));
+        let blocked = store::User {
+            is_blocked: true,
+            ..user.clone()
+        };
+        assert_eq!(standing(Some(&blocked), 3, false), Err(Revocation::Blocked));
+        let student = store::User {
+            role: Role::Student,
+            ..user
+        };
+        assert_eq!(standing(Some(&student), 3, false), Ok(()));
+        assert_eq!(standing(Some(&student), 3, true), Err(Revocation::NotStaff));
     }
 
     #[test]

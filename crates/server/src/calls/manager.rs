@@ -72,6 +72,9 @@ pub struct OpenedRoom {
 
 struct LiveCall {
     owner: UserId,
+    /// The owner's token epoch when the room was opened: the room token is revoked with the
+    /// access token it was asked for (signed out, blocked).
+    owner_epoch: i64,
     category: Category,
     persona: String,
     room_token: String,
@@ -162,10 +165,12 @@ impl CallManager {
         self.calls.lock().expect("calls lock").len()
     }
 
-    /// Records a new session and reserves a room for it.
+    /// Records a new session and reserves a room for it. `owner_epoch` is the token epoch of
+    /// the access token the room is opened with; the room token dies with it.
     pub async fn open(
         &self,
         owner: UserId,
+        owner_epoch: i64,
         category: &CounselorCategory,
         mode: SessionMode,
     ) -> Result<OpenedRoom, CallError> {
@@ -192,6 +197,7 @@ impl CallManager {
             id,
             LiveCall {
                 owner,
+                owner_epoch,
                 category: category.category,
                 persona,
                 room_token: room_token.clone(),
@@ -215,7 +221,7 @@ impl CallManager {
         room_token: &str,
         offer_sdp: &str,
     ) -> Result<String, CallError> {
-        let (category, persona, feed, owner) = {
+        let (category, persona, feed, owner, owner_epoch) = {
             let calls = self.calls.lock().expect("calls lock");
             // A wrong token gets the answer a missing room gets, so that nobody can learn which
             // ids are live rooms.
@@ -231,10 +237,19 @@ impl CallManager {
                 call.persona.clone(),
                 call.feed.clone(),
                 call.owner,
+                call.owner_epoch,
             )
         };
-        // Looked up once here so that flagging an utterance later needs no query.
-        let student = self.store.user(owner).await?.ok_or(CallError::NotFound)?;
+        // Looked up once here so that flagging an utterance later needs no query. A room token
+        // outlives neither a block nor a sign-out: it gets the answer a wrong token gets, and the
+        // room is closed.
+        let student = self.store.user(owner).await?;
+        if crate::auth::standing(student.as_ref(), owner_epoch, false).is_err() {
+            tracing::info!(session_id = %id, user_id = %owner, "room token refused: account blocked or signed out");
+            let _ = self.end(owner, id).await;
+            return Err(CallError::NotFound);
+        }
+        let student = student.ok_or(CallError::NotFound)?;
         let voice = self.voice().await?;
         let accepted = voice.transport.accept_offer(offer_sdp).await.map_err(|e| {
             if e.is_bad_offer() {

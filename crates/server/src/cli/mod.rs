@@ -119,7 +119,8 @@ pub enum UserCommand {
         #[arg(value_parser = parse_role)]
         role: Role,
     },
-    /// Stop an account from signing in (also refuses its existing tokens).
+    /// Stop an account from signing in: revokes its existing tokens and, within about a second,
+    /// closes its open WebSockets, also in running servers.
     Block {
         #[arg(value_parser = parse_username)]
         username: Username,

@@ -121,7 +121,7 @@ pub async fn login(
 
     let issued = state
         .jwt
-        .issue(user.id, &user.username)
+        .issue(user.id, &user.username, user.token_epoch)
         .map_err(ApiError::internal)?;
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     tracing::info!("login succeeded");
@@ -136,16 +136,30 @@ pub async fn login(
     ))
 }
 
-/// Sign out: clears the `access_token` cookie.
+/// Sign out: revokes the access token the request carries (cookie or bearer) together with
+/// every other token of the account, then clears the `access_token` cookie. Without a valid token
+/// it only clears the cookie.
 #[utoipa::path(post, path = "/auth/logout", tag = "Authentication", security(),
-    responses((status = 200, description = "Cookie cleared (`access_token=; Max-Age=0`)", body = LogoutResponse)))]
-pub async fn logout(State(state): State<AppState>) -> impl IntoResponse {
-    (
+    responses(
+        (status = 200, description = "Signed out: every token of the account is revoked (later requests with one get 401 AUTH_004, its open WebSockets close) and the cookie is cleared (`access_token=; Max-Age=0`)", body = LogoutResponse),
+        (status = 503, description = "The database is unavailable: nothing was revoked, sign out again (SERVICE_UNAVAILABLE)", body = ErrorBody),
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    user: Result<AuthUser, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    // A missing, invalid, expired or already revoked token has nothing left to revoke; a cookie
+    // sent from a foreign page is refused by the extractor and revokes nothing either.
+    if let Ok(user) = user {
+        state.store.revoke_tokens(user.id).await?;
+        tracing::info!("signed out: tokens revoked");
+    }
+    Ok((
         [(SET_COOKIE, cleared_cookie(state.config.cookie_secure()))],
         Json(LogoutResponse {
             detail: "Signed out",
         }),
-    )
+    ))
 }
 
 /// The signed-in user.

@@ -162,7 +162,7 @@ pub async fn end_video_session(
     responses(
         (status = 200, description = "The SDP answer", body = SessionDescription),
         (status = 401, description = "No room token (AUTH_004)", body = ErrorBody),
-        (status = 404, description = "No such room, or the token is not its room token: the same answer for both (SESSION_001)", body = ErrorBody),
+        (status = 404, description = "No such room, the token is not its room token, or the account has been blocked or signed out since the room was opened (the room is then closed): the same answer for all (SESSION_001)", body = ErrorBody),
         (status = 409, description = "Already connected or ended (SESSION_002)", body = ErrorBody),
         (status = 422, description = "Not a usable offer (VALIDATION_001)", body = ErrorBody),
     ))]
@@ -208,7 +208,7 @@ async fn create_room(
     let category = resolve_category(&state, &request.counselor_category).await?;
     let room = state
         .calls
-        .open(user.id, &category, mode)
+        .open(user.id, user.token_epoch, &category, mode)
         .await
         .map_err(call_error)?;
     let id = room.session.id;

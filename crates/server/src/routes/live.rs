@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
@@ -92,7 +92,8 @@ async fn transcript_socket(
             .headers
             .insert(axum::http::header::AUTHORIZATION, bearer);
     }
-    let user = AuthUser::from_request_parts(&mut parts, &state).await?.id;
+    let account = AuthUser::from_request_parts(&mut parts, &state).await?;
+    let user = account.id;
     // Browsers send cookies with cross-site WebSocket handshakes (and always an Origin): only our
     // own pages may open one.
     if parts.headers.contains_key(axum::http::header::ORIGIN)
@@ -108,14 +109,34 @@ async fn transcript_socket(
     let slot = state.sockets.take(user).ok_or(ApiError::RateLimited {
         retry_after_secs: 5,
     })?;
+    let store = state.store.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _slot = slot;
-        relay(socket, feed).await;
+        // The socket lives no longer than the token that opened it: a block or a sign-out
+        // closes it within about a second.
+        let revoked = crate::auth::until_revoked(&store, user, account.token_epoch, false);
+        relay(socket, feed, user, revoked).await;
     }))
 }
 
-/// Sends what was said so far, then everything live, until the call ends or the socket closes.
-async fn relay(mut socket: WebSocket, feed: Arc<crate::calls::Feed>) {
+/// The close frame of a socket whose account no longer honours the token that opened it:
+/// 1008 (policy violation) with the reason in words.
+pub(crate) fn revoked_close(why: crate::auth::Revocation) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: axum::extract::ws::close_code::POLICY,
+        reason: why.close_reason().into(),
+    }))
+}
+
+/// Sends what was said so far, then everything live, until the call ends, the socket closes or
+/// the account revokes the token (`revoked` resolves).
+async fn relay(
+    mut socket: WebSocket,
+    feed: Arc<crate::calls::Feed>,
+    user: UserId,
+    revoked: impl std::future::Future<Output = crate::auth::Revocation>,
+) {
+    tokio::pin!(revoked);
     let (history, mut live) = feed.subscribe();
     for message in &history {
         if send(&mut socket, message).await.is_err() {
@@ -146,6 +167,11 @@ async fn relay(mut socket: WebSocket, feed: Arc<crate::calls::Feed>) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
+            why = &mut revoked => {
+                tracing::info!(user_id = %user, reason = why.close_reason(), "transcript socket closed: token revoked");
+                let _ = socket.send(revoked_close(why)).await;
+                return;
+            }
         }
     }
     let _ = socket.send(Message::Close(None)).await;

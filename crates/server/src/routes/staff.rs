@@ -33,9 +33,6 @@ use crate::extract::{ClientInfo, Json, Path, Query};
 use crate::routes::sessions::{page_params, text};
 use crate::state::AppState;
 
-/// How often an open staff socket re-checks that its account is still staff and not blocked.
-const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_crisis_events))
@@ -346,48 +343,48 @@ async fn relay(
     staff: StaffUser,
     connection: Uuid,
 ) {
-    let mut recheck = tokio::time::interval(RECHECK_EVERY);
-    recheck.tick().await;
-    loop {
+    let account = &staff.0;
+    // Blocked, signed out or no longer staff: the feed closes within about a second.
+    let revoked = crate::auth::until_revoked(&state.store, account.id, account.token_epoch, true);
+    tokio::pin!(revoked);
+    let why = loop {
         tokio::select! {
             received = live.recv() => {
                 let message = match received {
                     Ok(event) => {
                         // No words go out to an account that has since lost staff access.
-                        if !still_staff(&state, &staff).await {
-                            break;
+                        if let Err(why) = standing_now(&state, &staff).await {
+                            break why;
                         }
                         serde_json::to_string(&StaffMessage::CrisisEvent(&CrisisEventView::from(&*event)))
                     }
                     Err(RecvError::Lagged(_)) => serde_json::to_string(&StaffMessage::Resync),
-                    Err(RecvError::Closed) => break,
+                    Err(RecvError::Closed) => {
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
                 };
                 let json = message.expect("staff messages serialize");
                 if socket.send(Message::Text(json.into())).await.is_err() {
                     return;
                 }
             }
-            _ = recheck.tick() => {
-                if !still_staff(&state, &staff).await {
-                    break;
-                }
-            }
+            why = &mut revoked => break why,
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
         }
-    }
-    tracing::info!(%connection, "staff crisis feed closed: access withdrawn");
-    let _ = socket.send(Message::Close(None)).await;
+    };
+    tracing::info!(%connection, reason = why.close_reason(), "staff crisis feed closed: access withdrawn");
+    let _ = socket.send(crate::routes::live::revoked_close(why)).await;
 }
 
-/// Whether the account behind a socket is still a staff member that may sign in.
-async fn still_staff(state: &AppState, staff: &StaffUser) -> bool {
+/// Whether the account behind a socket may still see the feed, read now (see
+/// [`crate::auth::standing`]). A database blip does not cut staff off from alerts.
+async fn standing_now(state: &AppState, staff: &StaffUser) -> Result<(), crate::auth::Revocation> {
     match state.store.user(staff.0.id).await {
-        Ok(Some(user)) => user.role.is_staff() && !user.is_blocked,
-        Ok(None) => false,
-        // A database blip does not cut staff off from alerts.
-        Err(_) => true,
+        Ok(user) => crate::auth::standing(user.as_ref(), staff.0.token_epoch, true),
+        Err(_) => Ok(()),
     }
 }

@@ -14,6 +14,8 @@ on_both_backends!(
     username_must_have_the_domain_form,
     me_accepts_bearer_and_cookie,
     logout_clears_the_cookie,
+    logout_revokes_the_accounts_tokens,
+    a_cookie_logout_revokes_the_cookies_token,
     forged_and_expired_tokens_are_refused,
     blocking_takes_effect_on_existing_tokens,
     cookie_requests_from_foreign_origins_are_refused,
@@ -155,6 +157,97 @@ async fn logout_clears_the_cookie(app: TestApp) {
             && cookie.contains("HttpOnly"),
         "{cookie}"
     );
+}
+
+// L6 of the outside security test: a token still worked after signing out.
+async fn logout_revokes_the_accounts_tokens(app: TestApp) {
+    let user = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let other = app.add_user(r"\COLLEGE\other", false).await;
+    let token = app.token(&user).await;
+    let on_another_device = app.token(&user).await;
+    let others_token = app.token(&other).await;
+    assert_eq!(app.get("/api/v1/auth/me", &token).await.status(), 200);
+
+    let response = app
+        .request(Method::POST, "/api/v1/auth/logout")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+
+    // Refused exactly like any invalid token, on every route and under both prefixes.
+    let garbage = error_of(app.get("/api/v1/auth/me", "abc.def.ghi").await).await;
+    assert_eq!((garbage.0, garbage.1.as_str()), (401, "AUTH_004"));
+    for path in ["/api/v1/auth/me", "/api/sessions", "/api/v1/sessions"] {
+        for revoked in [&token, &on_another_device] {
+            let answer = error_of(app.get(path, revoked).await).await;
+            assert_eq!(answer, garbage, "{path}");
+        }
+    }
+    // Signing out again with the revoked token is harmless and still clears the cookie.
+    let again = app
+        .request(Method::POST, "/api/v1/auth/logout")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+
+    // Another account keeps its token; signing in again gives a working one.
+    assert_eq!(
+        app.get("/api/v1/auth/me", &others_token).await.status(),
+        200
+    );
+    let fresh = app.token(&user).await;
+    assert_eq!(app.get("/api/v1/auth/me", &fresh).await.status(), 200);
+    assert_eq!(
+        error_of(app.get("/api/v1/auth/me", &token).await).await.1,
+        "AUTH_004",
+        "signing in again does not bring the old token back"
+    );
+}
+
+async fn a_cookie_logout_revokes_the_cookies_token(app: TestApp) {
+    let user = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&user).await;
+    let cookie = format!("access_token={token}");
+    let me = |cookie: String| {
+        app.request(Method::GET, "/api/v1/auth/me")
+            .header("cookie", cookie)
+            .send()
+    };
+    assert_eq!(me(cookie.clone()).await.unwrap().status(), 200);
+
+    // From a foreign page the cookie revokes nothing (the origin check refuses it).
+    let foreign = app
+        .request(Method::POST, "/api/v1/auth/logout")
+        .header("cookie", cookie.clone())
+        .header(ORIGIN, "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 200);
+    assert_eq!(me(cookie.clone()).await.unwrap().status(), 200);
+
+    // From our own page it does.
+    let own = app
+        .request(Method::POST, "/api/v1/auth/logout")
+        .header("cookie", cookie.clone())
+        .header(ORIGIN, app.address.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let (status, code, _) = error_of(me(cookie).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "AUTH_004"));
 }
 
 async fn forged_and_expired_tokens_are_refused(app: TestApp) {

@@ -4,6 +4,8 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use tokio_tungstenite::tungstenite;
+
 use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 
 /// Cloud speech, language and voice services at addresses nothing listens on: rooms can be
@@ -16,13 +18,69 @@ const CLOUD_SERVICES: [(&str, &str); 4] = [
 ];
 
 async fn app_with_cloud_services() -> TestApp {
+    app_with_cloud_services_on(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there")
+}
+
+/// As [`app_with_cloud_services`], on either database; `None` when PostgreSQL is not there.
+async fn app_with_cloud_services_on(backend: Backend) -> Option<TestApp> {
     let models = tempfile::tempdir().unwrap();
     let models_dir = models.path().display().to_string();
     let mut settings = CLOUD_SERVICES.to_vec();
     settings.push(("MODELS_DIR", &models_dir));
-    spawn_app_with(Backend::Sqlite, &settings)
+    spawn_app_with(backend, &settings).await
+}
+
+/// Runs each named `async fn(TestApp)` on SQLite and on PostgreSQL, with cloud services.
+macro_rules! with_cloud_services_on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let app = super::app_with_cloud_services_on(super::Backend::Sqlite).await;
+                    super::$name(app.expect("SQLite is always there")).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(app) = super::app_with_cloud_services_on(super::Backend::Postgres).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+with_cloud_services_on_both_backends!(
+    a_room_token_dies_with_a_block_or_a_sign_out,
+    blocking_or_signing_out_closes_the_open_transcript_socket,
+);
+
+/// Opens a voice room; returns (session id, room token).
+async fn open_room(app: &TestApp, token: &str) -> (String, String) {
+    let room: Value = app
+        .request(Method::POST, "/api/v1/voice/create-room")
+        .bearer_auth(token)
+        .json(&json!({"counselor_category": "Health"}))
+        .send()
         .await
-        .expect("SQLite is always there")
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        room["session_id"]
+            .as_str()
+            .expect("a room was opened")
+            .to_owned(),
+        room["user_token"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// A well-formed offer; it is never answered in these tests.
@@ -104,4 +162,163 @@ async fn the_offer_endpoint_answers_alike_for_live_rooms_and_any_other_id() {
         .unwrap();
     assert_eq!(ended.status(), 200);
     assert_eq!(app.state.calls.active_calls(), 0);
+}
+
+// L1 of the outside security test: a room token minted before a block still started the call.
+async fn a_room_token_dies_with_a_block_or_a_sign_out(app: TestApp) {
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let nowhere = uuid::Uuid::new_v4().to_string();
+    let no_room = post_offer(&app, &nowhere, Some("anything")).await;
+    assert_eq!((no_room.0, no_room.1.as_str()), (404, "SESSION_001"));
+
+    // While the account stands, the room token reaches the handshake (this test's offer is not
+    // one a real browser makes, so it is refused as an offer, not as a token).
+    let token = app.token(&student).await;
+    let (live, room_token) = open_room(&app, &token).await;
+    let (status, code, _) = post_offer(&app, &live, Some(&room_token)).await;
+    assert_ne!((status, code.as_str()), (404, "SESSION_001"));
+
+    // Blocked between create-room and the offer: the same answer as no room at all, and the
+    // room is closed.
+    let (blocked_room, blocked_room_token) = open_room(&app, &token).await;
+    let before = app.state.calls.active_calls();
+    assert!(app
+        .state
+        .store
+        .set_blocked(&student.username, true)
+        .await
+        .unwrap());
+    assert_eq!(
+        post_offer(&app, &blocked_room, Some(&blocked_room_token)).await,
+        no_room
+    );
+    assert_eq!(
+        app.state.calls.active_calls(),
+        before - 1,
+        "the room is closed"
+    );
+    let session = app
+        .state
+        .store
+        .session(blocked_room.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(session.ended_at.is_some(), "the session is finalized");
+
+    // Unblocking does not bring the room token (or the access token) back.
+    let (other_room, other_room_token) = {
+        app.state
+            .store
+            .set_blocked(&student.username, false)
+            .await
+            .unwrap();
+        let token = app.token(&student).await;
+        open_room(&app, &token).await
+    };
+    assert_eq!(post_offer(&app, &live, Some(&room_token)).await, no_room);
+
+    // Signing out revokes the room tokens the access token asked for.
+    let token = app.token(&student).await;
+    let response = app
+        .request(Method::POST, "/api/v1/auth/logout")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        post_offer(&app, &other_room, Some(&other_room_token)).await,
+        no_room
+    );
+}
+
+/// Waits for the server to close a WebSocket; returns its close frame and how long it took.
+async fn closed_by_server<S>(socket: &mut S) -> (Option<(u16, String)>, std::time::Duration)
+where
+    S: futures::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
+{
+    use futures::StreamExt;
+    let start = std::time::Instant::now();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(tungstenite::Message::Close(frame)) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server closes the socket within 5 s");
+    (frame, start.elapsed())
+}
+
+// L1 of the outside security test: an open transcript socket kept streaming after a block.
+async fn blocking_or_signing_out_closes_the_open_transcript_socket(app: TestApp) {
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let bystander = app.add_user(r"\COLLEGE\other", false).await;
+
+    for (what, reason) in [("block", "account blocked"), ("sign out", "signed out")] {
+        let token = app.token(&student).await;
+        let (session, _) = open_room(&app, &token).await;
+        let url = app.ws_url(&format!("/ws/sessions/{session}/transcript?token={token}"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the owner may open the transcript");
+        let bystander_token = app.token(&bystander).await;
+        let (bystander_session, _) = open_room(&app, &bystander_token).await;
+        let (mut bystanders_socket, _) = tokio_tungstenite::connect_async(app.ws_url(&format!(
+            "/ws/sessions/{bystander_session}/transcript?token={bystander_token}"
+        )))
+        .await
+        .unwrap();
+
+        match what {
+            "block" => {
+                app.state
+                    .store
+                    .set_blocked(&student.username, true)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let response = app
+                    .request(Method::POST, "/api/v1/auth/logout")
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }
+        let (frame, took) = closed_by_server(&mut socket).await;
+        assert_eq!(frame, Some((1008, reason.to_owned())), "{what}");
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "{what}: {took:?}"
+        );
+
+        // Another student's socket stays open.
+        use futures::StreamExt;
+        assert!(
+            tokio::time::timeout(
+                std::time::Duration::from_millis(300),
+                bystanders_socket.next()
+            )
+            .await
+            .is_err(),
+            "{what}: the bystander's socket is untouched"
+        );
+        if what == "block" {
+            app.state
+                .store
+                .set_blocked(&student.username, false)
+                .await
+                .unwrap();
+        }
+    }
 }

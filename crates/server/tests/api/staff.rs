@@ -23,6 +23,7 @@ on_both_backends!(
     staff_see_the_queue_newest_first_with_who_said_what,
     a_review_is_recorded_once_and_shown,
     the_staff_socket_shows_a_calls_crisis_as_it_is_stored,
+    blocking_demoting_or_signing_out_closes_the_staff_socket_at_once,
 );
 
 const QUEUE: &str = "/api/v1/staff/crisis-events";
@@ -438,4 +439,73 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
     assert_eq!(shown["id"], stored[0].id.to_string());
     let queue: Value = app.get(QUEUE, &token).await.json().await.unwrap();
     assert_eq!(queue["events"][0]["id"], shown["id"]);
+}
+
+// L1 of the outside security test, for staff: the live crisis feed of a blocked (or demoted, or
+// signed out) staff member closes within about a second, not at the next 30 s check.
+async fn blocking_demoting_or_signing_out_closes_the_staff_socket_at_once(app: TestApp) {
+    let nurse = app.add_staff(r"\COLLEGE\nurse1").await;
+    let colleague = app.add_staff(r"\COLLEGE\nurse2").await;
+    let store = &app.state.store;
+    for (what, reason) in [
+        ("block", "account blocked"),
+        ("demote", "staff access withdrawn"),
+        ("sign out", "signed out"),
+    ] {
+        let token = app.token(&nurse).await;
+        let (mut socket, _) = tokio_tungstenite::connect_async(
+            app.ws_url(&format!("/ws/staff/crisis?token={token}")),
+        )
+        .await
+        .expect("staff may open the feed");
+        let colleagues_token = app.token(&colleague).await;
+        let (mut colleagues_socket, _) = tokio_tungstenite::connect_async(
+            app.ws_url(&format!("/ws/staff/crisis?token={colleagues_token}")),
+        )
+        .await
+        .unwrap();
+
+        let changed = Instant::now();
+        match what {
+            "block" => assert!(store.set_blocked(&nurse.username, true).await.unwrap()),
+            "demote" => assert!(store
+                .set_role(&nurse.username, domain::Role::Student)
+                .await
+                .unwrap()),
+            _ => {
+                let response = app
+                    .request(Method::POST, "/api/v1/auth/logout")
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }
+        let frame = tokio::time::timeout(StdDuration::from_secs(5), async {
+            while let Some(message) = socket.next().await {
+                if let Ok(tungstenite::Message::Close(frame)) = message {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+            }
+            None
+        })
+        .await
+        .expect("the feed closes within 5 s");
+        let took = changed.elapsed();
+        assert_eq!(frame, Some((1008, reason.to_owned())), "{what}");
+        assert!(took < StdDuration::from_millis(2500), "{what}: {took:?}");
+        assert!(
+            tokio::time::timeout(StdDuration::from_millis(300), colleagues_socket.next())
+                .await
+                .is_err(),
+            "{what}: a colleague's feed stays open"
+        );
+
+        store.set_blocked(&nurse.username, false).await.unwrap();
+        store
+            .set_role(&nurse.username, domain::Role::Staff)
+            .await
+            .unwrap();
+    }
 }
