@@ -86,6 +86,26 @@ fn main() {
         longest.0,
         longest.1
     );
+    // Long utterances are also read in windows, so they cost more: their tail shown apart.
+    for (name, long) in [("up to 24 words", false), ("over 24 words", true)] {
+        let mut part: Vec<f64> = samples_ms
+            .iter()
+            .zip(&words)
+            .filter(|(_, w)| (**w > 24) == long)
+            .map(|(ms, _)| *ms)
+            .collect();
+        part.sort_by(f64::total_cmp);
+        if let Some(last) = part.len().checked_sub(1) {
+            let p99 = part[((part.len() as f64 * 0.99).ceil() as usize)
+                .saturating_sub(1)
+                .min(last)];
+            let mean = part.iter().sum::<f64>() / part.len() as f64;
+            println!(
+                "  {name}: {} samples, mean {mean:.2} ms, p99 {p99:.2} ms",
+                part.len()
+            );
+        }
+    }
     println!(
         "{}",
         serde_json::json!({

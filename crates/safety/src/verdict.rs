@@ -108,10 +108,7 @@ impl Classifier {
         if crate::canonical_text(utterance).is_empty() {
             return None;
         }
-        // The previous turn is read only when this one carries some risk of its own: it can
-        // change nothing otherwise, and it costs a second pass of the encoder.
-        let gate = Thresholds::CHOSEN.context_gate;
-        match model.read(utterance, recent_turns, |alone| alone.risk() >= gate) {
+        match model.read(utterance, recent_turns) {
             Ok(reading) => Some(reading),
             Err(error) => {
                 tracing::error!(%error, "risk model failed; the phrase rules decide alone");

