@@ -406,6 +406,36 @@ mod tests {
     }
 
     #[test]
+    fn recent_embeddings_keep_the_latest_and_forget_the_oldest() {
+        let mut recent = RecentEmbeddings::default();
+        let mut marked = [0f32; DIMENSIONS];
+        for i in 0..=RecentEmbeddings::CAPACITY {
+            marked[0] = i as f32;
+            recent.remember(&format!("turn {i}"), marked);
+        }
+        assert_eq!(recent.get("turn 0"), None);
+        assert_eq!(recent.get("turn 1").map(|e| e[0]), Some(1.0));
+        let last = RecentEmbeddings::CAPACITY;
+        assert_eq!(
+            recent.get(&format!("turn {last}")).map(|e| e[0]),
+            Some(last as f32)
+        );
+        // Saying the same thing twice keeps one entry.
+        recent.remember("turn 1", marked);
+        assert_eq!(recent.order.len(), RecentEmbeddings::CAPACITY);
+    }
+
+    #[test]
+    fn a_turn_in_context_is_both_meanings_at_unit_length() {
+        let (mut a, mut b) = ([0f32; DIMENSIONS], [0f32; DIMENSIONS]);
+        a[0] = 1.0;
+        b[1] = 1.0;
+        let both = in_context(&a, &b);
+        let half = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((both[0] - half).abs() < 1e-6 && (both[1] - half).abs() < 1e-6);
+    }
+
+    #[test]
     fn short_utterances_are_read_whole_and_long_ones_in_windows() {
         assert!(windows("i have three exams next week").is_empty());
         let long = (1..=30)
