@@ -9,7 +9,9 @@
 //! cross-validation on it. `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning
 //! sets and were looked at while choosing. `eval/blind.tsv` was blind for its first score and
 //! has been a tuning set since (it was looked at while growing the corpus and comparing heads).
-//! `eval/holdout2.tsv` was never used to choose anything. The first scores of each set are
+//! `eval/blind2.tsv` was written by a third author who saw neither the corpus nor the rules,
+//! and was scored once, after every choice of this version was made. `eval/holdout2.tsv` was
+//! never used to choose anything. The first scores of each set are
 //! recorded in docs/benchmarks/safety.md; the bars below only guard against regressions.
 
 use std::sync::OnceLock;
@@ -93,6 +95,14 @@ fn the_first_blind_set() {
     assert!(s.crisis_recall >= FIRST_BLIND.crisis_recall, "{s:?}");
     assert!(s.none_as_crisis <= FIRST_BLIND.none_as_crisis, "{s:?}");
     assert!(s.concern_caught >= FIRST_BLIND.concern_caught, "{s:?}");
+}
+
+#[test]
+fn the_second_blind_set() {
+    let s = score("eval/blind2.tsv", include_str!("../eval/blind2.tsv"));
+    assert!(s.crisis_recall >= SECOND_BLIND.crisis_recall, "{s:?}");
+    assert!(s.none_as_crisis <= SECOND_BLIND.none_as_crisis, "{s:?}");
+    assert!(s.concern_caught >= SECOND_BLIND.concern_caught, "{s:?}");
 }
 
 #[test]
@@ -186,6 +196,13 @@ const FIRST_BLIND: Score = Score {
     crisis_precision: 0.89,
     concern_caught: 0.97,
     none_as_crisis: 0.07,
+};
+/// The first and only blind score of `eval/blind2.tsv` (2026-12-01).
+const SECOND_BLIND: Score = Score {
+    crisis_recall: 0.60,
+    crisis_precision: 0.88,
+    concern_caught: 1.0,
+    none_as_crisis: 0.10,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.74,
