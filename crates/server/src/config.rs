@@ -45,6 +45,24 @@ impl Environment {
 pub struct JwtSecret(Vec<u8>);
 
 impl JwtSecret {
+    /// A key someone typed is refused when it is short or obviously not random (one character
+    /// repeated, a short pattern): anyone who guesses it can sign tokens for any account.
+    pub fn parse(secret: &str) -> Result<JwtSecret, &'static str> {
+        const SHORTEST: usize = 32;
+        const FEWEST_DISTINCT: usize = 8;
+        if secret.len() < SHORTEST {
+            return Err("must be at least 32 characters long (use e.g. `openssl rand -base64 48`)");
+        }
+        let distinct = secret
+            .bytes()
+            .collect::<std::collections::BTreeSet<u8>>()
+            .len();
+        if distinct < FEWEST_DISTINCT {
+            return Err("is not random enough (too few different characters; use e.g. `openssl rand -base64 48`)");
+        }
+        Ok(JwtSecret(secret.as_bytes().to_vec()))
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -205,13 +223,7 @@ impl Config {
         };
 
         let jwt_secret = match get("JWT_SECRET_KEY") {
-            Some(secret) if secret.len() < 32 => {
-                return Err(problem(
-                    "JWT_SECRET_KEY",
-                    "must be at least 32 characters long (use e.g. `openssl rand -base64 48`)",
-                ))
-            }
-            Some(secret) => JwtSecret(secret.into_bytes()),
+            Some(secret) => JwtSecret::parse(&secret).map_err(|p| problem("JWT_SECRET_KEY", p))?,
             None if env == Environment::Production => {
                 return Err(problem(
                     "JWT_SECRET_KEY",
@@ -686,13 +698,13 @@ mod tests {
             "RATE_LIMIT_HISTORY_PER_MINUTE"
         );
         assert_eq!(with(("LOG_LEVEL", "loud=[")), "LOG_LEVEL");
-        assert_eq!(
-            error_variable(&[
-                ("JWT_SECRET_KEY", "short"),
-                ("TRANSCRIPT_ENCRYPTION_KEY", KEY)
-            ]),
-            "JWT_SECRET_KEY"
-        );
+        for weak in ["short", &"a".repeat(32), &"abcd".repeat(10)] {
+            assert_eq!(
+                error_variable(&[("JWT_SECRET_KEY", weak), ("TRANSCRIPT_ENCRYPTION_KEY", KEY)]),
+                "JWT_SECRET_KEY",
+                "{weak}"
+            );
+        }
         assert_eq!(
             error_variable(&[
                 ("JWT_SECRET_KEY", JWT),
