@@ -85,7 +85,9 @@ fn main() {
     let mut scored: Vec<Scored> = Vec::new();
     for fold in 0..FOLDS {
         let head = model::fit_on_with(&fit_settings(), &examples, &training, |i| i % FOLDS != fold);
-        let network = fit_network(&examples, &training, |i| i % FOLDS != fold);
+        let network = scorers
+            .contains(&"mlp")
+            .then(|| fit_network(&examples, &training, |i| i % FOLDS != fold));
         let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len())
             .filter(|i| i % FOLDS != fold)
             .map(|i| (i, training[i]))
@@ -132,7 +134,9 @@ fn main() {
     }
 
     let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
-    let full_network = fit_network(&examples, &training, |_| true);
+    let full_network = scorers
+        .contains(&"mlp")
+        .then(|| fit_network(&examples, &training, |_| true));
     let bank: Vec<(usize, [f32; DIMENSIONS])> =
         (0..examples.len()).map(|i| (i, training[i])).collect();
     for set in sets {
@@ -321,7 +325,7 @@ fn embed_examples(encoder: &SentenceEncoder, examples: &[Example<'_>]) -> Vec<Em
 fn score(
     scorers: &[&str],
     head: &model::Head,
-    network: &Network,
+    network: &Option<Network>,
     bank: &[(usize, [f32; DIMENSIONS])],
     examples: &[Example<'static>],
     example: &Example<'_>,
@@ -344,6 +348,7 @@ fn score(
             } else if *name == "mlp" {
                 model::reading_by(
                     |e| {
+                        let network = network.as_ref().expect("fitted when mlp is asked for");
                         let p = network.probabilities(e);
                         model::LevelScores {
                             none: p[0],

@@ -12,6 +12,7 @@ pub mod wordpiece;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use domain::CrisisLevel;
 
@@ -73,28 +74,46 @@ pub struct RiskModel {
 }
 
 /// Embeddings of the utterances read lately, so a call's previous turn, read when it was said,
-/// costs no second pass of the encoder when the next one is judged in its light.
+/// costs no encoder pass when the next one is judged in its light. It holds no transcript text:
+/// an utterance is known by a digest of its words, and is forgotten after a few minutes (a
+/// turn's embedding is only needed until the call's next turn) or when newer ones crowd it out.
 #[derive(Default)]
 struct RecentEmbeddings {
-    by_text: HashMap<String, [f32; DIMENSIONS]>,
-    order: VecDeque<String>,
+    by_digest: HashMap<[u8; 32], ([f32; DIMENSIONS], Instant)>,
+    order: VecDeque<[u8; 32]>,
 }
 
 impl RecentEmbeddings {
     /// Enough for the previous turns of hundreds of calls judged at once.
     const CAPACITY: usize = 1024;
+    /// Longer than any pause between two turns of a call.
+    const KEEP: Duration = Duration::from_secs(300);
 
-    fn get(&self, text: &str) -> Option<[f32; DIMENSIONS]> {
-        self.by_text.get(text).copied()
+    fn digest(text: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(text.as_bytes()).into()
     }
 
-    fn remember(&mut self, text: &str, embedding: [f32; DIMENSIONS]) {
-        if self.by_text.insert(text.to_owned(), embedding).is_none() {
-            self.order.push_back(text.to_owned());
+    fn get(&self, text: &str, now: Instant) -> Option<[f32; DIMENSIONS]> {
+        let (embedding, at) = self.by_digest.get(&Self::digest(text))?;
+        (now.duration_since(*at) < Self::KEEP).then_some(*embedding)
+    }
+
+    fn remember(&mut self, text: &str, embedding: [f32; DIMENSIONS], now: Instant) {
+        let digest = Self::digest(text);
+        if self.by_digest.insert(digest, (embedding, now)).is_none() {
+            self.order.push_back(digest);
         }
-        while self.order.len() > Self::CAPACITY {
+        while let Some(oldest) = self.order.front() {
+            let expired = self
+                .by_digest
+                .get(oldest)
+                .is_none_or(|(_, at)| now.duration_since(*at) >= Self::KEEP);
+            if self.order.len() <= Self::CAPACITY && !expired {
+                break;
+            }
             if let Some(oldest) = self.order.pop_front() {
-                self.by_text.remove(&oldest);
+                self.by_digest.remove(&oldest);
             }
         }
     }
@@ -129,29 +148,39 @@ impl RiskModel {
         &self.head
     }
 
-    /// Reads `utterance`, with the student's previous turn (the last of `earlier`) as context.
-    pub fn read(&self, utterance: &str, earlier: &[&str]) -> Result<Reading, EncoderError> {
+    /// Reads `utterance`, with the student's previous turn (the last of `earlier`) as context
+    /// when `wants_context` says the utterance's own reading calls for it.
+    pub fn read(
+        &self,
+        utterance: &str,
+        earlier: &[&str],
+        wants_context: impl Fn(LevelScores) -> bool,
+    ) -> Result<Reading, EncoderError> {
         let inputs = Inputs::of(utterance, earlier);
         let texts = inputs.texts();
         // The whole utterance and its windows in two batches: one padded batch would pad every
         // short window to the length of the whole.
         let mut own = self.encoder.embed(&texts[..1])?;
         own.extend(self.encoder.embed(&texts[1..])?);
-        let previous = match &inputs.previous {
-            Some(previous) => Some(self.embedding_of(previous)?),
-            None => None,
+        self.recent_embeddings()
+            .remember(&inputs.texts[0], own[0], Instant::now());
+        let alone = reading(&self.head, &self.examples, &own, None);
+        let Some(previous) = inputs.previous.filter(|_| wants_context(alone.alone)) else {
+            return Ok(alone);
         };
-        self.recent_embeddings().remember(&inputs.texts[0], own[0]);
-        Ok(reading(&self.head, &self.examples, &own, previous.as_ref()))
+        let previous = self.embedding_of(&previous)?;
+        Ok(reading(&self.head, &self.examples, &own, Some(&previous)))
     }
 
-    /// The embedding of a text read lately, or a fresh one.
+    /// The embedding of a text read lately, or a fresh one (after a restart, or when the
+    /// previous turn was recorded as several lines joined).
     fn embedding_of(&self, text: &str) -> Result<[f32; DIMENSIONS], EncoderError> {
-        if let Some(known) = self.recent_embeddings().get(text) {
+        if let Some(known) = self.recent_embeddings().get(text, Instant::now()) {
             return Ok(known);
         }
         let fresh = self.encoder.embed(&[text])?[0];
-        self.recent_embeddings().remember(text, fresh);
+        self.recent_embeddings()
+            .remember(text, fresh, Instant::now());
         Ok(fresh)
     }
 
@@ -163,8 +192,8 @@ impl RiskModel {
 }
 
 impl RiskModel {
-    /// Reads many utterances, each on its own, in one batch (for reviewers' bulk checks: much
-    /// faster per line than one at a time).
+    /// Reads many utterances, each on its own, in length-sorted batches (for reviewers' bulk
+    /// checks: much faster per line than one at a time).
     pub fn read_each(&self, utterances: &[&str]) -> Result<Vec<Reading>, EncoderError> {
         let inputs: Vec<Inputs> = utterances.iter().map(|u| Inputs::of(u, &[])).collect();
         let texts: Vec<String> = inputs.iter().flat_map(|i| i.texts.clone()).collect();
@@ -408,21 +437,26 @@ mod tests {
     #[test]
     fn recent_embeddings_keep_the_latest_and_forget_the_oldest() {
         let mut recent = RecentEmbeddings::default();
+        let now = Instant::now();
         let mut marked = [0f32; DIMENSIONS];
         for i in 0..=RecentEmbeddings::CAPACITY {
             marked[0] = i as f32;
-            recent.remember(&format!("turn {i}"), marked);
+            recent.remember(&format!("turn {i}"), marked, now);
         }
-        assert_eq!(recent.get("turn 0"), None);
-        assert_eq!(recent.get("turn 1").map(|e| e[0]), Some(1.0));
+        assert_eq!(recent.get("turn 0", now), None);
+        assert_eq!(recent.get("turn 1", now).map(|e| e[0]), Some(1.0));
         let last = RecentEmbeddings::CAPACITY;
-        assert_eq!(
-            recent.get(&format!("turn {last}")).map(|e| e[0]),
-            Some(last as f32)
-        );
+        let newest = format!("turn {last}");
+        assert_eq!(recent.get(&newest, now).map(|e| e[0]), Some(last as f32));
         // Saying the same thing twice keeps one entry.
-        recent.remember("turn 1", marked);
+        recent.remember("turn 1", marked, now);
         assert_eq!(recent.order.len(), RecentEmbeddings::CAPACITY);
+        // Minutes later everything is forgotten, and the next turn clears the old ones out.
+        let later = now + RecentEmbeddings::KEEP;
+        assert_eq!(recent.get(&newest, later), None);
+        recent.remember("a new call", marked, later);
+        assert_eq!(recent.order.len(), 1);
+        assert_eq!(recent.by_digest.len(), 1);
     }
 
     #[test]
