@@ -168,12 +168,7 @@ async fn logout_revokes_the_accounts_tokens(app: TestApp) {
     let others_token = app.token(&other).await;
     assert_eq!(app.get("/api/v1/auth/me", &token).await.status(), 200);
 
-    let response = app
-        .request(Method::POST, "/api/v1/auth/logout")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.logout(&token).await;
     assert_eq!(response.status(), 200);
     assert!(response
         .headers()
@@ -193,12 +188,7 @@ async fn logout_revokes_the_accounts_tokens(app: TestApp) {
         }
     }
     // Signing out again with the revoked token is harmless and still clears the cookie.
-    let again = app
-        .request(Method::POST, "/api/v1/auth/logout")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let again = app.logout(&token).await;
     assert_eq!(again.status(), 200);
 
     // Another account keeps its token; signing in again gives a working one.

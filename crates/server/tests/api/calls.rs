@@ -220,12 +220,7 @@ async fn a_room_token_dies_with_a_block_or_a_sign_out(app: TestApp) {
 
     // Signing out revokes the room tokens the access token asked for.
     let token = app.token(&student).await;
-    let response = app
-        .request(Method::POST, "/api/v1/auth/logout")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.logout(&token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         post_offer(&app, &other_room, Some(&other_room_token)).await,
@@ -286,12 +281,7 @@ async fn blocking_or_signing_out_closes_the_open_transcript_socket(app: TestApp)
                     .unwrap();
             }
             _ => {
-                let response = app
-                    .request(Method::POST, "/api/v1/auth/logout")
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = app.logout(&token).await;
                 assert_eq!(response.status(), 200);
             }
         }

@@ -169,6 +169,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Signs out with `token` (which revokes every token of its account).
+    pub async fn logout(&self, token: &str) -> Response {
+        self.request(Method::POST, "/api/v1/auth/logout")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn delete(&self, path: &str, token: &str) -> Response {
         self.request(Method::DELETE, path)
             .bearer_auth(token)

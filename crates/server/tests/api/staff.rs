@@ -473,12 +473,7 @@ async fn blocking_demoting_or_signing_out_closes_the_staff_socket_at_once(app: T
                 .await
                 .unwrap()),
             _ => {
-                let response = app
-                    .request(Method::POST, "/api/v1/auth/logout")
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = app.logout(&token).await;
                 assert_eq!(response.status(), 200);
             }
         }
