@@ -89,20 +89,23 @@ fn score(name: &str, contents: &'static str) -> Score {
     s
 }
 
+/// Fails when a blind set scores worse than its bar on any of the three targets' measures.
+fn assert_no_worse_than(s: &Score, bar: &Score) {
+    assert!(s.crisis_recall >= bar.crisis_recall, "{s:?}");
+    assert!(s.none_as_crisis <= bar.none_as_crisis, "{s:?}");
+    assert!(s.concern_caught >= bar.concern_caught, "{s:?}");
+}
+
 #[test]
 fn the_first_blind_set() {
     let s = score("eval/blind.tsv", include_str!("../eval/blind.tsv"));
-    assert!(s.crisis_recall >= FIRST_BLIND.crisis_recall, "{s:?}");
-    assert!(s.none_as_crisis <= FIRST_BLIND.none_as_crisis, "{s:?}");
-    assert!(s.concern_caught >= FIRST_BLIND.concern_caught, "{s:?}");
+    assert_no_worse_than(&s, &FIRST_BLIND);
 }
 
 #[test]
 fn the_second_blind_set() {
     let s = score("eval/blind2.tsv", include_str!("../eval/blind2.tsv"));
-    assert!(s.crisis_recall >= SECOND_BLIND.crisis_recall, "{s:?}");
-    assert!(s.none_as_crisis <= SECOND_BLIND.none_as_crisis, "{s:?}");
-    assert!(s.concern_caught >= SECOND_BLIND.concern_caught, "{s:?}");
+    assert_no_worse_than(&s, &SECOND_BLIND);
 }
 
 #[test]

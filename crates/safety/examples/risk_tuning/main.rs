@@ -52,25 +52,14 @@ fn main() {
     );
     let training: Vec<[f32; DIMENSIONS]> = embeddings
         .iter()
-        .map(|e| match &e.previous {
-            Some(previous) => model::in_context(previous, &e.own[0]),
-            None => e.own[0],
-        })
+        .map(|e| model::training_vector(&e.own[0], e.previous.as_ref()))
         .collect();
 
     if std::env::var("RISK_TRAINFIT").is_ok() {
         let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
         let mut right = 0;
         for (i, e) in examples.iter().enumerate() {
-            let s = full.scores(&training[i]);
-            let best = if s.crisis >= s.concern.max(s.none) {
-                CrisisLevel::Crisis
-            } else if s.concern >= s.none {
-                CrisisLevel::Concern
-            } else {
-                CrisisLevel::None
-            };
-            right += usize::from(best == e.level);
+            right += usize::from(full.scores(&training[i]).most_likely() == e.level);
         }
         println!(
             "training accuracy of the full head: {:.3}",

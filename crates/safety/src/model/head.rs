@@ -61,6 +61,17 @@ impl LevelScores {
     pub fn risk(&self) -> f32 {
         self.concern + self.crisis
     }
+
+    /// The level with the highest probability (ties go to the graver level).
+    pub fn most_likely(&self) -> CrisisLevel {
+        if self.crisis >= self.concern.max(self.none) {
+            CrisisLevel::Crisis
+        } else if self.concern >= self.none {
+            CrisisLevel::Concern
+        } else {
+            CrisisLevel::None
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

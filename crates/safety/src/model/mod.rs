@@ -273,13 +273,7 @@ pub fn reading_by(
             .unwrap_or(most_crisis)
     };
     let with_context = previous.map(|p| score(&in_context(p, &own[0])));
-    let pointed = if alone.crisis >= alone.concern.max(alone.none) {
-        CrisisLevel::Crisis
-    } else if alone.concern >= alone.none {
-        CrisisLevel::Concern
-    } else {
-        CrisisLevel::None
-    };
+    let pointed = alone.most_likely();
     let nearest = head
         .nearest(strongest, |i| {
             examples.get(i as usize).is_some_and(|e| e.level == pointed)
@@ -327,9 +321,12 @@ pub fn training_vectors(
     Ok(inputs
         .iter()
         .zip(own)
-        .map(|(input, own)| match input.previous {
-            Some(_) => in_context(previous.next().expect("one per previous turn"), own),
-            None => *own,
+        .map(|(input, own)| {
+            let previous = input
+                .previous
+                .as_ref()
+                .map(|_| previous.next().expect("one per previous turn"));
+            training_vector(own, previous)
         })
         .collect())
 }
@@ -384,6 +381,15 @@ pub fn fit_on_with(
         })
         .collect();
     Head::fit_with(settings, &training, bank, corpus::fingerprint())
+}
+
+/// The vector the head is fitted to for one example: its whole utterance, read in the light of
+/// the previous turn when there is one.
+pub fn training_vector(
+    whole: &[f32; DIMENSIONS],
+    previous: Option<&[f32; DIMENSIONS]>,
+) -> [f32; DIMENSIONS] {
+    previous.map_or(*whole, |p| in_context(p, whole))
 }
 
 /// What the head reads for an utterance in the light of the previous turn: the two meanings

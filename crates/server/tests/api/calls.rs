@@ -112,21 +112,7 @@ async fn the_offer_endpoint_answers_alike_for_live_rooms_and_any_other_id() {
     let app = app_with_cloud_services().await;
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let room: Value = app
-        .request(Method::POST, "/api/v1/voice/create-room")
-        .bearer_auth(&token)
-        .json(&json!({"counselor_category": "Health"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let live = room["session_id"]
-        .as_str()
-        .expect("a room was opened")
-        .to_owned();
-    let room_token = room["user_token"].as_str().unwrap().to_owned();
+    let (live, room_token) = open_room(&app, &token).await;
 
     // Another room's token, a guessed one, the student's access token: whatever the bearer, a
     // live room that it does not open looks exactly like an id that is no room at all.
