@@ -40,11 +40,16 @@ impl Store {
     ) -> Result<(Vec<CrisisQueueItem>, u64)> {
         check_page(page, per_page)?;
         let condition = status_condition(status);
-        let page_sql = format!(
-            "SELECT q.*, COUNT(*) OVER () AS total_count FROM ({CRISIS_QUEUE_FROM} {condition}) q \
-             ORDER BY q.created_at DESC, q.id DESC LIMIT $1 OFFSET $2"
-        );
+        // The page walks the queue's index newest first and stops at LIMIT instead of joining
+        // every event to count them; the total is a count of the events alone (for the open
+        // queue, an index-only count of idx_crisis_open), in the same statement, so that both
+        // come from one snapshot.
         let count_sql = format!("SELECT COUNT(*) FROM crisis_events e {condition}");
+        let page_sql = format!(
+            "SELECT q.*, ({count_sql}) AS total_count FROM ({CRISIS_QUEUE_FROM} {condition} \
+             ORDER BY e.created_at DESC, e.id DESC LIMIT $1 OFFSET $2) q \
+             ORDER BY q.created_at DESC, q.id DESC"
+        );
         let offset = i64::from(page - 1) * i64::from(per_page);
         let (rows, total): (Vec<CountedQueueRow>, i64) = with_pool!(self, reader, |pool| {
             let rows: Vec<CountedQueueRow> = sqlx::query_as(AssertSqlSafe(page_sql))
@@ -52,6 +57,7 @@ impl Store {
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
+            // Only a page past the end (no rows to carry the total) counts on its own.
             let total = match rows.first() {
                 Some(row) => row.total_count,
                 None if offset == 0 => 0,

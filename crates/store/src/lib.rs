@@ -26,4 +26,5 @@ pub use categories::DEFAULT_CATEGORIES;
 pub use cipher::{DecryptError, TranscriptCipher};
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use sessions::MAX_PER_PAGE;
 pub use store::Store;

@@ -41,6 +41,86 @@ enum Bind {
     Time(DateTime<Utc>),
 }
 
+/// The SQL of one history listing: which of a student's live sessions match the filter, and how
+/// to count them. `$1` is the student; `binds` are `$2`, `$3`, ... in order.
+struct Listing {
+    /// The WHERE clause over `sessions`.
+    conditions: String,
+    /// A query giving the total: a sum of the student's tallies when only category and mode
+    /// filter, else a count of the matching index entries.
+    count_sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Listing {
+    fn for_filter(filter: &SessionFilter) -> Result<Listing> {
+        if let (Some(start), Some(end)) = (filter.start_date, filter.end_date) {
+            if start > end {
+                return Err(StoreError::Invalid(
+                    "start_date must not be after end_date".to_owned(),
+                ));
+            }
+        }
+        // Must match the predicate of the idx_sessions_live_* indexes word for word, or the
+        // planners cannot use them.
+        let mut conditions = String::from("user_id = $1 AND deleted_at IS NULL");
+        let mut tally_conditions = String::from("user_id = $1");
+        let mut binds = Vec::new();
+        let mut condition = |sql: &str, value: Bind, tallied: bool| {
+            binds.push(value);
+            let term = format!(" AND {sql} ${}", binds.len() + 1);
+            if tallied {
+                tally_conditions.push_str(&term);
+            }
+            conditions.push_str(&term);
+        };
+        if let Some(category) = filter.category {
+            condition("counselor_category =", Bind::Text(category.name()), true);
+        }
+        if let Some(mode) = filter.mode {
+            condition("mode =", Bind::Text(mode.as_str()), true);
+        }
+        if let Some(start) = filter.start_date {
+            condition("started_at >=", Bind::Time(start_of(start)), false);
+        }
+        if let Some(end) = filter.end_date {
+            let after = end
+                .succ_opt()
+                .ok_or_else(|| StoreError::Invalid("end_date is out of range".to_owned()))?;
+            condition("started_at <", Bind::Time(start_of(after)), false);
+        }
+        let count_sql = if filter.start_date.is_none() && filter.end_date.is_none() {
+            format!(
+                "SELECT CAST(COALESCE(SUM(live_sessions), 0) AS BIGINT) FROM session_tallies \
+                 WHERE {tally_conditions}"
+            )
+        } else {
+            format!("SELECT COUNT(*) FROM sessions WHERE {conditions}")
+        };
+        Ok(Listing {
+            conditions,
+            count_sql,
+            binds,
+        })
+    }
+
+    /// The page and its total in one round trip and one snapshot: the ids of the page are cut
+    /// from the index in its order, only those rows are read, and the total rides beside them
+    /// as a scalar subquery. LIMIT and OFFSET are bound after the filter's values.
+    fn page_sql(&self) -> String {
+        let (conditions, count_sql) = (&self.conditions, &self.count_sql);
+        format!(
+            "SELECT {SESSION_COLUMNS}, ({count_sql}) AS total_count \
+             FROM (SELECT id AS page_id, started_at AS page_started_at FROM sessions WHERE {conditions} \
+                   ORDER BY started_at DESC, id DESC LIMIT ${} OFFSET ${}) page \
+             JOIN sessions ON sessions.id = page.page_id \
+             ORDER BY page.page_started_at DESC, page.page_id DESC",
+            self.binds.len() + 2,
+            self.binds.len() + 3
+        )
+    }
+}
+
 fn start_of(date: NaiveDate) -> DateTime<Utc> {
     date.and_time(NaiveTime::MIN).and_utc()
 }
@@ -278,6 +358,11 @@ impl Store {
 
     /// One page of a student's sessions, newest first, and how many match in all. Deleted
     /// sessions are never listed. `page` starts at 1; `per_page` is 1 to [`MAX_PER_PAGE`].
+    ///
+    /// The cost does not grow with the student's history (migration `history_listing`): the page
+    /// is an ordered range of the partial index that fits the filter, joined to its rows only for
+    /// the sessions shown, and the total is read from `session_tallies` (at most twelve rows per
+    /// student). Only a date filter counts, and then only the index entries inside its range.
     pub async fn list_sessions(
         &self,
         user_id: UserId,
@@ -286,44 +371,12 @@ impl Store {
         per_page: u32,
     ) -> Result<(Vec<SessionRecord>, u64)> {
         check_page(page, per_page)?;
-        if let (Some(start), Some(end)) = (filter.start_date, filter.end_date) {
-            if start > end {
-                return Err(StoreError::Invalid(
-                    "start_date must not be after end_date".to_owned(),
-                ));
-            }
-        }
-        let mut conditions = String::from("user_id = $1 AND deleted_at IS NULL");
-        let mut binds = Vec::new();
-        let mut condition = |sql: &str, value: Bind| {
-            binds.push(value);
-            conditions.push_str(&format!(" AND {sql} ${}", binds.len() + 1));
-        };
-        if let Some(category) = filter.category {
-            condition("counselor_category =", Bind::Text(category.name()));
-        }
-        if let Some(mode) = filter.mode {
-            condition("mode =", Bind::Text(mode.as_str()));
-        }
-        if let Some(start) = filter.start_date {
-            condition("started_at >=", Bind::Time(start_of(start)));
-        }
-        if let Some(end) = filter.end_date {
-            let after = end
-                .succ_opt()
-                .ok_or_else(|| StoreError::Invalid("end_date is out of range".to_owned()))?;
-            condition("started_at <", Bind::Time(start_of(after)));
-        }
+        let listing = Listing::for_filter(filter)?;
+        let page_sql = listing.page_sql();
+        let Listing {
+            count_sql, binds, ..
+        } = listing;
         let offset = i64::from(page - 1) * i64::from(per_page);
-        // One round trip: the window count gives the total beside the page. Only a page past the
-        // end (no rows to carry it) needs the separate count.
-        let page_sql = format!(
-            "SELECT {SESSION_COLUMNS}, COUNT(*) OVER () AS total_count FROM sessions WHERE {conditions} \
-             ORDER BY started_at DESC, id DESC LIMIT ${} OFFSET ${}",
-            binds.len() + 2,
-            binds.len() + 3
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM sessions WHERE {conditions}");
         let user = *user_id.as_uuid();
         let (rows, total): (Vec<CountedSessionRow>, i64) = with_pool!(self, reader, |pool| {
             let mut rows_query = sqlx::query_as(AssertSqlSafe(page_sql)).bind(user);
@@ -345,6 +398,7 @@ impl Store {
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
+            // Only a page past the end (no rows to carry the total) counts on its own.
             let total = match rows.first() {
                 Some(row) => row.total_count,
                 None if offset == 0 => 0,
@@ -352,10 +406,9 @@ impl Store {
             };
             (rows, total)
         });
-        let rows = rows.into_iter().map(|row| row.session);
         let records = rows
             .into_iter()
-            .map(SessionRecord::try_from)
+            .map(|row| SessionRecord::try_from(row.session))
             .collect::<Result<Vec<_>>>()?;
         Ok((records, u64::try_from(total).unwrap_or(0)))
     }
@@ -673,5 +726,57 @@ impl Store {
             tx.commit().await?;
             Ok(stored)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Category, SessionMode};
+
+    /// Every filter shape is paged and counted from an index, in the index's order: nothing
+    /// scans the table, and nothing but the page itself is sorted.
+    #[tokio::test]
+    async fn every_listing_reads_an_index_in_order() {
+        let store = Store::connect(
+            "sqlite::memory:",
+            crate::TranscriptCipher::new(crate::TranscriptCipher::generate_key()),
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let crate::store::Backend::Sqlite(db) = &store.backend else {
+            unreachable!()
+        };
+        let day = NaiveDate::from_ymd_opt;
+        for category in [None, Some(Category::Health)] {
+            for mode in [None, Some(SessionMode::Voice)] {
+                for (start_date, end_date) in [(None, None), (day(2026, 6, 1), day(2026, 8, 31))] {
+                    let filter = SessionFilter {
+                        category,
+                        mode,
+                        start_date,
+                        end_date,
+                    };
+                    let sql = Listing::for_filter(&filter).unwrap().page_sql();
+                    let plan: Vec<(i64, i64, i64, String)> =
+                        sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                            .fetch_all(&db.reader)
+                            .await
+                            .unwrap();
+                    let plan: Vec<String> = plan.into_iter().map(|row| row.3).collect();
+                    for step in &plan {
+                        let shown = step.starts_with("SEARCH sessions USING COVERING INDEX idx_sessions_live_")
+                            // The page's own rows, each found by id.
+                            || step == "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)"
+                            || !step.contains("sessions ");
+                        assert!(
+                            shown && !step.contains("TEMP B-TREE"),
+                            "{filter:?} reads {step:?}; the plan: {plan:#?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

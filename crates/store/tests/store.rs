@@ -595,6 +595,326 @@ async fn listing_filters_and_pages_newest_first(db: &TestDb) {
 }
 on_both_databases!(listing_filters_and_pages_newest_first);
 
+/// A session as the listing should see it, kept beside the database to compare with.
+#[derive(Clone, Copy)]
+struct Expected {
+    id: SessionId,
+    category: Category,
+    mode: SessionMode,
+    started_at: DateTime<Utc>,
+    deleted: bool,
+}
+
+/// What the listing must answer, computed without the database: the live sessions that match,
+/// newest first, ties broken by the higher id.
+fn expected_listing(sessions: &[Expected], filter: &SessionFilter) -> Vec<SessionId> {
+    let day = |t: DateTime<Utc>| t.date_naive();
+    let mut hits: Vec<&Expected> = sessions
+        .iter()
+        .filter(|s| !s.deleted)
+        .filter(|s| filter.category.is_none_or(|c| c == s.category))
+        .filter(|s| filter.mode.is_none_or(|m| m == s.mode))
+        .filter(|s| filter.start_date.is_none_or(|d| day(s.started_at) >= d))
+        .filter(|s| filter.end_date.is_none_or(|d| day(s.started_at) <= d))
+        .collect();
+    hits.sort_by(|a, b| (b.started_at, b.id.as_uuid()).cmp(&(a.started_at, a.id.as_uuid())));
+    hits.into_iter().map(|s| s.id).collect()
+}
+
+/// Every combination of category (one that never occurs included), mode and date range.
+fn every_filter() -> Vec<SessionFilter> {
+    let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d);
+    let dates = [
+        (None, None),
+        (day(10, 5), day(10, 20)),
+        (day(10, 12), None),
+        (None, day(10, 9)),
+        (day(1, 1), day(12, 31)),
+    ];
+    let mut filters = Vec::new();
+    for category in [
+        None,
+        Some(Category::Health),
+        Some(Category::Career),
+        Some(Category::Social),
+    ] {
+        for mode in [None, Some(SessionMode::Voice), Some(SessionMode::Video)] {
+            for (start_date, end_date) in dates {
+                filters.push(SessionFilter {
+                    category,
+                    mode,
+                    start_date,
+                    end_date,
+                });
+            }
+        }
+    }
+    filters
+}
+
+/// Walks every page of every filter (and one page past the end) and compares each page and
+/// total with [`expected_listing`].
+async fn assert_listing_matches(store: &Store, user: UserId, sessions: &[Expected], per_page: u32) {
+    for filter in every_filter() {
+        let expected = expected_listing(sessions, &filter);
+        let pages = expected.len() as u32 / per_page + 2;
+        let mut listed = Vec::new();
+        for page in 1..=pages {
+            let (rows, total) = store
+                .list_sessions(user, &filter, page, per_page)
+                .await
+                .unwrap();
+            assert_eq!(
+                total,
+                expected.len() as u64,
+                "total of page {page} for {filter:?}"
+            );
+            assert!(rows.len() <= per_page as usize);
+            assert!(rows.iter().all(|r| r.user_id == user));
+            listed.extend(rows.iter().map(|r| r.id));
+        }
+        assert_eq!(listed, expected, "pages for {filter:?}");
+    }
+}
+
+async fn listing_pages_match_a_plain_sort_for_every_filter(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let other = student(store, "other").await;
+    let mut rng = 7u64;
+    let mut next = |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let categories = [Category::Health, Category::Career, Category::Academic];
+    let mut sessions = Vec::new();
+    for i in 0..60 {
+        // Every fourth session starts at the same moment as the one before it: ties are paged by id.
+        let started_at = match sessions.last() {
+            Some(Expected { started_at, .. }) if i % 4 == 0 => *started_at,
+            _ => at(2026, 10, 1, 0) + Duration::minutes(next(30 * 24 * 60) as i64),
+        };
+        let category = categories[next(3) as usize];
+        let mode = if next(3) == 0 {
+            SessionMode::Video
+        } else {
+            SessionMode::Voice
+        };
+        let id = start(store, user, category, mode, started_at).await;
+        sessions.push(Expected {
+            id,
+            category,
+            mode,
+            started_at,
+            deleted: false,
+        });
+        // Someone else's sessions at the same moments must never show up.
+        if i % 5 == 0 {
+            start(store, other, category, mode, started_at).await;
+        }
+    }
+    for i in [3, 17, 18, 40, 59] {
+        assert!(store
+            .soft_delete_session(user, sessions[i].id)
+            .await
+            .unwrap());
+        sessions[i].deleted = true;
+    }
+    assert_listing_matches(store, user, &sessions, 7).await;
+    assert_listing_matches(store, user, &sessions, 100).await;
+}
+on_both_databases!(listing_pages_match_a_plain_sort_for_every_filter);
+
+/// The totals the listing shows for each counselor and mode (read from the maintained tallies)
+/// and for the same filters with a date range that spans everything (counted from the sessions
+/// themselves) must both equal what the test expects.
+async fn assert_totals(store: &Store, user: UserId, sessions: &[Expected], when: &str) {
+    let all_time = (
+        NaiveDate::from_ymd_opt(2000, 1, 1),
+        NaiveDate::from_ymd_opt(2100, 1, 1),
+    );
+    for category in std::iter::once(None).chain(Category::ALL.into_iter().map(Some)) {
+        for mode in [None, Some(SessionMode::Voice), Some(SessionMode::Video)] {
+            let tallied = SessionFilter {
+                category,
+                mode,
+                ..Default::default()
+            };
+            let counted = SessionFilter {
+                start_date: all_time.0,
+                end_date: all_time.1,
+                ..tallied
+            };
+            let expected = expected_listing(sessions, &tallied).len() as u64;
+            let from_tallies = store.list_sessions(user, &tallied, 1, 1).await.unwrap().1;
+            let from_rows = store.list_sessions(user, &counted, 1, 1).await.unwrap().1;
+            assert_eq!(
+                (from_tallies, from_rows),
+                (expected, expected),
+                "{when}: totals for {category:?} / {mode:?}"
+            );
+            // A page past the end counts on its own, and must agree.
+            let past_end = store.list_sessions(user, &tallied, 1000, 1).await.unwrap();
+            assert_eq!(past_end, (Vec::new(), expected), "{when}: past the end");
+        }
+    }
+}
+
+/// The version of the token epoch migration, before the history listing's tallies and indexes.
+const TOKEN_EPOCH_SCHEMA: i64 = 20261215000001;
+
+async fn session_totals_never_drift_through_deletes_and_purges(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let other = student(store, "other").await;
+    let t = at(2026, 6, 1, 9);
+    let mut sessions = Vec::new();
+    for i in 0..12 {
+        let category = Category::ALL[i % 6];
+        let mode = if i % 4 == 0 {
+            SessionMode::Video
+        } else {
+            SessionMode::Voice
+        };
+        let started_at = t + Duration::days(i as i64 * 10);
+        let id = start(store, user, category, mode, started_at).await;
+        sessions.push(Expected {
+            id,
+            category,
+            mode,
+            started_at,
+            deleted: false,
+        });
+    }
+    let bulk: Vec<BulkSession> = (0..30)
+        .map(|i| BulkSession {
+            session: NewSession {
+                id: SessionId::new(),
+                user_id: if i % 3 == 0 { other } else { user },
+                category: Category::ALL[(i / 2) % 6],
+                mode: if i % 2 == 0 {
+                    SessionMode::Voice
+                } else {
+                    SessionMode::Video
+                },
+                room_name: format!("bulk-{i}"),
+                started_at: t + Duration::hours(i as i64 * 7),
+            },
+            ended_at: None,
+            connection_quality: None,
+            crisis_detected: false,
+        })
+        .collect();
+    store.insert_sessions_bulk(&bulk).await.unwrap();
+    sessions.extend(
+        bulk.iter()
+            .filter(|b| b.session.user_id == user)
+            .map(|b| Expected {
+                id: b.session.id,
+                category: b.session.category,
+                mode: b.session.mode,
+                started_at: b.session.started_at,
+                deleted: false,
+            }),
+    );
+    assert_totals(store, user, &sessions, "after inserts").await;
+
+    // Deletes: the student's own (twice, the second changes nothing) and someone else's attempt.
+    for i in [0, 5, 13] {
+        assert!(store
+            .soft_delete_session(user, sessions[i].id)
+            .await
+            .unwrap());
+        assert!(!store
+            .soft_delete_session(user, sessions[i].id)
+            .await
+            .unwrap());
+        sessions[i].deleted = true;
+    }
+    assert!(!store
+        .soft_delete_session(other, sessions[1].id)
+        .await
+        .unwrap());
+    assert_totals(store, user, &sessions, "after deletes").await;
+
+    // Transcripts, ending, call quality, a crisis and the retention purge change session rows
+    // but not which sessions are listed.
+    for s in &sessions[..8] {
+        store
+            .append_message(s.id, line(0, Speaker::Student, "hello", s.started_at))
+            .await
+            .ok();
+        store
+            .end_session(s.id, s.started_at + Duration::minutes(5), None)
+            .await
+            .unwrap();
+    }
+    store
+        .set_connection_quality(sessions[2].id, ConnectionQuality::Poor)
+        .await
+        .unwrap();
+    store
+        .record_crisis_event(NewCrisisEvent {
+            session_id: sessions[2].id,
+            sequence: 0,
+            level: CrisisLevel::Crisis,
+            signal: CrisisSignal::SelfHarm,
+            decided_by: Some(DecidedBy::Rule),
+        })
+        .await
+        .unwrap();
+    let purged = store
+        .purge_transcripts_older_than(t + Duration::days(45), false)
+        .await
+        .unwrap();
+    assert!(purged.sessions > 0);
+    assert_totals(store, user, &sessions, "after the purge").await;
+
+    // Changes made outside the store (an operator's SQL) are followed too: a session moved to
+    // another counselor, and an account removed with all its sessions.
+    db.raw_execute("UPDATE sessions SET counselor_category = 'Social' WHERE room_name = 'bulk-1'")
+        .await;
+    let moved = bulk[1].session.id;
+    sessions
+        .iter_mut()
+        .filter(|s| s.id == moved)
+        .for_each(|s| s.category = Category::Social);
+    let removed = db
+        .raw_execute(r"DELETE FROM users WHERE username = '\COLLEGE\other'")
+        .await;
+    assert_eq!(removed, 1);
+    assert_totals(store, user, &sessions, "after changes in SQL").await;
+    assert_totals(store, other, &[], "for the removed account").await;
+
+    // Down to the schema before the tallies, a session recorded there, and up again: the
+    // migration counts what is there.
+    store.migrate_down_to(TOKEN_EPOCH_SCHEMA).await.unwrap();
+    let started_at = t + Duration::days(200);
+    let id = start(
+        store,
+        user,
+        Category::Career,
+        SessionMode::Video,
+        started_at,
+    )
+    .await;
+    store.migrate().await.unwrap();
+    sessions.push(Expected {
+        id,
+        category: Category::Career,
+        mode: SessionMode::Video,
+        started_at,
+        deleted: false,
+    });
+    assert_totals(store, user, &sessions, "after migrating down and up").await;
+    assert!(store.soft_delete_session(user, id).await.unwrap());
+    sessions.last_mut().unwrap().deleted = true;
+    assert_totals(store, user, &sessions, "after a delete on the new schema").await;
+}
+on_both_databases!(session_totals_never_drift_through_deletes_and_purges);
+
 async fn deleting_a_session_hides_it_and_erases_its_transcript(db: &TestDb) {
     let store = &db.store;
     let user = student(store, "jdoe").await;

@@ -213,6 +213,30 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement straight on the database (as an operator with a SQL prompt would),
+    /// bypassing the store; the SQL must read the same on both databases.
+    pub async fn raw_execute(&self, sql: &str) -> u64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.raw {
+            Raw::Sqlite(path) => {
+                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                conn.execute(sqlx::raw_sql(sql))
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            Raw::Postgres { url, .. } => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                conn.execute(sqlx::raw_sql(sql))
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        }
+    }
+
     /// Names of the tables that exist.
     pub async fn raw_tables(&self) -> Vec<String> {
         match &self.raw {
