@@ -132,11 +132,20 @@ impl Store {
     }
 
     /// Refreshes the query planner's statistics; worth running after loading many rows at once
-    /// and now and then (the purge job is a good moment).
+    /// and now and then (the purge job is a good moment). On PostgreSQL it also vacuums: only a
+    /// vacuumed page is marked all-visible, and until then an index-only scan (the history
+    /// listing's pages and date counts) still reads every table row it passes to check
+    /// visibility. Autovacuum does the same in time where it is on.
     pub async fn optimize(&self) -> Result<()> {
-        with_pool!(self, writer, |pool| {
-            sqlx::query("ANALYZE").execute(pool).await?;
-        });
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                sqlx::query("ANALYZE").execute(&db.writer).await?;
+            }
+            Backend::Postgres(pg) => {
+                // VACUUM refuses to run inside a transaction or a prepared statement.
+                sqlx::raw_sql("VACUUM (ANALYZE)").execute(pg).await?;
+            }
+        }
         Ok(())
     }
 
