@@ -20,7 +20,8 @@ use crate::extract::{ClientInfo, Json, Path, Query};
 use crate::state::AppState;
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
-pub const MAX_PER_PAGE: u32 = 100;
+/// The store owns the largest page (it refuses bigger ones); the API checks against the same value.
+pub use store::MAX_PER_PAGE;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
