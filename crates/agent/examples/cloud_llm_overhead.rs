@@ -93,6 +93,7 @@ fn request() -> ChatRequest {
         )],
         max_tokens: 200,
         temperature: 0.7,
+        first_text_by: None,
     }
 }
 

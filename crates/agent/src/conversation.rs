@@ -127,6 +127,7 @@ impl Conversation {
             messages: self.messages[first_kept..].to_vec(),
             max_tokens: self.limits.max_reply_tokens,
             temperature: self.limits.temperature,
+            first_text_by: None,
         }
     }
 }

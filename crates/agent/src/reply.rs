@@ -285,13 +285,15 @@ async fn send_script(text: &str, out: &mpsc::Sender<String>) {
 /// Streams the model's answer into sentences. Returns false when nothing usable came (the caller
 /// then apologises); a failure after some sentences were written just ends the reply there.
 async fn stream_answer(
-    request: ChatRequest,
+    mut request: ChatRequest,
     context: &ReplyContext,
     ledger: &Mutex<Ledger>,
     out: &mpsc::Sender<String>,
 ) -> bool {
     let limits = context.timeouts;
     let asked = Instant::now();
+    // The turn's first-text budget is decided here alone; a model with a fallback divides it.
+    request.first_text_by = Some(asked + limits.llm_first_token);
     let timed_out = |after: Duration| ServiceError::Timeout {
         service: "language model",
         after_ms: after.as_millis() as u64,

@@ -126,6 +126,14 @@ async fn a_full_turn_from_student_speech_to_counselor_audio() {
         .system
         .ends_with("You are Sam, a calm study-skills counselor."));
     assert_eq!(request.messages, [ChatMessage::user(STUDENT_SAYS)]);
+    // The turn's first-text budget travels with the request (a fallback model divides it).
+    let due = request
+        .first_text_by
+        .expect("the request carries its first-text deadline");
+    assert!(
+        due.saturating_duration_since(tokio::time::Instant::now())
+            <= agent::Timeouts::default().llm_first_token
+    );
 
     let AgentEvent::TurnMetrics(metrics) = log
         .wait_for(ms(100), |e| matches!(e, AgentEvent::TurnMetrics(_)))

@@ -6,7 +6,7 @@ mod cloud_fakes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::services::fallback::{FallbackConfig, FallbackLanguageModel};
+use agent::services::fallback::{primary_breaker_config, FallbackConfig, FallbackLanguageModel};
 use agent::services::gemini::{GeminiConfig, GeminiLanguageModel};
 use agent::services::openai::{OpenAiConfig, OpenAiLanguageModel};
 use agent::services::{BoxStream, ChatMessage, ChatRequest, LanguageModel, ServiceError};
@@ -28,6 +28,7 @@ fn request() -> ChatRequest {
         ],
         max_tokens: 150,
         temperature: 0.7,
+        first_text_by: None,
     }
 }
 
@@ -409,8 +410,10 @@ async fn fallback(gemini_replies: Vec<Reply>, breaker: CircuitBreaker) -> Fallba
     primary_config.between_chunks_timeout = Duration::from_millis(400);
     let primary = Arc::new(GeminiLanguageModel::new(primary_config).unwrap());
     let secondary = Arc::new(openai(&openai_fake));
+    // Requests name no deadline here, so Gemini gets half of 600 ms to start.
     let config = FallbackConfig {
-        first_token_timeout: Duration::from_millis(300),
+        primary_share: 0.5,
+        first_text_timeout: Duration::from_millis(600),
         reply_timeout: Duration::from_secs(3),
     };
     Fallback {
@@ -528,4 +531,86 @@ async fn fallback_reports_the_secondary_error_when_both_fail() {
         reply_of(&model).await.unwrap_err(),
         ServiceError::RateLimited { service: "openai" }
     );
+}
+
+/// The production chain as a call uses it: default adapters (whose own waits are longer than
+/// the turn's), the default fallback and breaker.
+async fn production_chain(gemini_replies: Vec<Reply>) -> (FallbackLanguageModel, FakeLlm) {
+    let gemini_fake = gemini_fake(gemini_replies).await;
+    let openai_fake = openai_fake(vec![openai_reply(&["Fallback ", "answer."])]).await;
+    let mut gemini_config = GeminiConfig::new(GEMINI_KEY);
+    gemini_config.base_url = gemini_fake.base_url.clone();
+    let mut openai_config = OpenAiConfig::new(Some(OPENAI_KEY.into()));
+    openai_config.base_url = openai_fake.base_url.clone();
+    let model = FallbackLanguageModel::new(
+        Arc::new(GeminiLanguageModel::new(gemini_config).unwrap()),
+        CircuitBreaker::with_clock(primary_breaker_config(), ManualClock::new()),
+        Arc::new(OpenAiLanguageModel::new(openai_config).unwrap()),
+        FallbackConfig::default(),
+    );
+    (model, gemini_fake)
+}
+
+/// A request carrying a turn's first-text deadline.
+fn request_due_in(budget: Duration) -> ChatRequest {
+    let mut request = request();
+    request.first_text_by = Some(tokio::time::Instant::now() + budget);
+    request
+}
+
+/// Whatever Gemini does wrong, OpenAI's reply starts before the turn's deadline.
+#[tokio::test]
+async fn the_fallback_answers_within_the_turns_budget_whatever_gemini_does() {
+    let budget = Duration::from_millis(1500);
+    for failure in [
+        Reply::NeverAnswer,
+        Reply::Status(
+            500,
+            r#"{"error":{"code":500,"message":"x","status":"INTERNAL"}}"#.into(),
+        ),
+        Reply::Status(
+            429,
+            r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#.into(),
+        ),
+        Reply::StreamThenStall(vec![": connected\n\n".into()]),
+    ] {
+        let (model, gemini) = production_chain(vec![failure.clone()]).await;
+        let started = Instant::now();
+        let mut stream = within_5s(
+            "the reply to start",
+            model.stream_reply(request_due_in(budget)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{failure:?}: no reply: {e}"));
+        let first = stream.next().await.expect("text").expect("no error");
+        assert!(
+            started.elapsed() < budget,
+            "{failure:?}: first text after {:?}",
+            started.elapsed()
+        );
+        let (rest, error) = drain(stream).await;
+        assert_eq!((first + &rest, error), ("Fallback answer.".into(), None));
+        assert_eq!(gemini.served(), 1, "{failure:?}: Gemini was asked once");
+    }
+}
+
+/// A Gemini that hangs is counted as failed (not dropped with the turn), so its breaker opens
+/// after three turns and the next turns go straight to OpenAI.
+#[tokio::test]
+async fn a_hung_gemini_opens_its_breaker() {
+    let (model, gemini) = production_chain(vec![Reply::NeverAnswer]).await;
+    let budget = Duration::from_millis(600);
+    for _ in 0..3 {
+        let (text, _) = drain(model.stream_reply(request_due_in(budget)).await.unwrap()).await;
+        assert_eq!(text, "Fallback answer.");
+    }
+    let started = Instant::now();
+    let (text, _) = drain(model.stream_reply(request_due_in(budget)).await.unwrap()).await;
+    assert_eq!(text, "Fallback answer.");
+    assert_eq!(
+        gemini.served(),
+        3,
+        "Gemini was asked while its breaker was open"
+    );
+    assert!(started.elapsed() < budget / 2, "{:?}", started.elapsed());
 }

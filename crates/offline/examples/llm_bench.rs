@@ -86,6 +86,7 @@ fn main() {
         messages: vec![ChatMessage::user(QUESTION)],
         max_tokens: MAX_TOKENS,
         temperature: 0.5,
+        first_text_by: None,
     };
     let prompt_tokens = cached
         .prompt_tokens(&first_turn)

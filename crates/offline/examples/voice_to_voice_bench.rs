@@ -95,6 +95,7 @@ async fn main() {
                 messages: vec![ChatMessage::user("Hello.")],
                 max_tokens: 1,
                 temperature: 0.5,
+                first_text_by: None,
             },
             |_| true,
         )
@@ -114,6 +115,7 @@ async fn main() {
             messages: vec![ChatMessage::user(heard.trim())],
             max_tokens: 80,
             temperature: 0.5,
+            first_text_by: None,
         };
         let mut reply_stream = llm.stream_reply(request).await.expect("reply");
         let mut reply = String::new();

@@ -33,6 +33,7 @@ fn request(category: Category, question: &str) -> ChatRequest {
         messages: vec![ChatMessage::user(question)],
         max_tokens: MAX_TOKENS,
         temperature: 0.5,
+        first_text_by: None,
     }
 }
 

@@ -5,6 +5,10 @@
 //! failed, and the secondary is asked, when it errors or times out *before its first piece of
 //! text*, or ends without any. Once text has reached the caller the reply stays with that
 //! provider: an error after that ends the reply with the error (never two half answers).
+//!
+//! The wait for the first text is the caller's (the request's `first_text_by`): the primary
+//! gets a share of it and the secondary the rest, so a hung primary is counted as failed by its
+//! breaker and the secondary still answers before the caller gives up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +25,11 @@ const SERVICE: &str = "llm";
 
 #[derive(Debug, Clone, Copy)]
 pub struct FallbackConfig {
-    /// From asking a provider to its first piece of text; past it the next provider is asked.
-    /// Default 8 s.
-    pub first_token_timeout: Duration,
+    /// The share of the first-text budget (what is left of it when the request arrives) the
+    /// primary gets; the secondary gets the rest. Default one half.
+    pub primary_share: f64,
+    /// The first-text budget of a request that names no deadline of its own; default 6 s.
+    pub first_text_timeout: Duration,
     /// The whole reply, fallback included; default 30 s.
     pub reply_timeout: Duration,
 }
@@ -31,19 +37,22 @@ pub struct FallbackConfig {
 impl Default for FallbackConfig {
     fn default() -> Self {
         Self {
-            first_token_timeout: Duration::from_secs(8),
+            primary_share: 0.5,
+            first_text_timeout: Duration::from_secs(6),
             reply_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// The breaker the primary gets by default: 3 failures in a minute, or more than 10 % of
-/// replies failing over 5 minutes, open it for 45 s.
+/// The breaker the primary gets: 3 failures in a minute, or more than 10 % of replies failing
+/// over 5 minutes, open it for 45 s.
+pub fn primary_breaker_config() -> BreakerConfig {
+    BreakerConfig::speech_and_language()
+        .with_error_rate(ErrorRateRule::ten_percent_over_five_minutes())
+}
+
 pub fn default_primary_breaker() -> CircuitBreaker {
-    CircuitBreaker::new(
-        BreakerConfig::speech_and_language()
-            .with_error_rate(ErrorRateRule::ten_percent_over_five_minutes()),
-    )
+    CircuitBreaker::new(primary_breaker_config())
 }
 
 pub struct FallbackLanguageModel {
@@ -77,14 +86,14 @@ struct Started {
     rest: TextStream,
 }
 
-/// Asks `model` and waits (until `first_token_deadline`) for its first non-empty text.
+/// Asks `model` and waits (until `first_text_by`) for its first non-empty text.
 async fn start_reply(
     model: &dyn LanguageModel,
     request: ChatRequest,
-    first_token_deadline: Instant,
-    limit: Duration,
+    first_text_by: Instant,
 ) -> Result<Started, ServiceError> {
     let service = model.name();
+    let limit = first_text_by.saturating_duration_since(Instant::now());
     let attempt = async {
         let mut stream = model.stream_reply(request).await?;
         loop {
@@ -106,7 +115,7 @@ async fn start_reply(
             }
         }
     };
-    tokio::time::timeout_at(first_token_deadline, attempt)
+    tokio::time::timeout_at(first_text_by, attempt)
         .await
         .unwrap_or(Err(ServiceError::Timeout {
             service,
@@ -123,31 +132,30 @@ impl LanguageModel for FallbackLanguageModel {
     async fn stream_reply(&self, request: ChatRequest) -> Result<TextStream, ServiceError> {
         let started_at = Instant::now();
         let reply_deadline = started_at + self.config.reply_timeout;
-        let first_token =
-            |now: Instant| (now + self.config.first_token_timeout).min(reply_deadline);
+        let first_text_by = request
+            .first_text_by
+            .unwrap_or(started_at + self.config.first_text_timeout)
+            .min(reply_deadline);
+        let budget = first_text_by.saturating_duration_since(started_at);
+        let primary_by = started_at + budget.mul_f64(self.config.primary_share.clamp(0.0, 1.0));
 
         match self.primary_breaker.try_acquire() {
-            Ok(permit) => match start_reply(
-                self.primary.as_ref(),
-                request.clone(),
-                first_token(started_at),
-                self.config.first_token_timeout,
-            )
-            .await
-            {
-                Ok(started) => {
-                    return Ok(finish_reply(
-                        started,
-                        Some(permit),
-                        reply_deadline,
-                        self.config.reply_timeout,
-                    ))
+            Ok(permit) => {
+                match start_reply(self.primary.as_ref(), request.clone(), primary_by).await {
+                    Ok(started) => {
+                        return Ok(finish_reply(
+                            started,
+                            Some(permit),
+                            reply_deadline,
+                            self.config.reply_timeout,
+                        ))
+                    }
+                    Err(error) => {
+                        permit.failure();
+                        tracing::warn!(provider = self.primary.name(), %error, "primary language model failed; falling back");
+                    }
                 }
-                Err(error) => {
-                    permit.failure();
-                    tracing::warn!(provider = self.primary.name(), %error, "primary language model failed; falling back");
-                }
-            },
+            }
             Err(open) => {
                 tracing::debug!(
                     provider = self.primary.name(),
@@ -157,20 +165,13 @@ impl LanguageModel for FallbackLanguageModel {
             }
         }
 
-        let now = Instant::now();
-        if now >= reply_deadline {
+        if Instant::now() >= first_text_by {
             return Err(ServiceError::Timeout {
                 service: SERVICE,
-                after_ms: millis(self.config.reply_timeout),
+                after_ms: millis(budget),
             });
         }
-        let started = start_reply(
-            self.secondary.as_ref(),
-            request,
-            first_token(now),
-            self.config.first_token_timeout,
-        )
-        .await?;
+        let started = start_reply(self.secondary.as_ref(), request, first_text_by).await?;
         Ok(finish_reply(
             started,
             None,

@@ -351,6 +351,7 @@ mod tests {
             ],
             max_tokens: 200,
             temperature: 0.5,
+            first_text_by: None,
         };
         let body = serde_json::to_value(request_body(&request)).unwrap();
         assert_eq!(

@@ -142,6 +142,9 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// When the caller stops waiting for the first text. A model with a fallback shares what
+    /// is left of it between its providers, so the last one is still asked in time.
+    pub first_text_by: Option<tokio::time::Instant>,
 }
 
 #[async_trait]

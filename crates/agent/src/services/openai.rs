@@ -253,6 +253,7 @@ mod tests {
             ],
             max_tokens: 100,
             temperature: 0.25,
+            first_text_by: None,
         };
         let body = serde_json::to_value(request_body("gpt-4o-mini", &request)).unwrap();
         assert_eq!(

