@@ -48,11 +48,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 
 /// The whole HTTP application. The API is nested twice, at `/api/v1` and at `/api`.
 pub fn router(state: AppState) -> Router {
-    let (api, mut openapi) = OpenApiRouter::with_openapi(crate::openapi::base())
-        .nest("/api/v1", api_router())
-        .split_for_parts();
+    let (api, openapi) = documented_api();
     // The same paths, documented once; `/api/...` is an alias.
-    openapi.servers = None;
     let alias = api_router().split_for_parts().0;
 
     let cors = cors(&state.config.allowed_origins);
@@ -81,6 +78,21 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)
+}
+
+/// The `/api/v1` routes and the OpenAPI document that describes them.
+fn documented_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (api, mut openapi) = OpenApiRouter::with_openapi(crate::openapi::base())
+        .nest("/api/v1", api_router())
+        .split_for_parts();
+    openapi.servers = None;
+    crate::openapi::add_error_examples(&mut openapi);
+    (api, openapi)
+}
+
+/// The OpenAPI document the server serves at `/api/v1/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented_api().1
 }
 
 fn api_router() -> OpenApiRouter<AppState> {

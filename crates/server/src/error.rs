@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-#[schema(example = json!({"detail": "Invalid username or password", "code": "AUTH_001"}))]
+#[schema(example = json!({"detail": "Session not found", "code": "SESSION_001"}))]
 pub struct ErrorBody {
     /// What went wrong, for a person to read.
     pub detail: String,
@@ -91,66 +91,109 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// Every error code the API can return, with its status and meaning (README and OpenAPI list these).
-pub const ERROR_CODES: &[(&str, u16, &str)] = &[
-    ("AUTH_001", 401, "Invalid username or password"),
-    ("AUTH_002", 403, "Account blocked"),
-    ("AUTH_003", 401, "Token expired: sign in again"),
-    (
-        "AUTH_004",
-        401,
-        "Not authenticated: missing or invalid token",
-    ),
-    (
-        "AUTH_005",
-        403,
-        "Cookie-authenticated request from an origin that is not allowed",
-    ),
-    ("SESSION_001", 404, "Session not found"),
-    ("SESSION_002", 409, "Session already ended"),
-    ("COUNSELOR_001", 404, "Counselor category not found"),
-    ("COUNSELOR_002", 409, "Counselor category is disabled"),
-    ("CRISIS_001", 404, "Crisis event not found (staff only)"),
-    (
-        "CRISIS_002",
-        409,
-        "Crisis event already reviewed; reviews are final (staff only)",
-    ),
-    ("EXTERNAL_001", 503, "Voice service (Daily.co) unavailable"),
-    ("EXTERNAL_002", 503, "Video service (LiveKit) unavailable"),
-    ("EXTERNAL_003", 503, "Language model service unavailable"),
-    (
-        "VALIDATION_001",
-        422,
-        "A field is invalid; the detail names it",
-    ),
-    ("VALIDATION_002", 400, "The request body is not valid JSON"),
-    (
-        "UNSUPPORTED_MEDIA_TYPE",
-        415,
-        "The request body must be application/json",
-    ),
-    ("PAYLOAD_TOO_LARGE", 413, "The request body is too large"),
-    ("RATE_LIMIT_001", 429, "Too many requests; see Retry-After"),
-    ("NOT_FOUND", 404, "No such route"),
-    (
-        "METHOD_NOT_ALLOWED",
-        405,
-        "The route does not accept this method",
-    ),
-    ("SERVICE_UNAVAILABLE", 503, "The database is unreachable"),
-    (
-        "CAPACITY_001",
-        503,
-        "The server is running as many calls as it can; see Retry-After",
-    ),
-    (
-        "VOICE_001",
-        503,
-        "The voice services could not be started; see the server log",
-    ),
-    ("INTERNAL", 500, "Unexpected server error"),
-];
+/// One row of the error table: what a kind of failure answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorSpec {
+    /// The stable machine-readable code in the body.
+    pub code: &'static str,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What the code means, for the README's and the OpenAPI document's tables (Markdown).
+    pub meaning: &'static str,
+}
+
+/// Declares [`ErrorKind`] and its table together, so a kind cannot exist without its row.
+macro_rules! error_table {
+    ($($(#[$doc:meta])* $kind:ident => $code:literal, $status:ident, $meaning:literal;)+) => {
+        /// Every kind of failure the API answers with; [`ApiError::kind`] maps each error to one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $kind,)+
+        }
+
+        impl ErrorKind {
+            /// Every kind, in the order of the documented table.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind,)+];
+
+            /// This kind's row of the table.
+            pub const fn spec(self) -> ErrorSpec {
+                match self {
+                    $(ErrorKind::$kind => ErrorSpec {
+                        code: $code,
+                        status: StatusCode::$status,
+                        meaning: $meaning,
+                    },)+
+                }
+            }
+        }
+    };
+}
+
+// The one owner of every error code and its status. The README's table and the OpenAPI
+// document's listing are generated from it (`error_table_markdown`), and tests check that both,
+// and every code a route's documentation names, agree with it.
+error_table! {
+    InvalidCredentials => "AUTH_001", UNAUTHORIZED,
+        "Invalid username or password (the same answer, in about the same time, for unknown users)";
+    AccountBlocked => "AUTH_002", FORBIDDEN, "Account blocked";
+    TokenExpired => "AUTH_003", UNAUTHORIZED, "Token expired: sign in again";
+    NotAuthenticated => "AUTH_004", UNAUTHORIZED, "Not authenticated: missing or invalid token";
+    OriginNotAllowed => "AUTH_005", FORBIDDEN,
+        "Cookie-authenticated request from an origin that is not allowed";
+    SessionNotFound => "SESSION_001", NOT_FOUND, "Session not found";
+    SessionAlreadyEnded => "SESSION_002", CONFLICT, "Session already ended";
+    CategoryNotFound => "COUNSELOR_001", NOT_FOUND, "Counselor category not found";
+    CategoryDisabled => "COUNSELOR_002", CONFLICT, "Counselor category is disabled";
+    CrisisEventNotFound => "CRISIS_001", NOT_FOUND, "Crisis event not found (staff only)";
+    CrisisEventAlreadyReviewed => "CRISIS_002", CONFLICT,
+        "Crisis event already reviewed; reviews are final (staff only)";
+    DailyUnavailable => "EXTERNAL_001", SERVICE_UNAVAILABLE, "Voice service (Daily.co) unavailable";
+    LiveKitUnavailable => "EXTERNAL_002", SERVICE_UNAVAILABLE,
+        "Video service (LiveKit) unavailable";
+    LlmUnavailable => "EXTERNAL_003", SERVICE_UNAVAILABLE, "Language model service unavailable";
+    Validation => "VALIDATION_001", UNPROCESSABLE_ENTITY, "A field is invalid; the detail names it";
+    MalformedBody => "VALIDATION_002", BAD_REQUEST, "The request body is not valid JSON";
+    UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE", UNSUPPORTED_MEDIA_TYPE,
+        "The request body must be `application/json`";
+    PayloadTooLarge => "PAYLOAD_TOO_LARGE", PAYLOAD_TOO_LARGE, "The request body is too large";
+    RateLimited => "RATE_LIMIT_001", TOO_MANY_REQUESTS, "Too many requests; see `Retry-After`";
+    RouteNotFound => "NOT_FOUND", NOT_FOUND, "No such route";
+    MethodNotAllowed => "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED,
+        "The route does not accept this method";
+    Unavailable => "SERVICE_UNAVAILABLE", SERVICE_UNAVAILABLE, "The database is unreachable";
+    AtCapacity => "CAPACITY_001", SERVICE_UNAVAILABLE,
+        "The server runs as many calls as it is configured for; see `Retry-After`";
+    VoiceUnavailable => "VOICE_001", SERVICE_UNAVAILABLE,
+        "The voice services could not be started (see the server log)";
+    Internal => "INTERNAL", INTERNAL_SERVER_ERROR,
+        "Unexpected server error (details are in the server log under the request id)";
+}
+
+impl ErrorKind {
+    /// The kind whose code this is, if any.
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.spec().code == code)
+    }
+}
+
+/// The table of error codes as Markdown (`| code | status | meaning |`), as the README holds it
+/// and the OpenAPI document's description lists it.
+pub fn error_table_markdown() -> String {
+    let mut table = String::from("| code | status | meaning |\n|---|---|---|\n");
+    for kind in ErrorKind::ALL {
+        let spec = kind.spec();
+        table.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            spec.code,
+            spec.status.as_u16(),
+            spec.meaning
+        ));
+    }
+    table
+}
 
 impl ApiError {
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -164,70 +207,45 @@ impl ApiError {
         ApiError::Internal(cause.to_string())
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// Which row of the error table this error answers with.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::InvalidCredentials | ApiError::TokenExpired | ApiError::NotAuthenticated => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::AccountBlocked | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
-            ApiError::SessionNotFound
-            | ApiError::CategoryNotFound
-            | ApiError::CrisisEventNotFound
-            | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::SessionAlreadyEnded
-            | ApiError::CategoryDisabled
-            | ApiError::CrisisEventAlreadyReviewed => StatusCode::CONFLICT,
-            ApiError::External { .. }
-            | ApiError::Unavailable
-            | ApiError::AtCapacity
-            | ApiError::VoiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InvalidCredentials => ErrorKind::InvalidCredentials,
+            ApiError::AccountBlocked => ErrorKind::AccountBlocked,
+            ApiError::TokenExpired => ErrorKind::TokenExpired,
+            ApiError::NotAuthenticated => ErrorKind::NotAuthenticated,
+            ApiError::OriginNotAllowed => ErrorKind::OriginNotAllowed,
+            ApiError::SessionNotFound => ErrorKind::SessionNotFound,
+            ApiError::SessionAlreadyEnded => ErrorKind::SessionAlreadyEnded,
+            ApiError::CategoryNotFound => ErrorKind::CategoryNotFound,
+            ApiError::CategoryDisabled => ErrorKind::CategoryDisabled,
+            ApiError::CrisisEventNotFound => ErrorKind::CrisisEventNotFound,
+            ApiError::CrisisEventAlreadyReviewed => ErrorKind::CrisisEventAlreadyReviewed,
+            ApiError::External { service, .. } => match service {
+                ExternalService::Daily => ErrorKind::DailyUnavailable,
+                ExternalService::LiveKit => ErrorKind::LiveKitUnavailable,
+                ExternalService::Llm => ErrorKind::LlmUnavailable,
+            },
+            ApiError::Validation { .. } => ErrorKind::Validation,
+            ApiError::MalformedBody(_) => ErrorKind::MalformedBody,
+            ApiError::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
+            ApiError::PayloadTooLarge => ErrorKind::PayloadTooLarge,
+            ApiError::RateLimited { .. } => ErrorKind::RateLimited,
+            ApiError::RouteNotFound => ErrorKind::RouteNotFound,
+            ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            ApiError::Unavailable => ErrorKind::Unavailable,
+            ApiError::AtCapacity => ErrorKind::AtCapacity,
+            ApiError::VoiceUnavailable => ErrorKind::VoiceUnavailable,
+            ApiError::Internal(_) => ErrorKind::Internal,
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.kind().spec().status
+    }
+
     pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::InvalidCredentials => "AUTH_001",
-            ApiError::AccountBlocked => "AUTH_002",
-            ApiError::TokenExpired => "AUTH_003",
-            ApiError::NotAuthenticated => "AUTH_004",
-            ApiError::OriginNotAllowed => "AUTH_005",
-            ApiError::SessionNotFound => "SESSION_001",
-            ApiError::SessionAlreadyEnded => "SESSION_002",
-            ApiError::CategoryNotFound => "COUNSELOR_001",
-            ApiError::CategoryDisabled => "COUNSELOR_002",
-            ApiError::CrisisEventNotFound => "CRISIS_001",
-            ApiError::CrisisEventAlreadyReviewed => "CRISIS_002",
-            ApiError::External {
-                service: ExternalService::Daily,
-                ..
-            } => "EXTERNAL_001",
-            ApiError::External {
-                service: ExternalService::LiveKit,
-                ..
-            } => "EXTERNAL_002",
-            ApiError::External {
-                service: ExternalService::Llm,
-                ..
-            } => "EXTERNAL_003",
-            ApiError::Validation { .. } => "VALIDATION_001",
-            ApiError::MalformedBody(_) => "VALIDATION_002",
-            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ApiError::RateLimited { .. } => "RATE_LIMIT_001",
-            ApiError::RouteNotFound => "NOT_FOUND",
-            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ApiError::Unavailable => "SERVICE_UNAVAILABLE",
-            ApiError::AtCapacity => "CAPACITY_001",
-            ApiError::VoiceUnavailable => "VOICE_001",
-            ApiError::Internal(_) => "INTERNAL",
-        }
+        self.kind().spec().code
     }
 
     fn detail(&self) -> String {
@@ -393,51 +411,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_variant_has_a_documented_code() {
-        let samples = [
-            ApiError::InvalidCredentials,
-            ApiError::AccountBlocked,
-            ApiError::TokenExpired,
-            ApiError::NotAuthenticated,
-            ApiError::OriginNotAllowed,
-            ApiError::SessionNotFound,
-            ApiError::SessionAlreadyEnded,
-            ApiError::CategoryNotFound,
-            ApiError::CategoryDisabled,
-            ApiError::CrisisEventNotFound,
-            ApiError::CrisisEventAlreadyReviewed,
-            ApiError::External {
-                service: ExternalService::Daily,
-                retry_after_secs: None,
-            },
-            ApiError::External {
-                service: ExternalService::LiveKit,
-                retry_after_secs: None,
-            },
-            ApiError::External {
-                service: ExternalService::Llm,
-                retry_after_secs: Some(30),
-            },
-            ApiError::validation("x", "y"),
-            ApiError::MalformedBody("z".into()),
-            ApiError::UnsupportedMediaType,
-            ApiError::PayloadTooLarge,
-            ApiError::RateLimited {
-                retry_after_secs: 3,
-            },
-            ApiError::RouteNotFound,
-            ApiError::MethodNotAllowed,
-            ApiError::Unavailable,
-            ApiError::internal("boom"),
-        ];
-        for error in samples {
-            let listed = ERROR_CODES
-                .iter()
-                .find(|(code, _, _)| *code == error.code());
-            let (_, status, _) =
-                listed.unwrap_or_else(|| panic!("{} is not in ERROR_CODES", error.code()));
-            assert_eq!(*status, error.status().as_u16(), "{}", error.code());
+    fn codes_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.spec().code), "{} twice", kind.spec().code);
+            assert_eq!(ErrorKind::from_code(kind.spec().code), Some(*kind));
         }
+    }
+
+    #[test]
+    fn an_error_answers_with_its_row_of_the_table() {
+        let error = ApiError::External {
+            service: ExternalService::LiveKit,
+            retry_after_secs: None,
+        };
+        assert_eq!(error.code(), "EXTERNAL_002");
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ApiError::CategoryDisabled.code(), "COUNSELOR_002");
+        assert_eq!(ApiError::CategoryDisabled.status(), StatusCode::CONFLICT);
+        assert_eq!(ApiError::NotAuthenticated.code(), "AUTH_004");
+    }
+
+    /// The README's table of error codes is this table, row for row.
+    #[test]
+    fn the_readme_error_table_is_the_table() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split_once("### Error codes")
+            .expect("the README has an error codes section")
+            .1;
+        let rows: Vec<&str> = section
+            .lines()
+            .skip_while(|line| !line.starts_with("| code |"))
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let expected = error_table_markdown();
+        assert_eq!(
+            rows,
+            expected.lines().collect::<Vec<_>>(),
+            "the README's error table drifted; it should read:\n{expected}"
+        );
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub struct SessionDescription {
     request_body = CreateRoomRequest,
     responses(
         (status = 200, description = "Room ready", body = CreateRoomResponse),
-        (status = 404, description = "No such counselor, or it is disabled (CATEGORY_001)", body = ErrorBody),
+        (status = 404, description = "No such counselor (COUNSELOR_001)", body = ErrorBody),
+        (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
+        (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Too many sessions started (RATE_LIMIT_001)", body = ErrorBody),
         (status = 503, description = "This server is at its call capacity (CAPACITY_001)", body = ErrorBody),
     ))]
@@ -112,7 +114,9 @@ pub async fn create_voice_room(
     request_body = CreateRoomRequest,
     responses(
         (status = 200, description = "Room ready", body = CreateRoomResponse),
-        (status = 404, description = "No such counselor, or it is disabled (CATEGORY_001)", body = ErrorBody),
+        (status = 404, description = "No such counselor (COUNSELOR_001)", body = ErrorBody),
+        (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
+        (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Too many sessions started (RATE_LIMIT_001)", body = ErrorBody),
         (status = 503, description = "This server is at its call capacity (CAPACITY_001)", body = ErrorBody),
     ))]
