@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::auth::AuthUser;
 use crate::calls::CallError;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Path};
+use crate::extract::{session_id, Json, SessionPath};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -173,10 +173,9 @@ pub async fn end_video_session(
 pub async fn answer_offer(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(raw_id): Path<String>,
+    SessionPath(id): SessionPath,
     Json(offer): Json<SessionDescription>,
 ) -> Result<Json<SessionDescription>, ApiError> {
-    let id = parse_session_id(&raw_id)?;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -243,7 +242,7 @@ async fn end_session(
     request: EndSessionRequest,
 ) -> Result<Json<EndSessionResponse>, ApiError> {
     state.rate_limits.default.check(user.id)?;
-    let id = parse_session_id_field(&request.session_id)?;
+    let id = session_id(&request.session_id)?;
     let record: SessionRecord = state.calls.end(user.id, id).await.map_err(call_error)?;
     Ok(Json(EndSessionResponse {
         session_id: record.id,
@@ -272,17 +271,6 @@ async fn resolve_category(state: &AppState, raw: &str) -> Result<CounselorCatego
         Some(_) => Err(ApiError::CategoryDisabled),
         None => Err(ApiError::CategoryNotFound),
     }
-}
-
-fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
-    // Not a valid id can be nobody's session: the same answer as someone else's.
-    raw.parse().map_err(|_| ApiError::SessionNotFound)
-}
-
-fn parse_session_id_field(raw: &str) -> Result<SessionId, ApiError> {
-    raw.trim()
-        .parse()
-        .map_err(|_| ApiError::validation("session_id", "must be a session id (a UUID)"))
 }
 
 fn call_error(error: CallError) -> ApiError {

@@ -14,7 +14,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use domain::{SessionId, UserId};
+use domain::UserId;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -101,7 +101,7 @@ async fn transcript_socket(
     {
         return Err(ApiError::OriginNotAllowed);
     }
-    let id: SessionId = raw_id.parse().map_err(|_| ApiError::SessionNotFound)?;
+    let id = crate::extract::session_id(&raw_id)?;
     let feed = state
         .calls
         .feed(user, id)

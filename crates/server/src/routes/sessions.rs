@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ClientInfo, Json, Path, Query};
+use crate::extract::{session_id, ClientInfo, Json, Path, Query};
 use crate::state::AppState;
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
@@ -221,11 +221,6 @@ impl From<SessionDetail> for SessionDetailView {
     }
 }
 
-fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::validation("session_id", "must be a UUID"))
-}
-
 async fn audit(
     state: &AppState,
     user: &AuthUser,
@@ -308,7 +303,7 @@ async fn read_transcript(
     action: AuditAction,
 ) -> Result<SessionDetail, ApiError> {
     state.rate_limits.transcript.check(user.id)?;
-    let id = parse_session_id(raw_id)?;
+    let id = session_id(raw_id)?;
     let detail = state
         .store
         .session_for_user(user.id, id)
@@ -333,7 +328,7 @@ pub async fn delete_session(
     Path(raw_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.rate_limits.default.check(user.id)?;
-    let id = parse_session_id(&raw_id)?;
+    let id = session_id(&raw_id)?;
     if !state.store.soft_delete_session(user.id, id).await? {
         return Err(ApiError::SessionNotFound);
     }

@@ -164,9 +164,25 @@ async fn bad_history_parameters_name_the_parameter(app: TestApp) {
             "{query}: {detail}"
         );
     }
-    let (status, _, detail) = error_of(app.get("/api/v1/sessions/not-a-uuid", &token).await).await;
-    assert_eq!(status, 422);
-    assert!(detail.starts_with("session_id:"), "{detail}");
+    // A malformed id is answered like an id that is no session of yours, on every route.
+    let nobody = uuid::Uuid::new_v4();
+    for id in ["not-a-uuid", nobody.to_string().as_str()] {
+        for response in [
+            app.get(&format!("/api/v1/sessions/{id}"), &token).await,
+            app.get(&format!("/api/v1/sessions/{id}/download"), &token)
+                .await,
+            app.delete(&format!("/api/v1/sessions/{id}"), &token).await,
+            app.request(reqwest::Method::POST, "/api/v1/voice/end-session")
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "session_id": id }))
+                .send()
+                .await
+                .unwrap(),
+        ] {
+            let (status, code, _) = error_of(response).await;
+            assert_eq!((status, code.as_str()), (404, "SESSION_001"), "{id}");
+        }
+    }
 }
 
 async fn detail_has_the_ordered_transcript_and_is_audited(app: TestApp) {
