@@ -6,7 +6,7 @@ pub mod password;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use domain::{Role, UserId, Username};
 
@@ -187,8 +187,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
-        let (token, via_cookie) = match bearer_token(parts) {
-            Some(token) => (token, false),
+        let (token, via_cookie) = match bearer_token(&parts.headers) {
+            Some(token) => (token.to_owned(), false),
             None => (cookie_token(parts).ok_or(ApiError::NotAuthenticated)?, true),
         };
         let claims = state.jwt.verify(&token).map_err(|e| match e {
@@ -222,13 +222,14 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Option<String> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
+/// The token of an `Authorization: Bearer <token>` header: the one parser of bearer credentials.
+/// The scheme is case-insensitive (RFC 7235 §2.1: `bearer`, `BEARER`) and may be followed by more
+/// than one space; anything else (another scheme, no token) is no bearer token.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn cookie_token(parts: &Parts) -> Option<String> {
@@ -298,6 +299,33 @@ pub fn cleared_cookie(secure: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let token = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            bearer_token(&headers).map(str::to_owned)
+        };
+        for value in [
+            "Bearer abc.def",
+            "bearer abc.def",
+            "BEARER  abc.def ",
+            "BeArEr abc.def",
+        ] {
+            assert_eq!(token(value).as_deref(), Some("abc.def"), "{value}");
+        }
+        for value in [
+            "Basic abc.def",
+            "Bearer",
+            "Bearer   ",
+            "Bearerabc.def",
+            "Token abc",
+        ] {
+            assert_eq!(token(value), None, "{value}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
 
     fn parts(headers: &[(&'static str, &str)]) -> Parts {
         let mut request = axum::http::Request::builder()

@@ -176,11 +176,7 @@ pub async fn answer_offer(
     SessionPath(id): SessionPath,
     Json(offer): Json<SessionDescription>,
 ) -> Result<Json<SessionDescription>, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::NotAuthenticated)?;
+    let token = crate::auth::bearer_token(&headers).ok_or(ApiError::NotAuthenticated)?;
     if offer.kind != "offer" {
         return Err(ApiError::validation("type", "must be \"offer\""));
     }

@@ -298,3 +298,23 @@ async fn blocking_or_signing_out_closes_the_open_transcript_socket(app: TestApp)
         }
     }
 }
+
+/// The offer reads its room token with the one bearer parser: the scheme is case-insensitive
+/// (RFC 7235), as it is for every other route.
+#[tokio::test]
+async fn the_offer_reads_a_lower_case_bearer_scheme() {
+    let app = app_with_cloud_services().await;
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let (live, room_token) = open_room(&app, &token).await;
+    let response = app
+        .request(Method::POST, &format!("/api/v1/rtc/sessions/{live}/offer"))
+        .header("Authorization", format!("bearer {room_token}"))
+        .json(&offer())
+        .send()
+        .await
+        .unwrap();
+    // The token opened the room: the (deliberately unusable) offer is what is refused.
+    let (status, code, detail) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (422, "VALIDATION_001"), "{detail}");
+}
