@@ -216,10 +216,17 @@ impl Config {
 
         let database_url = match get("DATABASE_URL") {
             None => default_database_url(&data_dir),
-            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
-            Some(_) => {
-                return Err(problem("DATABASE_URL", "must start with sqlite:// or postgres:// (the value is not shown because it may hold a password)"))
-            }
+            // The store decides which back end a URL names; the value is never shown, because it
+            // may hold a password.
+            Some(url) => match store::DatabaseUrl::parse(&url) {
+                Ok(_) => url,
+                Err(_) => {
+                    return Err(problem(
+                        "DATABASE_URL",
+                        "must start with sqlite: or postgres:// (the value is not shown because it may hold a password)",
+                    ))
+                }
+            },
         };
 
         let jwt_secret = match get("JWT_SECRET_KEY") {

@@ -20,6 +20,7 @@ mod model;
 mod rows;
 mod sessions;
 mod store;
+mod url;
 mod users;
 
 pub use categories::DEFAULT_CATEGORIES;
@@ -28,3 +29,4 @@ pub use error::{Result, StoreError};
 pub use model::*;
 pub use sessions::MAX_PER_PAGE;
 pub use store::Store;
+pub use url::{DatabaseUrl, UnsupportedDatabaseUrl};

@@ -1,6 +1,7 @@
 use crate::cipher::TranscriptCipher;
 use crate::error::{Result, StoreError};
 use crate::model::StoreKind;
+use crate::url::DatabaseUrl;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -67,22 +68,20 @@ impl Store {
     /// Connects to `sqlite://PATH` (the file is created if missing), `sqlite::memory:` (one
     /// connection, for throwaway use) or `postgres://…` / `postgresql://…`.
     pub async fn connect(url: &str, cipher: TranscriptCipher) -> Result<Store> {
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite(connect_sqlite(url).await?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(|_| {
-                StoreError::Invalid("DATABASE_URL is not a valid postgres:// URL".to_owned())
-            })?;
-            let pool = PgPoolOptions::new()
-                .max_connections(POSTGRES_POOL_SIZE)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Backend::Postgres(pool)
-        } else {
-            return Err(StoreError::Invalid(
-                "DATABASE_URL must start with sqlite: or postgres:// (e.g. sqlite://data/counsel.db)".to_owned(),
-            ));
+        let url = DatabaseUrl::parse(url).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let backend = match url.kind() {
+            StoreKind::Sqlite => Backend::Sqlite(connect_sqlite(url.as_str()).await?),
+            StoreKind::Postgres => {
+                let options = PgConnectOptions::from_str(url.as_str()).map_err(|_| {
+                    StoreError::Invalid("DATABASE_URL is not a valid postgres:// URL".to_owned())
+                })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(POSTGRES_POOL_SIZE)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                Backend::Postgres(pool)
+            }
         };
         Ok(Store { backend, cipher })
     }
