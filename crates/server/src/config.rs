@@ -687,6 +687,12 @@ mod tests {
         assert_eq!(with(("HOST", "my host")), "HOST");
         assert_eq!(with(("ENV", "staging")), "ENV");
         assert_eq!(with(("DATABASE_URL", "mysql://x")), "DATABASE_URL");
+        // The transport's parser decides: a scheme with no host is no ICE server.
+        assert_eq!(with(("WEBRTC_ICE_SERVERS", "stun:")), "WEBRTC_ICE_SERVERS");
+        assert_eq!(
+            with(("WEBRTC_ICE_SERVERS", "http://x")),
+            "WEBRTC_ICE_SERVERS"
+        );
         assert_eq!(
             with(("JWT_EXPIRATION_MINUTES", "0")),
             "JWT_EXPIRATION_MINUTES"
@@ -933,20 +939,9 @@ fn voice_settings(
     let mut webrtc = WebRtcConfig::default();
     if let Some(list) = get("WEBRTC_ICE_SERVERS") {
         for url in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            if !["stun:", "stuns:", "turn:", "turns:"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme))
-            {
-                return Err(problem(
-                    "WEBRTC_ICE_SERVERS",
-                    format!("{url:?} is not a stun:, stuns:, turn: or turns: URL"),
-                ));
-            }
-            webrtc.ice_servers.push(IceServer {
-                urls: vec![url.to_owned()],
-                username: String::new(),
-                credential: String::new(),
-            });
+            let server = IceServer::from_url(url)
+                .map_err(|e| problem("WEBRTC_ICE_SERVERS", e.to_string()))?;
+            webrtc.ice_servers.push(server);
         }
     }
     if let Some(range) = get("WEBRTC_UDP_PORTS") {

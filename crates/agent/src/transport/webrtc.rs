@@ -104,6 +104,32 @@ pub struct IceServer {
     pub credential: String,
 }
 
+/// The URL schemes an ICE server may have (RFC 7064 and RFC 7065).
+const ICE_SCHEMES: [&str; 4] = ["stun:", "stuns:", "turn:", "turns:"];
+
+impl IceServer {
+    /// Checks one ICE server URL: the one parser, used by the configuration and the transport.
+    pub fn check_url(url: &str) -> Result<(), WebRtcError> {
+        let rest = ICE_SCHEMES
+            .iter()
+            .find_map(|scheme| url.strip_prefix(scheme));
+        match rest {
+            Some(host) if !host.trim().is_empty() => Ok(()),
+            _ => Err(WebRtcError::IceServerUrl(url.to_owned())),
+        }
+    }
+
+    /// A server without credentials at `url` (checked by [`IceServer::check_url`]).
+    pub fn from_url(url: &str) -> Result<IceServer, WebRtcError> {
+        IceServer::check_url(url)?;
+        Ok(IceServer {
+            urls: vec![url.to_owned()],
+            username: String::new(),
+            credential: String::new(),
+        })
+    }
+}
+
 /// An inclusive range of local UDP ports for media (a firewall opens exactly these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -179,12 +205,7 @@ pub struct AcceptedOffer {
 impl WebRtcTransport {
     pub fn new(config: WebRtcConfig) -> Result<Self, WebRtcError> {
         for url in config.ice_servers.iter().flat_map(|server| &server.urls) {
-            if !["stun:", "stuns:", "turn:", "turns:"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme))
-            {
-                return Err(WebRtcError::IceServerUrl(url.clone()));
-            }
+            IceServer::check_url(url)?;
         }
 
         // webrtc-rs checks DTLS certificates with rustls, which cannot pick a process-wide
@@ -956,6 +977,32 @@ mod tests {
         );
         assert!(not_sdp.is_bad_offer() && no_audio.is_bad_offer());
         assert!(!WebRtcError::GatheringTimedOut(Duration::from_secs(5)).is_bad_offer());
+    }
+
+    #[test]
+    fn ice_server_urls_are_stun_or_turn() {
+        for url in [
+            "stun:stun.example.org:3478",
+            "stuns:a",
+            "turn:10.0.0.1?transport=tcp",
+            "turns:b:5349",
+        ] {
+            assert_eq!(IceServer::from_url(url).unwrap().urls, vec![url.to_owned()]);
+        }
+        for url in [
+            "http://stun.invalid",
+            "stun:",
+            "turn: ",
+            "STUNX:a",
+            "",
+            "stun.example.org",
+        ] {
+            let err = IceServer::check_url(url).unwrap_err();
+            assert!(
+                matches!(err, WebRtcError::IceServerUrl(ref u) if u == url),
+                "{err}"
+            );
+        }
     }
 
     #[test]
