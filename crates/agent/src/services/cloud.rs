@@ -19,7 +19,8 @@ use super::{BoxStream, ServiceError};
 
 pub(crate) type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Installs aws-lc-rs as the process-wide rustls provider unless one is installed already.
+/// Installs aws-lc-rs as the process-wide rustls provider unless one is installed already: the
+/// one place that chooses it, for the cloud clients and the WebRTC transport's DTLS alike.
 /// Safe to call any number of times from anywhere. The adapters here pass their own TLS
 /// configuration and do not depend on it, but other `wss://` clients in the same binary
 /// panic without a process default once two rustls backends are linked.
@@ -572,5 +573,14 @@ mod tests {
         let code = error_code_in_body(hostile).unwrap();
         assert!(code.len() <= 48 && !code.contains('<') && !code.contains(' '));
         assert_eq!(error_code_in_body(b"not json"), None);
+    }
+
+    #[test]
+    fn the_crypto_provider_is_installed_once_and_stays() {
+        install_default_crypto_provider();
+        let first = rustls::crypto::CryptoProvider::get_default().expect("a provider") as *const _;
+        install_default_crypto_provider();
+        let again = rustls::crypto::CryptoProvider::get_default().unwrap() as *const _;
+        assert_eq!(first, again);
     }
 }

@@ -210,8 +210,8 @@ impl WebRtcTransport {
 
         // webrtc-rs checks DTLS certificates with rustls, which cannot pick a process-wide
         // crypto provider by itself once two are compiled in (the cloud clients bring
-        // aws-lc-rs, webrtc-rs ring). Installing one is idempotent: an existing choice stays.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        // aws-lc-rs, webrtc-rs ring).
+        crate::services::cloud::install_default_crypto_provider();
 
         // Only Opus is offered back, so a browser's video section is answered as rejected.
         let mut media = MediaEngine::default();
