@@ -9,7 +9,8 @@
 //!    history, an idiom, a quote, a class topic), the model can raise the level to concern but
 //!    not to crisis, and about someone else not at all, unless it is very sure of a crisis
 //!    (`overrule_rules`): the rules know why the words do not mean what they seem, the model
-//!    only that they are there.
+//!    only that they are there. A denial ("i would never ...") stays below crisis however sure
+//!    the model is: sentence encoders read a denial much like what it denies.
 //! 3. Otherwise the model can raise the level: crisis from `crisis`, concern from `concern`.
 //!    Read after the student's previous turn, the utterance is a crisis from
 //!    `crisis_in_context`, but only when it carries some risk of its own (`context_gate`), so a
@@ -168,7 +169,12 @@ pub fn combine(
         };
     };
     let model_level = model_level(thresholds, &reading);
-    let model_level = if reading.alone.crisis >= thresholds.overrule_rules {
+    let model_level = if rules.negated {
+        // A denial the rules recognised ("i would never kill myself") reads to the adapted
+        // encoder much like what it denies, however sure it is: the rules are exact about
+        // negation, so the model may make it concern (the counselor asks) but not a crisis.
+        model_level.min(rules.level.max(CrisisLevel::Concern))
+    } else if reading.alone.crisis >= thresholds.overrule_rules {
         model_level
     } else if rules.subject == Some(Subject::SomeoneElse) {
         // The rules know who it is about, and how near the danger is.
@@ -322,6 +328,21 @@ mod tests {
             model_says_crisis(CrisisSignal::SelfHarm),
         );
         assert_eq!(rules_crisis.decided_by, Some(DecidedBy::Both));
+    }
+
+    #[test]
+    fn a_denial_stays_below_crisis_however_sure_the_model_is() {
+        let mut certain = model_says_crisis(CrisisSignal::SuicidalIdeation);
+        certain.alone.crisis = 0.99;
+        let denial = judge("i would never kill myself", certain);
+        assert!(denial.assessment.negated);
+        assert_eq!(denial.level(), CrisisLevel::Concern);
+        // Without the denial the same certainty is a crisis.
+        let plain = judge(
+            "i gave my cat to my sister so nobody has to deal with it",
+            certain,
+        );
+        assert_eq!(plain.level(), CrisisLevel::Crisis);
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! sets and were looked at while choosing. `eval/blind.tsv` was blind for its first score and
 //! has been a tuning set since (it was looked at while growing the corpus and comparing heads).
 //! `eval/blind2.tsv` was written by a third author who saw neither the corpus nor the rules,
-//! and was scored once, after every choice of this version was made. `eval/holdout2.tsv` was
-//! never used to choose anything. The first scores of each set are
+//! and was scored once, after every choice of the second version was made; it was a tuning set
+//! for the third (the encoder's adapters were compared on it, with the others above).
+//! `eval/blind3.tsv` was written by a fourth author who saw neither the corpus, the rules nor
+//! the other sets, before the adapters were built, and was scored once, after they were chosen.
+//! `eval/holdout2.tsv` was a check while the adapters were compared. The first scores of each set are
 //! recorded in docs/benchmarks/safety.md; the bars below only guard against regressions.
 
 use std::sync::OnceLock;
@@ -109,6 +112,12 @@ fn the_second_blind_set() {
 }
 
 #[test]
+fn the_third_blind_set() {
+    let s = score("eval/blind3.tsv", include_str!("../eval/blind3.tsv"));
+    assert_no_worse_than(&s, &THIRD_BLIND);
+}
+
+#[test]
 fn the_held_out_set() {
     let s = score("eval/holdout2.tsv", include_str!("../eval/holdout2.tsv"));
     assert!(s.crisis_recall >= HELD_OUT.crisis_recall, "{s:?}");
@@ -199,15 +208,12 @@ fn a_call_reads_a_conversation_as_the_head_was_fitted_to_it() {
 /// train`; this proves the shipped head is exactly what that command makes of this corpus.
 #[test]
 fn fitting_the_corpus_again_gives_the_shipped_head() {
-    let files = safety::model::EncoderFiles::in_dir(
-        &offline::testing::models_dir().join(safety::model::ENCODER_DIR),
-    );
-    let encoder = safety::model::SentenceEncoder::load(&files).expect("encoder");
-    let head = safety::model::fit_head(&encoder).expect("fitting");
+    let encoder = safety::model::load_encoder(&offline::testing::models_dir()).expect("encoder");
+    let head =
+        safety::model::fit_head(&encoder, safety::model::adapters::SHIPPED_BYTES).expect("fitting");
     let shipped = safety::model::Head::from_bytes(HEAD_BYTES).expect("the shipped head");
     assert!(
-        head.corpus_fingerprint == shipped.corpus_fingerprint
-            && head.bank.len() == shipped.bank.len(),
+        head.fitted_to == shipped.fitted_to && head.bank.len() == shipped.bank.len(),
         "corpus/risk-head.bin was fitted to another corpus: run `counsel safety train`"
     );
     // Bit for bit on the machine that trained it; within rounding on another processor.
@@ -221,23 +227,33 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
 /// Today's scores, below the targets (crisis recall 0.95, ordinary talk as crisis 3 %); see
 /// docs/benchmarks/safety.md. The bars only guard against regressions.
 const FIRST_BLIND: Score = Score {
-    crisis_recall: 0.61,
-    crisis_precision: 0.88,
-    concern_caught: 0.96,
-    none_as_crisis: 0.08,
+    crisis_recall: 0.82,
+    crisis_precision: 0.85,
+    concern_caught: 0.98,
+    none_as_crisis: 0.09,
 };
-/// The first and only blind score of `eval/blind2.tsv` (2026-12-01) was crisis recall 0.608,
-/// ordinary talk as crisis 0.099, concern caught 1.000; the bars sit a line or two below, for
-/// the last bits another processor may change in the encoder's sums.
+/// The first and only blind score of `eval/blind2.tsv` (2026-12-01, the second version) was
+/// crisis recall 0.608, ordinary talk as crisis 0.099, concern caught 1.000; with the adapted
+/// encoder (no longer blind) 0.854, 0.119 and 0.988. The bars sit a line or two below today's
+/// scores, for the last bits another processor may change in the encoder's sums.
 const SECOND_BLIND: Score = Score {
-    crisis_recall: 0.59,
-    crisis_precision: 0.87,
+    crisis_recall: 0.83,
+    crisis_precision: 0.86,
+    concern_caught: 0.97,
+    none_as_crisis: 0.13,
+};
+/// The first and only blind score of `eval/blind3.tsv` (2026-12-01, the adapted encoder) was
+/// crisis recall 0.819, ordinary talk as crisis 0.118, concern caught 0.989; after the rule
+/// that keeps a recognised denial below crisis, 0.812, 0.109 and 0.989.
+const THIRD_BLIND: Score = Score {
+    crisis_recall: 0.79,
+    crisis_precision: 0.85,
     concern_caught: 0.97,
     none_as_crisis: 0.12,
 };
 const HELD_OUT: Score = Score {
-    crisis_recall: 0.74,
-    crisis_precision: 0.95,
+    crisis_recall: 0.96,
+    crisis_precision: 0.9,
     concern_caught: 1.0,
     none_as_crisis: 0.05,
 };

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use domain::CrisisLevel;
 use safety::corpus::{self, Example};
-use safety::model::{self, EncoderFiles, Inputs, SentenceEncoder, DIMENSIONS};
+use safety::model::{
+    self, adapt, adapters, EncoderFiles, EncoderParts, Inputs, SentenceEncoder, DIMENSIONS,
+};
 use safety::verdict::{self, Thresholds};
 
 mod network;
@@ -38,11 +40,58 @@ fn main() {
             .expect("usage: risk_tuning MODELS_DIR [SET.tsv …]"),
     );
     let sets: Vec<String> = args.collect();
-    let encoder = SentenceEncoder::load(&EncoderFiles::in_dir(
-        &models_dir.join(safety::model::ENCODER_DIR),
-    ))
-    .expect("encoder");
     let examples = corpus::examples();
+    // `RISK_ADAPT_FOLD=k` learns adapters on the other folds and scores fold k alone, so the
+    // adapters never saw what they are scored on; `RISK_FOLD_ONLY=k` scores fold k with the
+    // shipped encoder, for comparison.
+    let only_fold: Option<usize> = std::env::var("RISK_ADAPT_FOLD")
+        .or_else(|_| std::env::var("RISK_FOLD_ONLY"))
+        .ok()
+        .map(|k| k.parse().expect("a fold number"));
+    let (encoder, adapter_bytes) = match std::env::var("RISK_ADAPT_FOLD") {
+        Ok(_) => {
+            let fold = only_fold.expect("parsed above");
+            let files = EncoderFiles::in_dir(&models_dir.join(safety::model::ENCODER_DIR));
+            let parts = || EncoderParts::read(&files).expect("encoder");
+            let settings = adapt_settings();
+            // `RISK_ADAPTERS_FILE` keeps the learned adapters, so a second run skips learning.
+            let saved = std::env::var("RISK_ADAPTERS_FILE").ok();
+            let known = saved
+                .as_ref()
+                .and_then(|path| std::fs::read(path).ok())
+                .map(|bytes| adapters::Adapters::from_bytes(&bytes).expect("an adapters file"));
+            eprintln!("learning adapters without fold {fold}: {settings:?}");
+            let started = std::time::Instant::now();
+            let adapters = if let Some(known) = known {
+                known
+            } else {
+                adapt::learn(
+                    &parts(),
+                    &settings,
+                    &examples,
+                    |i| i % FOLDS != fold,
+                    corpus::fingerprint(),
+                    |epoch, loss| {
+                        eprintln!(
+                            "epoch {epoch}: loss {loss:.4} ({:.0}s)",
+                            started.elapsed().as_secs_f64()
+                        )
+                    },
+                )
+                .expect("learning")
+            };
+            if let Some(path) = &saved {
+                std::fs::write(path, adapters.to_bytes()).expect("saving the adapters");
+            }
+            let encoder = SentenceEncoder::new(parts(), Some(&adapters)).expect("encoder");
+            (encoder, adapters.to_bytes())
+        }
+        Err(_) => (
+            model::load_encoder(&models_dir).expect("encoder"),
+            adapters::SHIPPED_BYTES.to_vec(),
+        ),
+    };
+    let _ = ENCODER_CACHE.set(cache_path(&adapter_bytes));
     let started = std::time::Instant::now();
     let embeddings = embed_examples(&encoder, &examples);
     eprintln!(
@@ -72,7 +121,7 @@ fn main() {
         .split(',')
         .collect();
     let mut scored: Vec<Scored> = Vec::new();
-    for fold in 0..FOLDS {
+    for fold in (0..FOLDS).filter(|f| only_fold.is_none_or(|k| k == *f)) {
         let head = model::fit_on_with(&fit_settings(), &examples, &training, |i| i % FOLDS != fold);
         let network = scorers
             .contains(&"mlp")
@@ -171,6 +220,33 @@ fn fit_settings() -> model::head::FitSettings {
     settings
 }
 
+/// The adapters' settings, as `RISK_ADAPT=layers,rank,alpha,epochs,learning_rate,weight_decay`.
+fn adapt_settings() -> adapt::AdaptSettings {
+    let mut settings = adapt::AdaptSettings::CHOSEN;
+    if let Ok(spec) = std::env::var("RISK_ADAPT") {
+        let p: Vec<&str> = spec.split(',').collect();
+        settings.layers = p[0].parse().unwrap();
+        settings.rank = p[1].parse().unwrap();
+        settings.alpha = p[2].parse().unwrap();
+        settings.epochs = p[3].parse().unwrap();
+        settings.learning_rate = p[4].parse().unwrap();
+        settings.weight_decay = p[5].parse().unwrap();
+    }
+    settings
+}
+
+/// Where the embeddings of one encoder (its adapters) are cached between runs.
+static ENCODER_CACHE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn cache_path(adapters: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(adapters);
+    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let base =
+        std::env::var("RISK_EMBED_CACHE").unwrap_or_else(|_| "target/risk-embeddings".into());
+    format!("{base}-{tag}.cache")
+}
+
 /// The network settings, as `RISK_MLP=hidden,epochs,batch,learning_rate,weight_decay,seed`.
 fn network_settings() -> NetworkSettings {
     let spec = std::env::var("RISK_MLP").unwrap_or_else(|_| "64,40,32,0.001,0.01,1".into());
@@ -229,8 +305,7 @@ fn knn(
 fn cached_embed(encoder: &SentenceEncoder, texts: &[String]) -> Vec<[f32; DIMENSIONS]> {
     use std::collections::HashMap;
     use std::io::Write;
-    let path =
-        std::env::var("RISK_EMBED_CACHE").unwrap_or_else(|_| "target/risk-embeddings.cache".into());
+    let path = ENCODER_CACHE.get().expect("set at start").clone();
     let mut cache: HashMap<String, [f32; DIMENSIONS]> = HashMap::new();
     if let Ok(bytes) = std::fs::read(&path) {
         let mut at = 0;

@@ -1,12 +1,14 @@
 //! The sentence encoder: all-MiniLM-L6-v2 (a 6-layer BERT) on candle, mean-pooled over the
 //! tokens and L2-normalised, exactly as the sentence-transformers model it ships as defines.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 
+use super::adapters::Adapters;
 use super::wordpiece::WordPiece;
 
 /// Size of one sentence embedding.
@@ -62,8 +64,15 @@ pub struct SentenceEncoder {
     device: Device,
 }
 
-impl SentenceEncoder {
-    pub fn load(files: &EncoderFiles) -> Result<Self, EncoderError> {
+/// The encoder's files, read and checked: its configuration, vocabulary and weights.
+pub struct EncoderParts {
+    pub config: Config,
+    tokenizer: WordPiece,
+    weights: HashMap<String, Tensor>,
+}
+
+impl EncoderParts {
+    pub fn read(files: &EncoderFiles) -> Result<Self, EncoderError> {
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path).map_err(|source| EncoderError::Read {
                 path: path.clone(),
@@ -75,26 +84,102 @@ impl SentenceEncoder {
                 path: files.config.clone(),
                 source,
             })?;
-        let tokenizer =
-            WordPiece::from_vocab(&read(&files.vocab)?).map_err(|source| EncoderError::Vocab {
-                path: files.vocab.clone(),
-                source,
-            })?;
-        let weights = std::fs::read(&files.weights).map_err(|source| EncoderError::Read {
-            path: files.weights.clone(),
-            source,
-        })?;
-        let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
-            .map_err(|e| EncoderError::Weights(e.to_string()))?;
-        let bert =
-            BertModel::load(vb, &config).map_err(|e| EncoderError::Weights(e.to_string()))?;
         if config.hidden_size != DIMENSIONS {
             return Err(EncoderError::Weights(format!(
                 "hidden size {} where {DIMENSIONS} is expected",
                 config.hidden_size
             )));
         }
+        let tokenizer =
+            WordPiece::from_vocab(&read(&files.vocab)?).map_err(|source| EncoderError::Vocab {
+                path: files.vocab.clone(),
+                source,
+            })?;
+        let bytes = std::fs::read(&files.weights).map_err(|source| EncoderError::Read {
+            path: files.weights.clone(),
+            source,
+        })?;
+        let weights = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+            .map_err(|e| EncoderError::Weights(e.to_string()))?
+            .into_iter()
+            // Some exports name every weight under `bert.`; both layouts read the same.
+            .map(|(name, tensor)| {
+                let name = name
+                    .strip_prefix("bert.")
+                    .map(str::to_owned)
+                    .unwrap_or(name);
+                tensor.to_dtype(DType::F32).map(|t| (name, t))
+            })
+            .collect::<candle_core::Result<HashMap<_, _>>>()
+            .map_err(|e| EncoderError::Weights(e.to_string()))?;
+        Ok(Self {
+            config,
+            tokenizer,
+            weights,
+        })
+    }
+
+    /// One of the encoder's weights, by its name in the safetensors file.
+    pub fn weight(&self, name: &str) -> candle_core::Result<Tensor> {
+        self.weights
+            .get(name)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("the encoder has no weight {name}")))
+    }
+
+    /// The token ids and attention mask of `texts` as one padded batch.
+    pub fn batch_inputs(&self, texts: &[&str]) -> candle_core::Result<(Tensor, Tensor)> {
+        batch_inputs(&self.tokenizer, texts, &Device::Cpu)
+    }
+}
+
+fn batch_inputs(
+    tokenizer: &WordPiece,
+    texts: &[&str],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let encoded: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| tokenizer.encode(t, MAX_TOKENS))
+        .collect();
+    let width = encoded.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(texts.len() * width);
+    let mut mask = Vec::with_capacity(texts.len() * width);
+    for sentence in &encoded {
+        ids.extend(sentence.iter().copied());
+        ids.extend(std::iter::repeat_n(0, width - sentence.len()));
+        mask.extend(std::iter::repeat_n(1u32, sentence.len()));
+        mask.extend(std::iter::repeat_n(0u32, width - sentence.len()));
+    }
+    let shape = (texts.len(), width);
+    Ok((
+        Tensor::from_vec(ids, shape, device)?,
+        Tensor::from_vec(mask, shape, device)?,
+    ))
+}
+
+impl SentenceEncoder {
+    /// The plain encoder, as its files define it.
+    pub fn load(files: &EncoderFiles) -> Result<Self, EncoderError> {
+        Self::new(EncoderParts::read(files)?, None)
+    }
+
+    /// The encoder with `adapters` merged into its weights (or the plain one).
+    pub fn new(parts: EncoderParts, adapters: Option<&Adapters>) -> Result<Self, EncoderError> {
+        let EncoderParts {
+            config,
+            tokenizer,
+            mut weights,
+        } = parts;
+        if let Some(adapters) = adapters {
+            adapters
+                .merge_into(&mut weights)
+                .map_err(|e| EncoderError::Weights(e.to_string()))?;
+        }
+        let device = Device::Cpu;
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
+        let bert =
+            BertModel::load(vb, &config).map_err(|e| EncoderError::Weights(e.to_string()))?;
         Ok(Self {
             bert,
             tokenizer,
@@ -112,22 +197,7 @@ impl SentenceEncoder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> candle_core::Result<Vec<[f32; DIMENSIONS]>> {
-        let encoded: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| self.tokenizer.encode(t, MAX_TOKENS))
-            .collect();
-        let width = encoded.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(texts.len() * width);
-        let mut mask = Vec::with_capacity(texts.len() * width);
-        for sentence in &encoded {
-            ids.extend(sentence.iter().copied());
-            ids.extend(std::iter::repeat_n(0, width - sentence.len()));
-            mask.extend(std::iter::repeat_n(1u32, sentence.len()));
-            mask.extend(std::iter::repeat_n(0u32, width - sentence.len()));
-        }
-        let shape = (texts.len(), width);
-        let ids = Tensor::from_vec(ids, shape, &self.device)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let (ids, mask) = batch_inputs(&self.tokenizer, texts, &self.device)?;
         let token_types = ids.zeros_like()?;
         let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
         // Mean over the real tokens only, then unit length.

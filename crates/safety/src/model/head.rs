@@ -42,7 +42,7 @@ pub struct BankEntry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
-    pub corpus_fingerprint: [u8; 32],
+    pub fitted_to: [u8; 32],
     /// `weights[class][dimension]`, the bias last.
     weights: Vec<[f64; DIMENSIONS + 1]>,
     pub bank: Vec<BankEntry>,
@@ -100,12 +100,8 @@ fn class_of(level: CrisisLevel) -> usize {
 impl Head {
     /// Fits the softmax regression. Classes are weighted by inverse frequency so the smaller
     /// crisis and concern parts of the corpus count as much as ordinary talk.
-    pub fn fit(
-        training: &[TrainingVector],
-        bank: Vec<BankEntry>,
-        corpus_fingerprint: [u8; 32],
-    ) -> Head {
-        Self::fit_with(&FitSettings::CHOSEN, training, bank, corpus_fingerprint)
+    pub fn fit(training: &[TrainingVector], bank: Vec<BankEntry>, fitted_to: [u8; 32]) -> Head {
+        Self::fit_with(&FitSettings::CHOSEN, training, bank, fitted_to)
     }
 
     /// Full-batch Adam on the class-weighted cross-entropy.
@@ -113,7 +109,7 @@ impl Head {
         settings: &FitSettings,
         training: &[TrainingVector],
         bank: Vec<BankEntry>,
-        corpus_fingerprint: [u8; 32],
+        fitted_to: [u8; 32],
     ) -> Head {
         const BETA1: f64 = 0.9;
         const BETA2: f64 = 0.999;
@@ -170,7 +166,7 @@ impl Head {
             }
         }
         Head {
-            corpus_fingerprint,
+            fitted_to,
             weights,
             bank,
         }
@@ -223,7 +219,7 @@ impl Head {
         );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.corpus_fingerprint);
+        out.extend_from_slice(&self.fitted_to);
         for row in &self.weights {
             for w in row {
                 out.extend_from_slice(&w.to_le_bytes());
@@ -246,7 +242,7 @@ impl Head {
         if version != FORMAT_VERSION {
             return Err(HeadError::Version(version));
         }
-        let corpus_fingerprint: [u8; 32] = reader.take(32)?.try_into().expect("32 bytes");
+        let fitted_to: [u8; 32] = reader.take(32)?.try_into().expect("32 bytes");
         let mut weights = vec![[0f64; DIMENSIONS + 1]; CLASSES];
         for row in &mut weights {
             for w in row.iter_mut() {
@@ -267,7 +263,7 @@ impl Head {
             return Err(HeadError::Truncated);
         }
         Ok(Head {
-            corpus_fingerprint,
+            fitted_to,
             weights,
             bank,
         })

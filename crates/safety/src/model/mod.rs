@@ -5,6 +5,8 @@
 //! The head is compiled into the binary (`corpus/risk-head.bin`, written by
 //! `counsel safety train`); the encoder's weights are installed by `counsel models install`.
 
+pub mod adapt;
+pub mod adapters;
 pub mod encoder;
 pub mod head;
 pub mod wordpiece;
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use domain::CrisisLevel;
 
-pub use encoder::{EncoderError, EncoderFiles, SentenceEncoder, DIMENSIONS};
+pub use adapters::{Adapters, AdaptersError};
+pub use encoder::{EncoderError, EncoderFiles, EncoderParts, SentenceEncoder, DIMENSIONS};
 pub use head::{Head, HeadError, LevelScores};
 
 use crate::corpus::{self, Example};
@@ -40,8 +43,10 @@ pub enum ModelError {
     Encoder(#[from] EncoderError),
     #[error(transparent)]
     Head(#[from] HeadError),
+    #[error(transparent)]
+    Adapters(#[from] AdaptersError),
     #[error(
-        "the risk head was fitted to another version of the corpus; run `counsel safety train`"
+        "the risk head was fitted to another version of the corpus or of the encoder's adapters; run `counsel safety train`"
     )]
     StaleHead,
 }
@@ -124,11 +129,10 @@ impl RiskModel {
     /// with the head compiled into this binary.
     pub fn load(models_dir: &Path) -> Result<Self, ModelError> {
         let head = Head::from_bytes(HEAD_BYTES)?;
-        if head.corpus_fingerprint != corpus::fingerprint() {
+        if head.fitted_to != head_fingerprint() {
             return Err(ModelError::StaleHead);
         }
-        let files = EncoderFiles::in_dir(&models_dir.join(ENCODER_DIR));
-        Ok(Self::with_head(SentenceEncoder::load(&files)?, head))
+        Ok(Self::with_head(load_encoder(models_dir)?, head))
     }
 
     pub fn with_head(encoder: SentenceEncoder, head: Head) -> Self {
@@ -294,11 +298,40 @@ pub fn reading_by(
     }
 }
 
-/// Fits a head to the compiled-in corpus.
-pub fn fit_head(encoder: &SentenceEncoder) -> Result<Head, EncoderError> {
+/// The encoder as the risk model reads with it: the installed weights with the shipped
+/// adapters merged in.
+pub fn load_encoder(models_dir: &Path) -> Result<SentenceEncoder, ModelError> {
+    let files = EncoderFiles::in_dir(&models_dir.join(ENCODER_DIR));
+    let adapters = Adapters::shipped()?;
+    Ok(SentenceEncoder::new(
+        EncoderParts::read(&files)?,
+        Some(&adapters),
+    )?)
+}
+
+/// What a head records it was fitted to: the corpus, and the adapters (as their file's bytes) of
+/// the encoder that read it. A head whose record differs from the binary's is stale.
+pub fn fitted_to(adapters: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(corpus::fingerprint());
+    hash.update(adapters);
+    hash.finalize().into()
+}
+
+/// [`fitted_to`] for the corpus and adapters compiled into this binary.
+pub fn head_fingerprint() -> [u8; 32] {
+    fitted_to(adapters::SHIPPED_BYTES)
+}
+
+/// Fits a head to the compiled-in corpus as `encoder` reads it; `adapters` are the encoder's
+/// adapters as their file's bytes.
+pub fn fit_head(encoder: &SentenceEncoder, adapters: &[u8]) -> Result<Head, EncoderError> {
     let examples = corpus::examples();
     let training = training_vectors(encoder, &examples)?;
-    Ok(fit_on(&examples, &training, |_| true))
+    let mut head = fit_on(&examples, &training, |_| true);
+    head.fitted_to = fitted_to(adapters);
+    Ok(head)
 }
 
 /// What the head is fitted to for each example, read the way a call reads it: the whole
@@ -380,7 +413,7 @@ pub fn fit_on_with(
             example: i as u32,
         })
         .collect();
-    Head::fit_with(settings, &training, bank, corpus::fingerprint())
+    Head::fit_with(settings, &training, bank, head_fingerprint())
 }
 
 /// The vector the head is fitted to for one example: its whole utterance, read in the light of
@@ -434,8 +467,8 @@ mod tests {
     fn the_shipped_head_was_fitted_to_this_corpus() {
         let head = Head::from_bytes(HEAD_BYTES).expect("corpus/risk-head.bin is a risk head");
         assert!(
-            head.corpus_fingerprint == corpus::fingerprint(),
-            "corpus/risk-head.bin is older than the corpus: run `counsel safety train` and rebuild"
+            head.fitted_to == head_fingerprint(),
+            "corpus/risk-head.bin is older than the corpus or the adapters: run `counsel safety train` and rebuild"
         );
         assert_eq!(head.bank.len(), corpus::examples().len());
     }

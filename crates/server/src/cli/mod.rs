@@ -93,6 +93,19 @@ pub enum SafetyCommand {
         #[arg(long, default_value = "crates/safety/corpus/risk-head.bin")]
         out: std::path::PathBuf,
     },
+    /// Learn the encoder's adapters from the reviewed corpus (slow: tens of minutes), then fit
+    /// the head to what the adapted encoder makes of the corpus; writes both. Rebuild counsel
+    /// afterwards to ship them.
+    Adapt {
+        #[arg(long)]
+        models_dir: Option<std::path::PathBuf>,
+        /// Where to write the adapters.
+        #[arg(long, default_value = "crates/safety/corpus/risk-adapters.bin")]
+        adapters_out: std::path::PathBuf,
+        /// Where to write the head.
+        #[arg(long, default_value = "crates/safety/corpus/risk-head.bin")]
+        head_out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,22 +185,9 @@ fn parse_category(raw: &str) -> Result<Category, String> {
 }
 
 /// Opens the configured database (creating the SQLite file's directory on first run).
+/// Opens the configured database. The store creates a missing SQLite file (0600) and its
+/// directory (0700) itself.
 pub async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
-    if let Some(path) = config
-        .database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| config.database_url.strip_prefix("sqlite:"))
-    {
-        let file = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(file)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}", dir.display())
-            })?;
-        }
-    }
     let cipher = store::TranscriptCipher::new(config.transcript_key.bytes());
     store::Store::connect(&config.database_url, cipher)
         .await
@@ -271,13 +271,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Safety(SafetyCommand::Train { models_dir, out }) => {
             let dir = safety_models_dir(models_dir);
-            let files = safety::model::EncoderFiles::in_dir(&dir.join(safety::model::ENCODER_DIR));
-            let encoder = safety::model::SentenceEncoder::load(&files)
-                .with_context(|| format!("the sentence encoder could not be loaded from {}; run `counsel models install`", dir.display()))?;
+            let encoder = safety::model::load_encoder(&dir).with_context(|| {
+                format!(
+                    "the sentence encoder could not be loaded from {}; run `counsel models install`",
+                    dir.display()
+                )
+            })?;
             let started = std::time::Instant::now();
-            let head = safety::model::fit_head(&encoder).context("embedding the corpus")?;
-            std::fs::write(&out, head.to_bytes())
-                .with_context(|| format!("writing {}", out.display()))?;
+            let head = safety::model::fit_head(&encoder, safety::model::adapters::SHIPPED_BYTES)
+                .context("embedding the corpus")?;
+            write_file(&out, &head.to_bytes())?;
             println!(
                 "fitted the risk head to {} corpus examples in {:.1} s; wrote {} (rebuild counsel to ship it)",
                 head.bank.len(),
@@ -286,7 +289,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Safety(SafetyCommand::Adapt {
+            models_dir,
+            adapters_out,
+            head_out,
+        }) => {
+            use safety::model::{adapt, EncoderFiles, EncoderParts, SentenceEncoder, ENCODER_DIR};
+            let dir = safety_models_dir(models_dir);
+            let files = EncoderFiles::in_dir(&dir.join(ENCODER_DIR));
+            let read = || {
+                EncoderParts::read(&files).with_context(|| {
+                    format!(
+                        "the sentence encoder could not be loaded from {}; run `counsel models install`",
+                        dir.display()
+                    )
+                })
+            };
+            let started = std::time::Instant::now();
+            let examples = safety::corpus::examples();
+            let adapters = adapt::learn(
+                &read()?,
+                &adapt::AdaptSettings::CHOSEN,
+                &examples,
+                |_| true,
+                safety::corpus::fingerprint(),
+                |epoch, loss| {
+                    println!(
+                        "epoch {epoch}: mean loss {loss:.4} ({:.0} s)",
+                        started.elapsed().as_secs_f64()
+                    )
+                },
+            )
+            .context("learning the adapters")?;
+            let bytes = adapters.to_bytes();
+            let encoder = SentenceEncoder::new(read()?, Some(&adapters))?;
+            let head = safety::model::fit_head(&encoder, &bytes).context("embedding the corpus")?;
+            write_file(&adapters_out, &bytes)?;
+            write_file(&head_out, &head.to_bytes())?;
+            println!(
+                "learned the adapters and fitted the head to {} corpus examples in {:.0} s; wrote {} and {} (rebuild counsel to ship them)",
+                head.bank.len(),
+                started.elapsed().as_secs_f64(),
+                adapters_out.display(),
+                head_out.display()
+            );
+            Ok(())
+        }
     }
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Where the safety commands find the models: the flag, else the configured models directory,
