@@ -96,6 +96,8 @@ pub struct RateLimits {
     pub enabled: bool,
     /// Login attempts per client IP.
     pub auth_per_minute: u32,
+    /// Login attempts per account, from any address.
+    pub auth_per_account_per_minute: u32,
     /// Voice/video session creation per user.
     pub session_create_per_minute: u32,
     /// Session history listing per user.
@@ -118,6 +120,8 @@ pub struct Config {
     pub transcript_key: TranscriptKey,
     /// Origins (`scheme://host[:port]`) allowed to call the API with credentials.
     pub allowed_origins: Vec<String>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the real client.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
     pub transcript_retention_days: u32,
     pub rate_limits: RateLimits,
     /// A `tracing` filter directive, e.g. `info` or `server=debug,info`.
@@ -273,6 +277,11 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
+        let trusted_proxies = crate::client_address::TrustedProxies::parse(
+            &get("TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|p| problem("TRUSTED_PROXIES", p))?;
+
         let transcript_retention_days = parse_number::<u32>(
             "TRANSCRIPT_RETENTION_DAYS",
             get("TRANSCRIPT_RETENTION_DAYS"),
@@ -287,6 +296,11 @@ impl Config {
             auth_per_minute: parse_positive(
                 "RATE_LIMIT_AUTH_PER_MINUTE",
                 get("RATE_LIMIT_AUTH_PER_MINUTE"),
+                10,
+            )?,
+            auth_per_account_per_minute: parse_positive(
+                "RATE_LIMIT_AUTH_PER_ACCOUNT_PER_MINUTE",
+                get("RATE_LIMIT_AUTH_PER_ACCOUNT_PER_MINUTE"),
                 10,
             )?,
             session_create_per_minute: parse_positive(
@@ -357,6 +371,7 @@ impl Config {
             jwt_expiration: Duration::from_secs(jwt_minutes * 60),
             transcript_key,
             allowed_origins,
+            trusted_proxies,
             transcript_retention_days,
             rate_limits,
             log_level,
@@ -706,6 +721,10 @@ mod tests {
             "TRANSCRIPT_RETENTION_DAYS"
         );
         assert_eq!(with(("RATE_LIMIT_ENABLED", "maybe")), "RATE_LIMIT_ENABLED");
+        assert_eq!(
+            with(("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")),
+            "TRUSTED_PROXIES"
+        );
         assert_eq!(
             with(("RATE_LIMIT_HISTORY_PER_MINUTE", "0")),
             "RATE_LIMIT_HISTORY_PER_MINUTE"

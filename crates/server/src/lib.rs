@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod calls;
 pub mod cli;
+pub mod client_address;
 pub mod config;
 pub mod counselors;
 pub mod crisis_desk;

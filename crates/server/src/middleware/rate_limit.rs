@@ -80,6 +80,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 pub struct RateLimiters {
     /// Login, per client IP.
     pub auth: RateLimiter<IpAddr>,
+    /// Login, per account named (whatever the address), so spreading guesses over many
+    /// addresses buys nothing.
+    pub auth_account: RateLimiter<domain::Username>,
     /// Voice/video session creation, per user.
     pub session_create: RateLimiter<UserId>,
     /// Session history listing, per user.
@@ -95,6 +98,7 @@ impl RateLimiters {
         let on = limits.enabled;
         Self {
             auth: RateLimiter::per_minute(limits.auth_per_minute, on),
+            auth_account: RateLimiter::per_minute(limits.auth_per_account_per_minute, on),
             session_create: RateLimiter::per_minute(limits.session_create_per_minute, on),
             history: RateLimiter::per_minute(limits.history_per_minute, on),
             transcript: RateLimiter::per_minute(limits.transcript_per_minute, on),

@@ -78,7 +78,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 401, description = "Invalid username or password (AUTH_001)", body = ErrorBody),
         (status = 403, description = "Account blocked (AUTH_002)", body = ErrorBody),
         (status = 422, description = "Username not of the form \\DOMAIN\\user (VALIDATION_001)", body = ErrorBody),
-        (status = 429, description = "Too many attempts from this address (RATE_LIMIT_001)", body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address, or for this account (RATE_LIMIT_001)", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -88,6 +88,7 @@ pub async fn login(
     state.rate_limits.auth.check(client.ip)?;
     let username = Username::parse(&request.username)
         .map_err(|e| ApiError::validation("username", e.to_string()))?;
+    state.rate_limits.auth_account.check(username.clone())?;
     if request.password.is_empty() {
         return Err(ApiError::validation("password", "is required"));
     }

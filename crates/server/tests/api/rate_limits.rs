@@ -35,6 +35,91 @@ async fn login_is_limited_to_ten_a_minute_per_address() {
     assert_limited(app.login(r"\COLLEGE\jdoe", PASSWORD).await).await;
 }
 
+/// A sign-in through a proxy, as the proxy forwards it.
+async fn login_from(app: &TestApp, client: &str, username: &str) -> reqwest::Response {
+    app.request(reqwest::Method::POST, "/api/v1/auth/login")
+        .header("x-forwarded-for", client)
+        .json(&serde_json::json!({"username": username, "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Behind a trusted proxy each student has their own allowance; an untrusted peer's header is
+/// ignored, so naming new addresses buys nothing.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_limit_is_per_forwarded_client() {
+    let Some(app) = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("RATE_LIMIT_ENABLED", "true"),
+            ("TRUSTED_PROXIES", "127.0.0.0/8"),
+            ("RATE_LIMIT_AUTH_PER_ACCOUNT_PER_MINUTE", "100"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    for attempt in 0..10 {
+        let status = login_from(&app, "203.0.113.1", r"\COLLEGE\a")
+            .await
+            .status();
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    assert_limited(login_from(&app, "203.0.113.1", r"\COLLEGE\a").await).await;
+    // Another student behind the same proxy is not locked out.
+    assert_eq!(
+        login_from(&app, "203.0.113.2", r"\COLLEGE\b")
+            .await
+            .status(),
+        401
+    );
+
+    let Some(direct) = limited_app().await else {
+        return;
+    };
+    for i in 0..10 {
+        let client = format!("198.51.100.{i}");
+        assert_eq!(
+            login_from(&direct, &client, r"\COLLEGE\a").await.status(),
+            401
+        );
+    }
+    assert_limited(login_from(&direct, "198.51.100.99", r"\COLLEGE\a").await).await;
+}
+
+#[tokio::test]
+async fn guesses_at_one_account_are_limited_from_any_address() {
+    let Some(app) = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("RATE_LIMIT_ENABLED", "true"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    app.add_user(r"\COLLEGE\jdoe", false).await;
+    for i in 0..10 {
+        let client = format!("203.0.113.{i}");
+        assert_eq!(
+            login_from(&app, &client, r"\COLLEGE\jdoe").await.status(),
+            401
+        );
+    }
+    assert_limited(login_from(&app, "203.0.113.200", r"\COLLEGE\jdoe").await).await;
+    // Other accounts are untouched.
+    assert_eq!(
+        login_from(&app, "203.0.113.201", r"\COLLEGE\someone")
+            .await
+            .status(),
+        401
+    );
+}
+
 #[tokio::test]
 async fn history_is_limited_to_fifty_a_minute_per_user() {
     let Some(app) = limited_app().await else {
