@@ -136,6 +136,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         let state = build_state(config).await?;
+        close_sessions_left_open(&state.store).await;
         Ok(Self {
             listener,
             router: router(state.clone()),
@@ -167,6 +168,24 @@ impl Application {
         jobs.abort();
         calls.abort();
         result
+    }
+}
+
+/// Closes what a server that stopped without ending its calls (a crash, `kill -9`) left open:
+/// nothing is live on a node that is only starting, so every open session is a leftover (one node
+/// per database; see [`store::Store::close_sessions_left_open`]). Each ends at its last stored
+/// line, so a student who ends it later does not stretch it to that moment. A failure is logged
+/// and the server starts anyway: serving students matters more than tidying old records.
+async fn close_sessions_left_open(store: &store::Store) {
+    match store.close_sessions_left_open().await {
+        Ok(closed) => {
+            for session in &closed {
+                tracing::warn!(session_id = %session.id, ended_at = ?session.ended_at, "closed a session a stopped server left open");
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "could not close the sessions a stopped server left open")
+        }
     }
 }
 

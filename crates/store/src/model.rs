@@ -90,6 +90,54 @@ pub struct SessionRecord {
     pub crisis_detected: bool,
     /// Messages ever stored for the session; kept after the transcript is purged.
     pub message_count: u32,
+    /// Why it ended; `None` while active, and for sessions that ended before reasons were kept.
+    pub end_reason: Option<SessionEndReason>,
+}
+
+/// Why a session ended, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEndReason {
+    /// The student or the platform ended the call.
+    Ended,
+    /// The browser went away (tab closed, network lost).
+    TransportClosed,
+    /// The student stayed silent past the idle limit.
+    IdleTimeout,
+    /// A service the call could not go on without failed.
+    Failed,
+    /// The server was shutting down and ended the call.
+    ServerShutdown,
+    /// The server stopped without ending the call (a crash, `kill -9`, a lost machine) and closed
+    /// the session when it started again.
+    ServerRestart,
+}
+
+impl SessionEndReason {
+    pub const ALL: [SessionEndReason; 6] = [
+        SessionEndReason::Ended,
+        SessionEndReason::TransportClosed,
+        SessionEndReason::IdleTimeout,
+        SessionEndReason::Failed,
+        SessionEndReason::ServerShutdown,
+        SessionEndReason::ServerRestart,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionEndReason::Ended => "ended",
+            SessionEndReason::TransportClosed => "transport_closed",
+            SessionEndReason::IdleTimeout => "idle_timeout",
+            SessionEndReason::Failed => "failed",
+            SessionEndReason::ServerShutdown => "server_shutdown",
+            SessionEndReason::ServerRestart => "server_restart",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<SessionEndReason> {
+        SessionEndReason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
+    }
 }
 
 impl SessionRecord {

@@ -114,11 +114,12 @@ pub(crate) struct SessionRow {
     connection_quality: Option<String>,
     crisis_detected: bool,
     transcript_message_count: i64,
+    end_reason: Option<String>,
 }
 
 pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, counselor_category, mode, room_name, started_at, ended_at, \
-     duration_seconds, connection_quality, crisis_detected, transcript_message_count";
+     duration_seconds, connection_quality, crisis_detected, transcript_message_count, end_reason";
 
 impl TryFrom<SessionRow> for SessionRecord {
     type Error = StoreError;
@@ -141,6 +142,12 @@ impl TryFrom<SessionRow> for SessionRecord {
             },
             crisis_detected: row.crisis_detected,
             message_count: count("message count", row.transcript_message_count)?,
+            end_reason: match row.end_reason {
+                Some(r) => {
+                    Some(SessionEndReason::parse(&r).ok_or_else(|| corrupt("end reason", &r))?)
+                }
+                None => None,
+            },
         })
     }
 }

@@ -167,25 +167,51 @@ impl Store {
             connection_quality: None,
             crisis_detected: false,
             message_count: 0,
+            end_reason: None,
         })
     }
 
-    /// Marks a session ended. Ending an ended session changes nothing and returns it as it is, so
-    /// the callers (the student, the bot, the cleanup job) need not coordinate.
+    /// Marks a session ended, with no reason recorded. Ending an ended session changes nothing
+    /// and returns it as it is, so the callers (the student, the bot, the cleanup job) need not
+    /// coordinate.
     pub async fn end_session(
         &self,
         id: SessionId,
         ended_at: DateTime<Utc>,
         quality: Option<ConnectionQuality>,
     ) -> Result<SessionRecord> {
+        self.finish_session(id, ended_at, quality, None).await
+    }
+
+    /// [`Store::end_session`], recording why the session ended. The first end wins: a later one
+    /// changes neither the end time nor the reason.
+    pub async fn end_session_because(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        quality: Option<ConnectionQuality>,
+        reason: SessionEndReason,
+    ) -> Result<SessionRecord> {
+        self.finish_session(id, ended_at, quality, Some(reason))
+            .await
+    }
+
+    async fn finish_session(
+        &self,
+        id: SessionId,
+        ended_at: DateTime<Utc>,
+        quality: Option<ConnectionQuality>,
+        reason: Option<SessionEndReason>,
+    ) -> Result<SessionRecord> {
         let sql = format!(
-            "UPDATE sessions SET ended_at = $1, connection_quality = COALESCE($2, connection_quality) \
-             WHERE id = $3 AND ended_at IS NULL RETURNING {SESSION_COLUMNS}"
+            "UPDATE sessions SET ended_at = $1, connection_quality = COALESCE($2, connection_quality), \
+             end_reason = $3 WHERE id = $4 AND ended_at IS NULL RETURNING {SESSION_COLUMNS}"
         );
         let ended: Option<SessionRow> = with_pool!(self, writer, |pool| {
             sqlx::query_as(AssertSqlSafe(sql))
                 .bind(to_micros(ended_at))
                 .bind(quality.map(|q| q.as_str()))
+                .bind(reason.map(|r| r.as_str()))
                 .bind(*id.as_uuid())
                 .fetch_optional(pool)
                 .await?
@@ -493,6 +519,38 @@ impl Store {
             sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await?
         });
         rows.into_iter().map(SessionRecord::try_from).collect()
+    }
+
+    /// Closes every session a stopped server left open, for a server that is starting: each ends
+    /// at its last stored line (at its start when it has none), never at the moment of the
+    /// restart, with [`SessionEndReason::ServerRestart`]. Returns the sessions it closed. A session
+    /// that something else ends meanwhile keeps that end (the update only touches open sessions).
+    ///
+    /// One node per database is assumed: every open session is taken to be a leftover, which is
+    /// true while the server starting is the only one that runs calls. With several nodes on one
+    /// PostgreSQL this would close the other nodes' live calls; it then needs the node registry
+    /// (sessions owned by a node whose heartbeat stopped), which does not exist yet.
+    pub async fn close_sessions_left_open(&self) -> Result<Vec<SessionRecord>> {
+        let mut closed = Vec::new();
+        for session in self.active_sessions().await? {
+            let lines: Vec<DateTime<Utc>> = with_pool!(self, writer, |pool| {
+                sqlx::query_scalar(
+                    "SELECT \"timestamp\" FROM transcript_messages WHERE session_id = $1",
+                )
+                .bind(*session.id.as_uuid())
+                .fetch_all(pool)
+                .await?
+            });
+            let last_line = lines.into_iter().max();
+            let ended_at = last_line.map_or(session.started_at, |t| t.max(session.started_at));
+            let record = self
+                .end_session_because(session.id, ended_at, None, SessionEndReason::ServerRestart)
+                .await?;
+            if record.end_reason == Some(SessionEndReason::ServerRestart) {
+                closed.push(record);
+            }
+        }
+        Ok(closed)
     }
 
     /// Deletes a student's session: it disappears from every student-facing query and its

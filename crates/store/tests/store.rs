@@ -1793,3 +1793,121 @@ async fn the_token_epoch_migration_goes_down_and_up_keeping_accounts(db: &TestDb
     assert_eq!(store.user(jdoe).await.unwrap().unwrap().token_epoch, 1);
 }
 on_both_databases!(the_token_epoch_migration_goes_down_and_up_keeping_accounts);
+
+async fn sessions_a_crash_left_open_are_closed_at_their_last_line(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let started = at(2026, 11, 1, 10);
+    // A 17-second call whose server died: its last line is 17 s in.
+    let crashed = start(store, user, Category::Health, SessionMode::Voice, started).await;
+    for (sequence, seconds) in [(0, 2), (1, 17), (2, 9)] {
+        let speaker = if sequence % 2 == 0 {
+            Speaker::Student
+        } else {
+            Speaker::Counselor
+        };
+        store
+            .append_message(
+                crashed,
+                line(
+                    sequence,
+                    speaker,
+                    "words",
+                    started + Duration::seconds(seconds),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // A room opened and never spoken in; a session deleted while open; one ended normally.
+    let silent = start(store, user, Category::Career, SessionMode::Video, started).await;
+    let deleted = start(store, user, Category::Social, SessionMode::Voice, started).await;
+    assert!(store.soft_delete_session(user, deleted).await.unwrap());
+    let finished = start(store, user, Category::Academic, SessionMode::Voice, started).await;
+    let finished = store
+        .end_session_because(
+            finished,
+            started + Duration::seconds(30),
+            None,
+            SessionEndReason::Ended,
+        )
+        .await
+        .unwrap();
+
+    let mut closed: Vec<SessionId> = store
+        .close_sessions_left_open()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    closed.sort_by_key(|id| *id.as_uuid());
+    let mut expected = vec![crashed, silent, deleted];
+    expected.sort_by_key(|id| *id.as_uuid());
+    assert_eq!(closed, expected);
+    assert!(store.active_sessions().await.unwrap().is_empty());
+
+    let crashed_record = store.session(crashed).await.unwrap().unwrap();
+    assert_eq!(
+        crashed_record.ended_at,
+        Some(started + Duration::seconds(17))
+    );
+    assert_eq!(crashed_record.duration_seconds, Some(17));
+    assert_eq!(
+        crashed_record.end_reason,
+        Some(SessionEndReason::ServerRestart)
+    );
+    let silent_record = store.session(silent).await.unwrap().unwrap();
+    assert_eq!(silent_record.ended_at, Some(started));
+    assert_eq!(silent_record.duration_seconds, Some(0));
+    assert_eq!(
+        silent_record.end_reason,
+        Some(SessionEndReason::ServerRestart)
+    );
+    assert_eq!(
+        store.session(finished.id).await.unwrap().unwrap(),
+        finished,
+        "a session that had ended is left alone"
+    );
+
+    // The student's "end session" after the restart (the finding: a 17 s call recorded as
+    // 202 s) changes nothing, and neither does a second start.
+    let later = store
+        .end_session_because(
+            crashed,
+            started + Duration::seconds(202),
+            Some(ConnectionQuality::Good),
+            SessionEndReason::Ended,
+        )
+        .await
+        .unwrap();
+    assert_eq!(later, crashed_record);
+    assert!(store.close_sessions_left_open().await.unwrap().is_empty());
+    assert_eq!(
+        store.session(crashed).await.unwrap().unwrap(),
+        crashed_record
+    );
+}
+on_both_databases!(sessions_a_crash_left_open_are_closed_at_their_last_line);
+
+async fn every_end_reason_is_stored_and_read_back(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let started = at(2026, 11, 1, 10);
+    for reason in SessionEndReason::ALL {
+        let id = start(store, user, Category::Health, SessionMode::Voice, started).await;
+        let ended = store
+            .end_session_because(id, started, None, reason)
+            .await
+            .unwrap();
+        assert_eq!(ended.end_reason, Some(reason));
+        assert_eq!(
+            store.session(id).await.unwrap().unwrap().end_reason,
+            Some(reason)
+        );
+    }
+    let plain = start(store, user, Category::Health, SessionMode::Voice, started).await;
+    let ended = store.end_session(plain, started, None).await.unwrap();
+    assert_eq!(ended.end_reason, None, "no reason given, none recorded");
+}
+on_both_databases!(every_end_reason_is_stored_and_read_back);

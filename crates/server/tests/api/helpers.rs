@@ -32,6 +32,8 @@ pub struct TestApp {
     pub state: AppState,
     pub backend: Backend,
     pub data_dir: tempfile::TempDir,
+    /// What the app was started with (the same database and data directory).
+    pub config: Config,
     postgres_db: Option<String>,
 }
 
@@ -91,7 +93,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
     }
 
     let config = Config::from_vars(&vars).expect("test configuration");
-    let app = Application::build(config)
+    let app = Application::build(config.clone())
         .await
         .expect("application starts");
     let address = format!("http://{}", app.local_addr());
@@ -108,6 +110,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         state,
         backend,
         data_dir,
+        config,
         postgres_db,
     })
 }
@@ -220,6 +223,16 @@ impl TestApp {
                     .unwrap()
             }
         }
+    }
+
+    /// Builds the application again on the same database and data directory, as a restarted
+    /// server would (on another port); it is not serving yet.
+    pub async fn build_again(&self) -> Application {
+        let mut config = self.config.clone();
+        config.port = 0;
+        Application::build(config)
+            .await
+            .expect("application starts again")
     }
 
     fn database_url(&self) -> String {

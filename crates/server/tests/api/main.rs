@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod calls;
+mod lifecycle;
 mod platform;
 mod rate_limits;
 mod sessions;
