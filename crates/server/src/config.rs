@@ -705,6 +705,10 @@ mod tests {
         // The transport's parser decides: a scheme with no host is no ICE server.
         assert_eq!(with(("WEBRTC_ICE_SERVERS", "stun:")), "WEBRTC_ICE_SERVERS");
         assert_eq!(
+            with(("WEBRTC_PRIVATE_CANDIDATES", "sometimes")),
+            "WEBRTC_PRIVATE_CANDIDATES"
+        );
+        assert_eq!(
             with(("WEBRTC_ICE_SERVERS", "http://x")),
             "WEBRTC_ICE_SERVERS"
         );
@@ -963,6 +967,11 @@ fn voice_settings(
             webrtc.ice_servers.push(server);
         }
     }
+    webrtc.allow_private_candidates = parse_bool(
+        "WEBRTC_PRIVATE_CANDIDATES",
+        get("WEBRTC_PRIVATE_CANDIDATES"),
+        true,
+    )?;
     if let Some(range) = get("WEBRTC_UDP_PORTS") {
         let bad = || problem("WEBRTC_UDP_PORTS", "must be a port range like 40000-40999");
         let (min, max) = range.split_once('-').ok_or_else(bad)?;

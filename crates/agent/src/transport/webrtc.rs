@@ -170,6 +170,12 @@ pub struct WebRtcConfig {
     pub disconnect_grace: Duration,
     /// How often a [`TransportEvent::Quality`] is emitted while connected.
     pub quality_interval: Duration,
+    /// Whether the browser's private-network candidates (10/8, 172.16/12, 192.168/16, fc00::/7,
+    /// 100.64/10) are checked: needed on a campus network, off where every student comes from
+    /// the internet.
+    pub allow_private_candidates: bool,
+    /// The most candidates of one offer the server will check; the rest are ignored.
+    pub max_remote_candidates: usize,
 }
 
 impl Default for WebRtcConfig {
@@ -182,6 +188,8 @@ impl Default for WebRtcConfig {
             connect_timeout: Duration::from_secs(30),
             disconnect_grace: Duration::from_secs(5),
             quality_interval: Duration::from_secs(3),
+            allow_private_candidates: true,
+            max_remote_candidates: 20,
         }
     }
 }
@@ -245,6 +253,14 @@ impl WebRtcTransport {
 
     /// Answers a browser's complete (non-trickle) SDP offer and starts the call's media tasks.
     pub async fn accept_offer(&self, offer_sdp: &str) -> Result<AcceptedOffer, WebRtcError> {
+        let screened = screen_candidates(offer_sdp, &self.config);
+        if screened.dropped > 0 {
+            tracing::debug!(
+                dropped = screened.dropped,
+                "ignored offer candidates the server does not check"
+            );
+        }
+        let offer_sdp = screened.sdp.as_str();
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|err| WebRtcError::InvalidOffer(err.to_string()))?;
         if !offer_sdp.lines().any(|line| line.starts_with("m=audio ")) {
@@ -734,6 +750,70 @@ async fn measure_quality(
     ))
 }
 
+/// An offer with only the candidates the server is willing to send checks to.
+struct ScreenedOffer {
+    sdp: String,
+    dropped: usize,
+}
+
+/// Keeps the browser's candidates the server may check: an IP address (never a name to look
+/// up), not loopback (unless `include_loopback`), link-local, unspecified, multicast or
+/// broadcast, private only when allowed, and at most `max_remote_candidates` of them. Without
+/// this an offer could make the server send connectivity checks to any address it names, its
+/// own loopback ports included.
+fn screen_candidates(sdp: &str, config: &WebRtcConfig) -> ScreenedOffer {
+    let mut kept = 0;
+    let mut dropped = 0;
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if let Some(candidate) = line.strip_prefix("a=candidate:") {
+            // <foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+            let address = candidate.split_whitespace().nth(4);
+            let allowed = address
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| candidate_address_allowed(ip, config));
+            if !allowed || kept >= config.max_remote_candidates {
+                dropped += 1;
+                continue;
+            }
+            kept += 1;
+        }
+        out.push_str(line);
+    }
+    ScreenedOffer { sdp: out, dropped }
+}
+
+fn candidate_address_allowed(ip: std::net::IpAddr, config: &WebRtcConfig) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_unspecified() || ip.is_multicast() {
+        return false;
+    }
+    if ip.is_loopback() {
+        return config.include_loopback;
+    }
+    let (link_local, private) = match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_broadcast() {
+                return false;
+            }
+            (
+                v4.is_link_local(),
+                v4.is_private() || (a == 100 && (64..128).contains(&b)),
+            )
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            ((first & 0xffc0) == 0xfe80, (first & 0xfe00) == 0xfc00)
+        }
+    };
+    !link_local && (config.allow_private_candidates || !private)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -808,6 +888,54 @@ mod tests {
                     .parse()
                     .unwrap()
             })
+            .collect()
+    }
+
+    #[test]
+    fn an_offer_keeps_only_candidates_the_server_may_check() {
+        let offer = [
+            "v=0\r\n",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+            "a=candidate:1 1 udp 2122260223 203.0.113.9 50000 typ host\r\n",
+            "a=candidate:2 1 udp 2122260223 127.0.0.1 6379 typ host\r\n",
+            "a=candidate:3 1 udp 2122260223 169.254.10.1 50002 typ host\r\n",
+            "a=candidate:4 1 udp 2122260223 192.168.1.20 50003 typ host\r\n",
+            "a=candidate:5 1 udp 2122260223 fe80::1 50004 typ host\r\n",
+            "a=candidate:6 1 udp 2122260223 example.invalid 50005 typ host\r\n",
+            "a=candidate:7 1 udp 2122260223 0.0.0.0 50006 typ host\r\n",
+            "a=candidate:8 1 udp 1686052607 198.51.100.4 61000 typ srflx raddr 0.0.0.0 rport 0\r\n",
+            "a=end-of-candidates\r\n",
+        ]
+        .concat();
+        let addresses = |config: &WebRtcConfig| -> Vec<String> {
+            candidate_addresses(&screen_candidates(&offer, config).sdp)
+        };
+        let campus = WebRtcConfig::default();
+        assert_eq!(
+            addresses(&campus),
+            ["203.0.113.9", "192.168.1.20", "198.51.100.4"]
+        );
+        let internet = WebRtcConfig {
+            allow_private_candidates: false,
+            ..WebRtcConfig::default()
+        };
+        assert_eq!(addresses(&internet), ["203.0.113.9", "198.51.100.4"]);
+        let one_machine = WebRtcConfig {
+            include_loopback: true,
+            max_remote_candidates: 2,
+            ..WebRtcConfig::default()
+        };
+        assert_eq!(addresses(&one_machine), ["203.0.113.9", "127.0.0.1"]);
+        // Everything else is left as it was.
+        let screened = screen_candidates(&offer, &campus).sdp;
+        assert!(screened.starts_with("v=0\r\nm=audio 9"));
+        assert!(screened.ends_with("a=end-of-candidates\r\n"));
+    }
+
+    fn candidate_addresses(sdp: &str) -> Vec<String> {
+        sdp.lines()
+            .filter_map(|line| line.strip_prefix("a=candidate:"))
+            .filter_map(|c| c.split_whitespace().nth(4).map(str::to_owned))
             .collect()
     }
 
