@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method};
@@ -156,20 +157,66 @@ impl Application {
 
     /// Serves until the process gets Ctrl-C / SIGTERM; also runs the background jobs.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then shuts down gracefully: new rooms are refused
+    /// (`503 SHUTDOWN_001` with `Retry-After`) while every live call is ended through the normal
+    /// end path, for at most [`SHUTDOWN_CALLS_WAIT`]; then no new connections are accepted and
+    /// the open ones get at most [`SHUTDOWN_CONNECTIONS_WAIT`] to finish. The background jobs
+    /// stop last.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let jobs = crate::jobs::spawn(self.state.clone());
         let calls = crate::jobs::spawn_call_housekeeping(self.state.clone());
-        let result = axum::serve(
+        let state = self.state.clone();
+        let (drained, calls_ended) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+        .with_graceful_shutdown(async move {
+            stop.await;
+            tracing::info!(
+                live_calls = state.calls.active_calls(),
+                "shutting down: no new rooms; ending the live calls"
+            );
+            let left = state.calls.drain(SHUTDOWN_CALLS_WAIT).await;
+            if left > 0 {
+                tracing::warn!(left, "shutting down with calls that did not end in time");
+            }
+            let _ = drained.send(());
+        });
+        let mut server = tokio::spawn(async move { serving.await });
+        let result = tokio::select! {
+            finished = &mut server => finished.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            () = async {
+                match calls_ended.await {
+                    Ok(()) => tokio::time::sleep(SHUTDOWN_CONNECTIONS_WAIT).await,
+                    // The server stopped on its own; its own arm reports how.
+                    Err(_) => std::future::pending().await,
+                }
+            } => {
+                tracing::warn!("shutting down: closing connections still open");
+                server.abort();
+                Ok(())
+            }
+        };
         jobs.abort();
         calls.abort();
+        tracing::info!("stopped");
         result
     }
 }
+
+/// How long shutting down waits for the live calls to end (each ends through the normal path
+/// and waits up to its own 5 s for its agent; they end together).
+pub const SHUTDOWN_CALLS_WAIT: Duration = Duration::from_secs(10);
+/// How long, after the calls, open connections (requests under way, sockets) may take to close.
+pub const SHUTDOWN_CONNECTIONS_WAIT: Duration = Duration::from_secs(5);
 
 /// Closes what a server that stopped without ending its calls (a crash, `kill -9`) left open:
 /// nothing is live on a node that is only starting, so every open session is a leftover (one node

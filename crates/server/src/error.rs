@@ -83,6 +83,9 @@ pub enum ApiError {
     /// This node runs as many calls as it is configured for.
     #[error("at call capacity")]
     AtCapacity,
+    /// The server is shutting down and opens no new rooms.
+    #[error("shutting down")]
+    ShuttingDown,
     /// The speech services could not be started (models missing, provider misconfigured).
     #[error("voice service unavailable")]
     VoiceUnavailable,
@@ -90,6 +93,9 @@ pub enum ApiError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The `Retry-After` of a room asked for while the server shuts down: about a restart.
+pub const SHUTDOWN_RETRY_AFTER_SECS: u64 = 15;
 
 /// One row of the error table: what a kind of failure answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +169,8 @@ error_table! {
     Unavailable => "SERVICE_UNAVAILABLE", SERVICE_UNAVAILABLE, "The database is unreachable";
     AtCapacity => "CAPACITY_001", SERVICE_UNAVAILABLE,
         "The server runs as many calls as it is configured for; see `Retry-After`";
+    ShuttingDown => "SHUTDOWN_001", SERVICE_UNAVAILABLE,
+        "The server is shutting down and opens no new calls; see `Retry-After`";
     VoiceUnavailable => "VOICE_001", SERVICE_UNAVAILABLE,
         "The voice services could not be started (see the server log)";
     Internal => "INTERNAL", INTERNAL_SERVER_ERROR,
@@ -235,6 +243,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
             ApiError::Unavailable => ErrorKind::Unavailable,
             ApiError::AtCapacity => ErrorKind::AtCapacity,
+            ApiError::ShuttingDown => ErrorKind::ShuttingDown,
             ApiError::VoiceUnavailable => ErrorKind::VoiceUnavailable,
             ApiError::Internal(_) => ErrorKind::Internal,
         }
@@ -292,6 +301,9 @@ impl ApiError {
             ApiError::AtCapacity => {
                 "All counselors are busy right now; please try again in a minute".into()
             }
+            ApiError::ShuttingDown => {
+                "This server is restarting; please try again in a moment".into()
+            }
             ApiError::VoiceUnavailable => {
                 "Voice counseling is unavailable on this server right now".into()
             }
@@ -313,6 +325,7 @@ impl IntoResponse for ApiError {
                 retry_after_secs, ..
             } => retry_after_secs,
             ApiError::AtCapacity => Some(30),
+            ApiError::ShuttingDown => Some(SHUTDOWN_RETRY_AFTER_SECS),
             _ => None,
         };
         let body = ErrorBody {

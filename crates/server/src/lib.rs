@@ -26,6 +26,6 @@ pub mod state;
 pub mod telemetry;
 pub mod web;
 
-pub use app::Application;
+pub use app::{Application, SHUTDOWN_CALLS_WAIT, SHUTDOWN_CONNECTIONS_WAIT};
 pub use config::Config;
 pub use state::AppState;

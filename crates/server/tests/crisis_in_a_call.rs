@@ -211,6 +211,7 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
         student_id: student.id,
         student: student.username.clone(),
         desk,
+        draining: Default::default(),
     };
     let recording = tokio::spawn(recorder.run(call.events().unwrap(), verdicts));
 

@@ -7,6 +7,7 @@
 //! side). Rooms nobody connects to are closed by [`CallManager::close_abandoned`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use agent::transport::webrtc::{WebRtcConnection, WebRtcTransport};
 use agent::{Call, CallConfig, CallHandle, Services};
 use chrono::Utc;
 use domain::{Category, SessionId, SessionMode, UserId};
-use store::{CounselorCategory, NewSession, SessionRecord, Store};
+use store::{CounselorCategory, NewSession, SessionEndReason, SessionRecord, Store};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
@@ -41,6 +42,9 @@ pub enum CallError {
     AlreadyEnded,
     #[error("this server is at its limit of {0} concurrent calls")]
     AtCapacity(usize),
+    /// The server is shutting down: it opens no new rooms.
+    #[error("this server is shutting down")]
+    ShuttingDown,
     #[error("the browser's offer could not be answered: {0}")]
     Offer(String),
     #[error("the voice services could not be started")]
@@ -102,6 +106,9 @@ pub struct CallManager {
     calls: Mutex<HashMap<SessionId, LiveCall>>,
     /// Where the calls' recorders send stored crisis events.
     desk: CrisisDesk,
+    /// Set once by [`CallManager::drain`]: no new rooms, and the calls it ends record
+    /// [`SessionEndReason::ServerShutdown`].
+    draining: Arc<AtomicBool>,
 }
 
 impl CallManager {
@@ -115,6 +122,7 @@ impl CallManager {
             max_calls,
             calls: Mutex::new(HashMap::new()),
             desk,
+            draining: Arc::default(),
         }
     }
 
@@ -127,6 +135,7 @@ impl CallManager {
             max_calls,
             calls: Mutex::new(HashMap::new()),
             desk,
+            draining: Arc::default(),
         }
     }
 
@@ -174,6 +183,9 @@ impl CallManager {
         category: &CounselorCategory,
         mode: SessionMode,
     ) -> Result<OpenedRoom, CallError> {
+        if self.is_draining() {
+            return Err(CallError::ShuttingDown);
+        }
         if self.active_calls() >= self.max_calls {
             return Err(CallError::AtCapacity(self.max_calls));
         }
@@ -281,6 +293,7 @@ impl CallManager {
             student_id: student.id,
             student: student.username,
             desk: self.desk.clone(),
+            draining: self.draining.clone(),
         };
         let recorder = tokio::spawn(async move {
             recorder.run(events, verdicts).await;
@@ -312,6 +325,16 @@ impl CallManager {
     /// Ends a session the caller owns: stops its call if running here, finalizes the record.
     /// Ending an ended session returns it unchanged. Another user's session is `NotFound`.
     pub async fn end(&self, owner: UserId, id: SessionId) -> Result<SessionRecord, CallError> {
+        self.end_because(owner, id, SessionEndReason::Ended).await
+    }
+
+    /// [`CallManager::end`], recording `reason` unless the call's own end gets there first.
+    async fn end_because(
+        &self,
+        owner: UserId,
+        id: SessionId,
+        reason: SessionEndReason,
+    ) -> Result<SessionRecord, CallError> {
         let record = self.store.session(id).await?.ok_or(CallError::NotFound)?;
         if record.user_id != owner {
             return Err(CallError::NotFound);
@@ -340,7 +363,7 @@ impl CallManager {
         }
         Ok(self
             .store
-            .end_session(id, Utc::now().max(record.started_at), None)
+            .end_session_because(id, Utc::now().max(record.started_at), None, reason)
             .await?)
     }
 
@@ -382,6 +405,41 @@ impl CallManager {
             }
         }
         closed
+    }
+}
+
+impl CallManager {
+    /// Whether [`CallManager::drain`] has begun: no new rooms are opened.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// For a server shutting down: opens no more rooms, then ends every call on this node
+    /// through the normal end path (the agent stops, the history keeps what the student heard,
+    /// the session is finalized with [`SessionEndReason::ServerShutdown`], the room is gone),
+    /// all at once, waiting at most `within`. Returns how many calls were still live when it
+    /// gave up waiting (0 when all ended).
+    pub async fn drain(&self, within: Duration) -> usize {
+        self.draining.store(true, Ordering::SeqCst);
+        let live: Vec<(SessionId, UserId)> = {
+            let calls = self.calls.lock().expect("calls lock");
+            calls.iter().map(|(id, call)| (*id, call.owner)).collect()
+        };
+        let ending = futures::future::join_all(live.iter().map(|(id, owner)| async move {
+            if let Err(error) = self
+                .end_because(*owner, *id, SessionEndReason::ServerShutdown)
+                .await
+            {
+                tracing::error!(session_id = %id, %error, "could not end a call at shutdown");
+            }
+        }));
+        if tokio::time::timeout(within, ending).await.is_err() {
+            tracing::warn!(
+                left = self.active_calls(),
+                "shutdown: calls still ending when the wait ran out"
+            );
+        }
+        self.active_calls()
     }
 }
 

@@ -6,13 +6,14 @@
 //! is flagged for review. It is the verdict that chose the counselor's reply, never a second
 //! opinion. When the call ends, the session is finalized.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
 use domain::{ConnectionQuality, CrisisLevel, SessionId, TranscriptText, UserId, Username};
-use store::{NewCrisisEvent, NewMessage, Store, StoreError};
+use store::{NewCrisisEvent, NewMessage, SessionEndReason, Store, StoreError};
 use tokio::sync::mpsc;
 
 use super::feed::{CrisisResources, Feed, LiveMessage};
@@ -39,6 +40,8 @@ pub struct Recorder {
     pub student: Username,
     /// Where stored crisis events go to staff on duty.
     pub desk: CrisisDesk,
+    /// Set while the server shuts down: a call that ends then ended for that reason.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -175,8 +178,19 @@ impl Recorder {
 
     async fn finish(&self, reason: &EndReason, quality: Option<ConnectionQuality>) {
         let ended_at = Utc::now().max(self.started_at);
+        let stored_reason = if self.draining.load(Ordering::SeqCst) {
+            SessionEndReason::ServerShutdown
+        } else {
+            match reason {
+                EndReason::Ended => SessionEndReason::Ended,
+                EndReason::TransportClosed => SessionEndReason::TransportClosed,
+                EndReason::IdleTimeout => SessionEndReason::IdleTimeout,
+                EndReason::Failed(_) => SessionEndReason::Failed,
+            }
+        };
         self.write("session end", || {
-            self.store.end_session(self.session_id, ended_at, quality)
+            self.store
+                .end_session_because(self.session_id, ended_at, quality, stored_reason)
         })
         .await;
         self.feed.publish(LiveMessage::SessionEnded {

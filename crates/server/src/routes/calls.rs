@@ -274,6 +274,7 @@ fn call_error(error: CallError) -> ApiError {
         CallError::NotFound => ApiError::SessionNotFound,
         CallError::AlreadyConnected | CallError::AlreadyEnded => ApiError::SessionAlreadyEnded,
         CallError::AtCapacity(_) => ApiError::AtCapacity,
+        CallError::ShuttingDown => ApiError::ShuttingDown,
         CallError::VoiceUnavailable => ApiError::VoiceUnavailable,
         CallError::Offer(reason) => ApiError::validation("sdp", reason),
         CallError::Store(e) => e.into(),

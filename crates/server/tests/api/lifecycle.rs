@@ -1,4 +1,5 @@
-//! Starting and stopping the server: what a crash left open is closed on start.
+//! Starting and stopping the server: what a crash left open is closed on start, and a shutdown
+//! ends the live calls before the process goes.
 
 use chrono::{Duration, DurationRound, Utc};
 use domain::{Category, SessionId, SessionMode, Speaker, TranscriptText};
@@ -6,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use store::SessionEndReason;
 
-use crate::helpers::TestApp;
+use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 
 crate::on_both_backends!(a_restart_closes_the_sessions_a_crash_left_open);
 
@@ -65,4 +66,101 @@ async fn a_restart_closes_the_sessions_a_crash_left_open(app: TestApp) {
     let ended: Value = ended.json().await.unwrap();
     assert_eq!(ended["duration_seconds"], 17, "{ended}");
     assert_eq!(store.session(crashed).await.unwrap().unwrap(), closed);
+}
+
+/// Cloud speech settings at addresses nothing listens on: rooms open without the offline models.
+const CLOUD_SERVICES: [(&str, &str); 4] = [
+    ("DEEPGRAM_API_KEY", "test-key"),
+    ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+    ("CARTESIA_API_KEY", "test-key"),
+    ("MODELS_AUTO_INSTALL", "false"),
+];
+
+async fn create_room(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/v1/voice/create-room"))
+        .bearer_auth(token)
+        .json(&json!({"counselor_category": "Health"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+// Item 1 of issue 11: SIGTERM aborted the background jobs and never ended the live calls. The
+// room here has no browser connected (a real WebRTC call is too heavy for this test); it is ended
+// by the same `CallManager::end` path a connected call's end takes.
+#[tokio::test]
+async fn a_shutdown_refuses_new_rooms_and_ends_the_live_calls_before_exiting() {
+    let models = tempfile::tempdir().unwrap();
+    let models_dir = models.path().display().to_string();
+    let mut settings = CLOUD_SERVICES.to_vec();
+    settings.push(("MODELS_DIR", &models_dir));
+    let app = spawn_app_with(Backend::Sqlite, &settings).await.unwrap();
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+
+    // The server under test, on the same database, stopped by this test's signal.
+    let server = app.build_again().await;
+    let base = format!("http://{}", server.local_addr());
+    let state = server.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let room = create_room(&app.client, &base, &token).await;
+    assert_eq!(room.status(), 200);
+    let room: Value = room.json().await.unwrap();
+    let session: SessionId = room["session_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(state.calls.active_calls(), 1);
+
+    // Hold the database's write lock so that the drain cannot finish ending the call yet: the
+    // server is then observably between "no new rooms" and "calls ended".
+    let url = format!(
+        "sqlite://{}",
+        app.data_dir.path().join("counsel.db").display()
+    );
+    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let asked_to_stop = std::time::Instant::now();
+    stop.send(()).unwrap();
+    while !state.calls.is_draining() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = create_room(&app.client, &base, &token).await;
+    let retry_after = refused.headers().get("retry-after").cloned();
+    let (status, code, _) = error_of(refused).await;
+    assert_eq!((status, code.as_str()), (503, "SHUTDOWN_001"));
+    assert!(retry_after.is_some(), "503 without Retry-After");
+    assert!(state
+        .store
+        .session(session)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active());
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    drop(lock);
+
+    // The process ends within its bound, with the call ended and its session finalized.
+    let bound = server::SHUTDOWN_CALLS_WAIT + server::SHUTDOWN_CONNECTIONS_WAIT;
+    tokio::time::timeout(bound, running)
+        .await
+        .expect("the server stops within its bound")
+        .unwrap()
+        .unwrap();
+    assert!(asked_to_stop.elapsed() < bound);
+    assert_eq!(state.calls.active_calls(), 0, "the room is gone");
+    let ended = state.store.session(session).await.unwrap().unwrap();
+    assert!(ended.ended_at.is_some(), "the session is finalized");
+    assert_eq!(ended.end_reason, Some(SessionEndReason::ServerShutdown));
+    assert!(
+        reqwest::get(format!("{base}/health")).await.is_err(),
+        "nothing listens any more"
+    );
 }
