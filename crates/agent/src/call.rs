@@ -318,7 +318,7 @@ async fn conduct(
         Ok(Ok(session)) => session,
         Ok(Err(error)) => return fail(&events, Stage::SpeechToText, error).await,
         Err(_) => {
-            let after_ms = config.timeouts.stt_open.as_millis() as u64;
+            let after_ms = domain::millis(config.timeouts.stt_open);
             return fail(
                 &events,
                 Stage::SpeechToText,

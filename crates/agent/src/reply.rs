@@ -247,7 +247,7 @@ async fn write_sentences(
             HookDecision::Proceed
         }
         Err(_) => {
-            let after_ms = context.timeouts.hook.as_millis() as u64;
+            let after_ms = domain::millis(context.timeouts.hook);
             report(
                 &context.events,
                 Stage::Hook,
@@ -296,7 +296,7 @@ async fn stream_answer(
     request.first_text_by = Some(asked + limits.llm_first_token);
     let timed_out = |after: Duration| ServiceError::Timeout {
         service: "language model",
-        after_ms: after.as_millis() as u64,
+        after_ms: domain::millis(after),
     };
     let mut stream = match timeout(limits.llm_first_token, context.llm.stream_reply(request)).await
     {
@@ -414,7 +414,7 @@ async fn speak_sentence(
     let timed_out = |after: Duration| {
         SpeakFailure::Synthesis(ServiceError::Timeout {
             service: "speech synthesis",
-            after_ms: after.as_millis() as u64,
+            after_ms: domain::millis(after),
         })
     };
     let mut stream = match timeout(limits.tts_first_audio, context.tts.speak(sentence)).await {
@@ -499,7 +499,7 @@ async fn send_frame(
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(SpeakFailure::TransportGone),
         Err(_) => {
-            let after_ms = context.timeouts.transport_send.as_millis() as u64;
+            let after_ms = domain::millis(context.timeouts.transport_send);
             report(
                 &context.events,
                 Stage::Transport,

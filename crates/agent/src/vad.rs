@@ -119,7 +119,8 @@ pub struct TurnDetector {
 
 impl TurnDetector {
     pub fn new(params: TurnParams) -> Self {
-        let frames = |d: Duration| ((d.as_millis() as u64).div_ceil(20)).max(1) as u32;
+        let frames =
+            |d: Duration| u32::try_from(domain::millis(d).div_ceil(20).max(1)).unwrap_or(u32::MAX);
         Self {
             threshold: params.threshold,
             start_frames: frames(params.start_after),

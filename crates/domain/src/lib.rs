@@ -7,6 +7,7 @@
 mod category;
 mod crisis;
 mod ids;
+mod millis;
 mod role;
 mod session;
 mod transcript;
@@ -15,6 +16,7 @@ mod username;
 pub use category::{Category, UnknownCategory};
 pub use crisis::{CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome};
 pub use ids::{CategoryId, SessionId, UserId};
+pub use millis::millis;
 pub use role::Role;
 pub use session::{BotState, ConnectionQuality, SessionMode, UnknownValue};
 pub use transcript::{Speaker, TranscriptText};

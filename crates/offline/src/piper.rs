@@ -345,7 +345,7 @@ impl TextToSpeech for PiperVoice {
         .await
         .map_err(|_| ServiceError::Timeout {
             service: SERVICE,
-            after_ms: self.settings.queue_timeout.as_millis() as u64,
+            after_ms: domain::millis(self.settings.queue_timeout),
         })?
         .map_err(|_| ServiceError::Closed { service: SERVICE })?;
         let text = sentence.to_string();

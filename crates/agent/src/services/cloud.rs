@@ -184,9 +184,7 @@ pub(crate) fn breaker_open(service: &'static str, open: resilience::BreakerOpen)
     }
 }
 
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
+pub(crate) use domain::millis;
 
 /// Largest error body read to find its code; the rest is not worth waiting for.
 const MAX_ERROR_BODY: usize = 16 * 1024;

@@ -534,7 +534,7 @@ impl LanguageModel for LocalLanguageModel {
         .await
         .map_err(|_| ServiceError::Timeout {
             service: SERVICE,
-            after_ms: self.config.queue_timeout.as_millis() as u64,
+            after_ms: domain::millis(self.config.queue_timeout),
         })?
         .map_err(|_| ServiceError::Closed { service: SERVICE })?;
         let job = self.generation(prompt, &request);

@@ -91,7 +91,7 @@ impl UtteranceHook for SafetyHook {
             Err(_) => {
                 tracing::error!(
                     seq = utterance.seq,
-                    deadline_ms = MODEL_DEADLINE.as_millis() as u64,
+                    deadline_ms = domain::millis(MODEL_DEADLINE),
                     "risk model too slow; the phrase rules decide alone"
                 );
                 None
