@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::audio::FRAME_SAMPLES;
 use crate::conversation::{Conversation, ConversationLimits};
@@ -116,17 +117,22 @@ impl Call {
         let (ended_tx, ended_rx) = watch::channel(None);
         let stop = CancellationToken::new();
         let conductor_stop = stop.clone();
-        tokio::spawn(async move {
-            let events = events_tx.clone();
-            let reason =
-                conduct(config, services, hook, transport, events_tx, conductor_stop).await;
-            let _ = timeout(
-                IMPORTANT_EVENT_WAIT,
-                events.send(AgentEvent::Ended(reason.clone())),
-            )
-            .await;
-            let _ = ended_tx.send(Some(reason));
-        });
+        // The call's tasks run in the caller's span (the server's span for the session), so
+        // whatever they log names the call.
+        tokio::spawn(
+            async move {
+                let events = events_tx.clone();
+                let reason =
+                    conduct(config, services, hook, transport, events_tx, conductor_stop).await;
+                let _ = timeout(
+                    IMPORTANT_EVENT_WAIT,
+                    events.send(AgentEvent::Ended(reason.clone())),
+                )
+                .await;
+                let _ = ended_tx.send(Some(reason));
+            }
+            .in_current_span(),
+        );
         CallHandle {
             events: Some(events_rx),
             stop,
@@ -332,13 +338,13 @@ async fn conduct(
     };
     let mut stt_events = stt.events;
     let (heard_tx, mut heard) = mpsc::channel(16);
-    let _listener = TaskGuard(tokio::spawn(listen(
+    let _listener = TaskGuard(tokio::spawn(Instrument::in_current_span(listen(
         audio_in,
         services.vad.create(),
         TurnDetector::new(config.turn),
         stt.input,
         heard_tx,
-    )));
+    ))));
 
     let now = Instant::now();
     let mut call = Conductor {
@@ -494,12 +500,10 @@ impl Conductor {
     fn start_reply(&mut self, kind: ReplyKind, source: ReplySource) {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let (notes_tx, notes) = mpsc::channel(16);
-        let task = tokio::spawn(run_reply(
-            source,
-            self.reply_context.clone(),
-            ledger.clone(),
-            notes_tx,
-        ));
+        let task = tokio::spawn(
+            run_reply(source, self.reply_context.clone(), ledger.clone(), notes_tx)
+                .in_current_span(),
+        );
         let seq = self.take_seq();
         self.reply = Some(ActiveReply {
             kind,

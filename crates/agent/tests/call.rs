@@ -263,6 +263,61 @@ async fn a_failing_language_model_gets_a_spoken_apology() {
     call.ended().await;
 }
 
+/// What the call's tasks log, formatted as a log line would be.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// A call started inside a span (the server's, naming the session) logs inside it from every
+/// task it spawns, so an on-call engineer can tell which call a warning is about.
+#[tokio::test(start_paused = true)]
+async fn what_a_call_logs_names_its_session() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let span = tracing::info_span!("call", session_id = "session-under-test");
+    let stt = ScriptedStt::new(&[STUDENT_SAYS], ms(100));
+    let services = services(
+        stt,
+        FakeLlm::new(LlmBehaviour::Fail),
+        ToneTts::new(ms(50), ms(40)),
+    );
+    let (call, mut log, student) =
+        span.in_scope(|| start(quiet_config(), services, Arc::new(NoHook)));
+    student.say(speech_frames(STUDENT_SAYS)).await;
+    log.wait_for(Duration::from_secs(15), |e| {
+        matches!(e, AgentEvent::Error(_))
+    })
+    .await;
+    call.end();
+    call.ended().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warning = text
+        .lines()
+        .find(|line| line.contains("call service error"))
+        .unwrap_or_else(|| panic!("no warning logged: {text}"));
+    assert!(warning.contains("session-under-test"), "{warning}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_language_model_times_out_into_the_apology() {
     let llm = FakeLlm::new(LlmBehaviour::Hang);

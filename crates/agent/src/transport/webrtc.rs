@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
 use webrtc::api::setting_engine::SettingEngine;
@@ -315,6 +316,8 @@ impl WebRtcTransport {
             let inbound = Arc::clone(&inbound);
             let uplink = Arc::clone(&uplink);
             let stop = stop.clone();
+            // The track arrives on webrtc-rs's own task: its reader joins the call's span.
+            let span = tracing::Span::current();
             peer.on_track(Box::new(move |track, _receiver, _transceiver| {
                 let is_opus = track.kind() == RTPCodecType::Audio
                     && track
@@ -326,13 +329,16 @@ impl WebRtcTransport {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Some(decoder) = unused.take_if(|_| is_opus) {
-                    tokio::spawn(receive_audio(
-                        track,
-                        decoder,
-                        Arc::clone(&inbound),
-                        Arc::clone(&uplink),
-                        stop.clone(),
-                    ));
+                    tokio::spawn(
+                        receive_audio(
+                            track,
+                            decoder,
+                            Arc::clone(&inbound),
+                            Arc::clone(&uplink),
+                            stop.clone(),
+                        )
+                        .instrument(span.clone()),
+                    );
                 }
                 Box::pin(async {})
             }));
@@ -371,20 +377,20 @@ impl WebRtcTransport {
         let (connected_tx, connected_rx) = watch::channel(false);
 
         let tasks = vec![
-            tokio::spawn(forward_inbound(
+            tokio::spawn(Instrument::in_current_span(forward_inbound(
                 Arc::clone(&inbound),
                 audio_in_tx,
                 stop.clone(),
-            )),
-            tokio::spawn(send_audio(
+            ))),
+            tokio::spawn(Instrument::in_current_span(send_audio(
                 voice,
                 encoder,
                 audio_out_rx,
                 connected_rx,
                 stop.clone(),
-            )),
-            tokio::spawn(read_rtcp(sender, stop.clone())),
-            tokio::spawn(supervise(
+            ))),
+            tokio::spawn(Instrument::in_current_span(read_rtcp(sender, stop.clone()))),
+            tokio::spawn(Instrument::in_current_span(supervise(
                 Arc::clone(peer),
                 self.config.clone(),
                 state_rx,
@@ -392,7 +398,7 @@ impl WebRtcTransport {
                 connected_tx,
                 uplink,
                 stop.clone(),
-            )),
+            ))),
         ];
         Ok(AcceptedOffer {
             answer_sdp,

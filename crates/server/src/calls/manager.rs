@@ -18,6 +18,7 @@ use domain::{Category, SessionId, SessionMode, UserId};
 use store::{CounselorCategory, NewSession, SessionEndReason, SessionRecord, Store};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::feed::Feed;
 use super::persona;
@@ -85,6 +86,9 @@ struct LiveCall {
     feed: Arc<Feed>,
     opened: Instant,
     state: CallState,
+    /// The call's span: every task of the call (pipeline, media, recorder) runs inside it, so
+    /// whatever any of them logs names the session.
+    span: tracing::Span,
 }
 
 enum CallState {
@@ -216,6 +220,14 @@ impl CallManager {
                 feed: Arc::new(Feed::new()),
                 opened: Instant::now(),
                 state: CallState::Waiting,
+                span: tracing::info_span!(
+                    parent: None,
+                    "call",
+                    session_id = %id,
+                    category = %category.category,
+                    mode = %mode,
+                    transport = "webrtc",
+                ),
             },
         );
         tracing::info!(session_id = %id, user_id = %owner, category = %category.category, mode = %mode, "room opened");
@@ -228,6 +240,26 @@ impl CallManager {
 
     /// Answers the browser's WebRTC offer and starts the counselor.
     pub async fn connect(
+        &self,
+        id: SessionId,
+        room_token: &str,
+        offer_sdp: &str,
+    ) -> Result<String, CallError> {
+        let span = {
+            let calls = self.calls.lock().expect("calls lock");
+            calls.get(&id).map(|call| call.span.clone())
+        };
+        match span {
+            Some(span) => {
+                self.connect_in_span(id, room_token, offer_sdp)
+                    .instrument(span)
+                    .await
+            }
+            None => Err(CallError::NotFound),
+        }
+    }
+
+    async fn connect_in_span(
         &self,
         id: SessionId,
         room_token: &str,
@@ -295,9 +327,12 @@ impl CallManager {
             desk: self.desk.clone(),
             draining: self.draining.clone(),
         };
-        let recorder = tokio::spawn(async move {
-            recorder.run(events, verdicts).await;
-        });
+        let recorder = tokio::spawn(
+            async move {
+                recorder.run(events, verdicts).await;
+            }
+            .in_current_span(),
+        );
 
         let mut calls = self.calls.lock().expect("calls lock");
         match calls.get_mut(&id) {
