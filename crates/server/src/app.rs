@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::live::routes())
         .merge(routes::staff::socket_routes())
         .merge(crate::web::routes())
+        .merge(crate::metrics::routes(&state))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -122,6 +122,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the real client.
     pub trusted_proxies: crate::client_address::TrustedProxies,
+    /// The bearer token `GET /metrics` wants; without one there is no `/metrics`.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
     pub transcript_retention_days: u32,
     pub rate_limits: RateLimits,
     /// A `tracing` filter directive, e.g. `info` or `server=debug,info`.
@@ -282,6 +284,12 @@ impl Config {
         )
         .map_err(|p| problem("TRUSTED_PROXIES", p))?;
 
+        let metrics_token = get("METRICS_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(|t| crate::metrics::MetricsToken::parse(&t))
+            .transpose()
+            .map_err(|p| problem("METRICS_TOKEN", p))?;
+
         let transcript_retention_days = parse_number::<u32>(
             "TRANSCRIPT_RETENTION_DAYS",
             get("TRANSCRIPT_RETENTION_DAYS"),
@@ -372,6 +380,7 @@ impl Config {
             transcript_key,
             allowed_origins,
             trusted_proxies,
+            metrics_token,
             transcript_retention_days,
             rate_limits,
             log_level,
@@ -729,6 +738,7 @@ mod tests {
             with(("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")),
             "TRUSTED_PROXIES"
         );
+        assert_eq!(with(("METRICS_TOKEN", "short")), "METRICS_TOKEN");
         assert_eq!(
             with(("RATE_LIMIT_HISTORY_PER_MINUTE", "0")),
             "RATE_LIMIT_HISTORY_PER_MINUTE"

@@ -19,6 +19,7 @@ pub mod crisis_desk;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

@@ -231,6 +231,7 @@ impl CallManager {
             },
         );
         tracing::info!(session_id = %id, user_id = %owner, category = %category.category, mode = %mode, "room opened");
+        crate::metrics::Metrics::count(&crate::metrics::METRICS.rooms_opened);
         Ok(OpenedRoom {
             session,
             room_name,
@@ -343,6 +344,7 @@ impl CallManager {
                     _media: accepted.connection,
                 };
                 tracing::info!(session_id = %id, "call connected");
+                crate::metrics::Metrics::count(&crate::metrics::METRICS.calls_connected);
                 Ok(accepted.answer_sdp)
             }
             // Ended or connected by a racing request while we were answering: undo ours.
@@ -478,6 +480,7 @@ impl CallManager {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets in time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

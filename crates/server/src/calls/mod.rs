@@ -9,7 +9,7 @@ mod recorder;
 mod safety_hook;
 
 pub use feed::{CrisisResources, Feed, LiveMessage};
-pub use manager::{CallError, CallManager, OpenedRoom, VoiceStack};
+pub use manager::{constant_time_eq, CallError, CallManager, OpenedRoom, VoiceStack};
 pub use persona::{greeting, PersonaStyle};
 pub use providers::{build_voice_stack, LlmChoice, SttChoice, TtsChoice, VoiceSettings};
 pub use recorder::Recorder;

@@ -75,14 +75,18 @@ impl Recorder {
                     self.feed
                         .publish(LiveMessage::ConnectionQuality { quality: q });
                 }
-                AgentEvent::TurnMetrics(m) => tracing::debug!(
-                    session_id = %self.session_id,
-                    llm_first_token_ms = m.llm_first_token.map(|d| d.as_millis() as u64),
-                    tts_first_audio_ms = m.tts_first_audio.map(|d| d.as_millis() as u64),
-                    voice_to_voice_ms = m.student_stop_to_bot_audio.map(|d| d.as_millis() as u64),
-                    "turn"
-                ),
+                AgentEvent::TurnMetrics(m) => {
+                    crate::metrics::METRICS.turn(&m);
+                    tracing::debug!(
+                        session_id = %self.session_id,
+                        llm_first_token_ms = m.llm_first_token.map(domain::millis),
+                        tts_first_audio_ms = m.tts_first_audio.map(domain::millis),
+                        voice_to_voice_ms = m.student_stop_to_bot_audio.map(domain::millis),
+                        "turn"
+                    )
+                }
                 AgentEvent::Error(e) => {
+                    crate::metrics::METRICS.service_error(e.stage);
                     tracing::warn!(session_id = %self.session_id, stage = ?e.stage, error = %e.message, "call error")
                 }
                 AgentEvent::Ended(reason) => break reason,
@@ -131,6 +135,7 @@ impl Recorder {
     /// Acts on the safety verdict for one student line.
     async fn judged(&self, judged: JudgedUtterance) {
         let assessment = judged.verdict.assessment;
+        crate::metrics::METRICS.verdict(assessment.level);
         if assessment.level == CrisisLevel::Crisis {
             // On screen first: storing can wait a few milliseconds, the student cannot.
             self.feed.publish(LiveMessage::CrisisAlert {

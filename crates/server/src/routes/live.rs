@@ -50,6 +50,11 @@ pub struct SocketSlot {
 }
 
 impl SocketSlots {
+    /// Student sockets open now, all students together.
+    pub fn open(&self) -> usize {
+        self.0.lock().expect("socket slots lock").values().sum()
+    }
+
     pub fn take(&self, user: UserId) -> Option<SocketSlot> {
         let mut open = self.0.lock().expect("socket slots lock");
         let count = open.entry(user).or_default();

@@ -335,3 +335,45 @@ async fn health_is_503_when_the_database_is_gone() {
         "no connection details leak: {text}"
     );
 }
+
+/// `/metrics` exists only with `METRICS_TOKEN`, and answers only the bearer of it.
+#[tokio::test]
+async fn metrics_are_served_only_to_the_bearer_of_the_metrics_token() {
+    let Some(plain) = spawn_app_with(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let response = plain.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    let token = "a-long-scrape-token-for-tests";
+    let Some(app) = spawn_app_with(Backend::Sqlite, &[("METRICS_TOKEN", token)]).await else {
+        return;
+    };
+    for wrong in [None, Some("Bearer not-the-token-at-all")] {
+        let mut request = app.request(Method::GET, "/metrics");
+        if let Some(value) = wrong {
+            request = request.header("authorization", value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401, "{wrong:?}");
+    }
+    let response = app
+        .request(Method::GET, "/metrics")
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await.unwrap();
+    for name in [
+        "counsel_live_calls ",
+        "counsel_rooms_opened_total ",
+        "counsel_crisis_alerts_total ",
+        "counsel_turn_voice_to_voice_seconds_bucket{le=\"+Inf\"} ",
+    ] {
+        assert!(text.contains(name), "{name} missing from\n{text}");
+    }
+}
