@@ -46,9 +46,11 @@ pub async fn purge_expired_transcripts(
 }
 
 /// How often finished calls are forgotten and unconnected rooms closed.
-pub const CALL_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// A room whose browser has not connected by then is closed (its session ended).
-pub const ROOM_CONNECT_WITHIN: Duration = Duration::from_secs(120);
+pub const CALL_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// A room whose browser has not connected by then is closed and its session deleted. A browser
+/// offers within a few seconds of opening the room, microphone permission included; an unused
+/// room holds call capacity until then (at most this plus one sweep).
+pub const ROOM_CONNECT_WITHIN: Duration = Duration::from_secs(45);
 
 /// Keeps the call registry tidy: forgets finished calls, closes rooms nobody joined.
 pub fn spawn_call_housekeeping(state: AppState) -> JoinHandle<()> {

@@ -194,6 +194,19 @@ impl CallManager {
             return Err(CallError::AtCapacity(self.max_calls));
         }
         let voice = self.voice().await?;
+        // A student holds at most one room nobody has joined: a new one (a second click, a
+        // reload) replaces it, so no one can fill the node with rooms they never use.
+        let unjoined: Vec<SessionId> = {
+            let calls = self.calls.lock().expect("calls lock");
+            calls
+                .iter()
+                .filter(|(_, call)| call.owner == owner && matches!(call.state, CallState::Waiting))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for earlier in unjoined {
+            self.discard_unjoined(owner, earlier).await;
+        }
         let id = SessionId::new();
         let room_name = format!("counsel-{}-{}", mode.as_str(), id);
         let session = self
@@ -437,11 +450,43 @@ impl CallManager {
         };
         let mut closed = 0;
         for (id, owner) in abandoned {
-            if self.end(owner, id).await.is_ok() {
+            if self.discard_unjoined(owner, id).await {
                 closed += 1;
             }
         }
         closed
+    }
+
+    /// Closes a room nobody joined: its session is ended and deleted (it was never a
+    /// conversation, so it has no place in the student's history). Returns whether a waiting
+    /// room was closed; a room that connected meanwhile is left alone.
+    async fn discard_unjoined(&self, owner: UserId, id: SessionId) -> bool {
+        let removed = {
+            let mut calls = self.calls.lock().expect("calls lock");
+            let waiting = calls.get(&id).is_some_and(|call| {
+                call.owner == owner && matches!(call.state, CallState::Waiting)
+            });
+            waiting.then(|| calls.remove(&id)).flatten()
+        };
+        let Some(room) = removed else {
+            return false;
+        };
+        async {
+            let ended = self
+                .store
+                .end_session_because(id, Utc::now(), None, SessionEndReason::Ended)
+                .await;
+            let deleted = self.store.soft_delete_session(owner, id).await;
+            match (ended, deleted) {
+                (Ok(_), Ok(_)) => tracing::info!("closed a room nobody joined"),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%error, "could not close a room nobody joined")
+                }
+            }
+        }
+        .instrument(room.span)
+        .await;
+        true
     }
 }
 

@@ -60,7 +60,53 @@ macro_rules! with_cloud_services_on_both_backends {
 with_cloud_services_on_both_backends!(
     a_room_token_dies_with_a_block_or_a_sign_out,
     blocking_or_signing_out_closes_the_open_transcript_socket,
+    rooms_nobody_joins_hold_no_capacity_and_leave_no_history,
 );
+
+/// A student holds one unjoined room at most (a new one replaces it), and a room nobody joins
+/// is closed by the sweep and left out of the student's history.
+async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) {
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let mut opened = Vec::new();
+    for _ in 0..5 {
+        opened.push(open_room(&app, &token).await.0);
+    }
+    assert_eq!(
+        app.state.calls.active_calls(),
+        1,
+        "each new room replaced the last"
+    );
+    let history: Value = app
+        .get("/api/v1/sessions", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["total"], 1, "{history}");
+    assert_eq!(history["sessions"][0]["id"], opened[4].as_str());
+
+    // Nobody joins the last one either: the sweep closes it, and it leaves the history too.
+    assert_eq!(
+        app.state
+            .calls
+            .close_abandoned(std::time::Duration::ZERO)
+            .await,
+        1
+    );
+    assert_eq!(app.state.calls.active_calls(), 0);
+    let history: Value = app
+        .get("/api/v1/sessions", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["total"], 0, "{history}");
+    for id in &opened {
+        let gone = app.state.store.session(id.parse().unwrap()).await.unwrap();
+        assert!(gone.is_none(), "{id} is still the student's");
+    }
+}
 
 /// Opens a voice room; returns (session id, room token).
 async fn open_room(app: &TestApp, token: &str) -> (String, String) {
