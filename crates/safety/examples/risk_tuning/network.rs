@@ -6,6 +6,7 @@
 //! Fitting is deterministic: weights start from a fixed-seed generator, mini-batches are drawn
 //! in an order from the same generator, and every sum runs in a fixed order in f32.
 
+use safety::model::random::SplitMix64;
 use safety::model::DIMENSIONS;
 
 pub const CLASSES: usize = 3;
@@ -71,7 +72,7 @@ impl Network {
         const BETA2: f32 = 0.999;
         const EPSILON: f32 = 1e-8;
         let hidden = settings.hidden;
-        let mut random = SplitMix64(settings.seed);
+        let mut random = SplitMix64::new(settings.seed);
         let mut network = Network {
             hidden,
             first: glorot(&mut random, hidden, DIMENSIONS),
@@ -209,30 +210,4 @@ fn glorot(random: &mut SplitMix64, rows: usize, columns: usize) -> Vec<f32> {
         out.push(0.0);
     }
     out
-}
-
-/// SplitMix64: a tiny, well-mixed generator, written here so the network's fit does not depend
-/// on another crate's choice of algorithm.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn shuffle(&mut self, items: &mut [usize]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
 }

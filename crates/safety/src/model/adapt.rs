@@ -14,6 +14,7 @@ use domain::CrisisLevel;
 use super::adapters::{Adapters, LowRank};
 use super::encoder::{EncoderParts, DIMENSIONS};
 use super::head::LEVELS;
+use super::random::SplitMix64;
 use crate::corpus::Example;
 use crate::normalize::canonical_text;
 
@@ -103,12 +104,10 @@ pub fn learn(
             ..ParamsAdamW::default()
         },
     )?;
-    let mut random = SplitMix(settings.seed ^ 0x5eed);
+    let mut random = SplitMix64::new(settings.seed ^ 0x5eed);
     for epoch in 0..settings.epochs {
         let mut batch_order: Vec<usize> = (0..batches.len()).collect();
-        for i in (1..batch_order.len()).rev() {
-            batch_order.swap(i, random.below(i + 1));
-        }
+        random.shuffle(&mut batch_order);
         let mut total = 0.0;
         for &b in &batch_order {
             let (lower, mask, target) = &batches[b];
@@ -148,28 +147,6 @@ fn class_weights(classes: impl Iterator<Item = usize>) -> [f32; 3] {
             total as f32 / (3.0 * c as f32)
         }
     })
-}
-
-/// A seeded generator for the initial values and the batch order.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-    }
 }
 
 /// A weight matrix with its bias and, in the adapted layers, a trainable correction.
@@ -253,7 +230,7 @@ impl Bert {
             })
         };
         let first_adapted = config.num_hidden_layers.saturating_sub(settings.layers);
-        let mut random = SplitMix(settings.seed);
+        let mut random = SplitMix64::new(settings.seed);
         let scale = f64::from(settings.alpha) / settings.rank as f64;
         let mut dense = |name: String, adapted: bool| -> candle_core::Result<Dense> {
             let weight = get(&format!("{name}.weight"))?;

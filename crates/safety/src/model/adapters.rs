@@ -115,7 +115,7 @@ impl Adapters {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Adapters, AdaptersError> {
-        let mut r = Reader(bytes);
+        let mut r = super::bytes::Reader::new(bytes);
         if r.take(MAGIC.len())? != MAGIC {
             return Err(AdaptersError::Magic);
         }
@@ -145,7 +145,7 @@ impl Adapters {
                 up,
             });
         }
-        if !r.0.is_empty() {
+        if !r.is_done() {
             return Err(AdaptersError::Truncated);
         }
         Ok(Adapters {
@@ -157,30 +157,9 @@ impl Adapters {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], AdaptersError> {
-        if self.0.len() < n {
-            return Err(AdaptersError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn u32(&mut self) -> Result<u32, AdaptersError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    fn floats(&mut self, n: usize) -> Result<Vec<f32>, AdaptersError> {
-        let bytes = self.take(n.checked_mul(4).ok_or(AdaptersError::Truncated)?)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
+impl From<super::bytes::Truncated> for AdaptersError {
+    fn from(_: super::bytes::Truncated) -> Self {
+        AdaptersError::Truncated
     }
 }
 

@@ -234,7 +234,7 @@ impl Head {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Head, HeadError> {
-        let mut reader = Reader(bytes);
+        let mut reader = super::bytes::Reader::new(bytes);
         if reader.take(MAGIC.len())? != MAGIC {
             return Err(HeadError::Magic);
         }
@@ -259,7 +259,7 @@ impl Head {
             }
             bank.push(BankEntry { vector, example });
         }
-        if !reader.0.is_empty() {
+        if !reader.is_done() {
             return Err(HeadError::Truncated);
         }
         Ok(Head {
@@ -299,22 +299,9 @@ fn softmax(logits: &[f64; CLASSES]) -> [f64; CLASSES] {
     exp.map(|e| e / sum)
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], HeadError> {
-        if self.0.len() < n {
-            return Err(HeadError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn u32(&mut self) -> Result<u32, HeadError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+impl From<super::bytes::Truncated> for HeadError {
+    fn from(_: super::bytes::Truncated) -> Self {
+        HeadError::Truncated
     }
 }
 

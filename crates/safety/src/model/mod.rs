@@ -7,8 +7,10 @@
 
 pub mod adapt;
 pub mod adapters;
+mod bytes;
 pub mod encoder;
 pub mod head;
+pub mod random;
 pub mod wordpiece;
 
 use std::collections::{HashMap, VecDeque};

@@ -63,6 +63,14 @@ with_cloud_services_on_both_backends!(
     rooms_nobody_joins_hold_no_capacity_and_leave_no_history,
 );
 
+async fn history_of(app: &TestApp, token: &str) -> Value {
+    app.get("/api/v1/sessions", token)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A student holds one unjoined room at most (a new one replaces it), and a room nobody joins
 /// is closed by the sweep and left out of the student's history.
 async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) {
@@ -77,12 +85,7 @@ async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) 
         1,
         "each new room replaced the last"
     );
-    let history: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history = history_of(&app, &token).await;
     assert_eq!(history["total"], 1, "{history}");
     assert_eq!(history["sessions"][0]["id"], opened[4].as_str());
 
@@ -95,12 +98,7 @@ async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) 
         1
     );
     assert_eq!(app.state.calls.active_calls(), 0);
-    let history: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history = history_of(&app, &token).await;
     assert_eq!(history["total"], 0, "{history}");
     for id in &opened {
         let gone = app.state.store.session(id.parse().unwrap()).await.unwrap();
