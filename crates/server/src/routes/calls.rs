@@ -99,7 +99,7 @@ pub struct SessionDescription {
         (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
         (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Too many sessions started (RATE_LIMIT_001)", body = ErrorBody),
-        (status = 503, description = "This server is at its call capacity (CAPACITY_001)", body = ErrorBody),
+        (status = 503, description = "This server is at its call capacity (CAPACITY_001), or shutting down (SHUTDOWN_001); `Retry-After` says when to try again", body = ErrorBody),
     ))]
 pub async fn create_voice_room(
     State(state): State<AppState>,
@@ -118,7 +118,7 @@ pub async fn create_voice_room(
         (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
         (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Too many sessions started (RATE_LIMIT_001)", body = ErrorBody),
-        (status = 503, description = "This server is at its call capacity (CAPACITY_001)", body = ErrorBody),
+        (status = 503, description = "This server is at its call capacity (CAPACITY_001), or shutting down (SHUTDOWN_001); `Retry-After` says when to try again", body = ErrorBody),
     ))]
 pub async fn create_video_room(
     State(state): State<AppState>,
