@@ -52,7 +52,7 @@ fn main() {
         Ok(_) => {
             let fold = only_fold.expect("parsed above");
             let files = EncoderFiles::in_dir(&models_dir.join(safety::model::ENCODER_DIR));
-            let parts = || EncoderParts::read(&files).expect("encoder");
+            let parts = EncoderParts::read(&files).expect("encoder");
             let settings = adapt_settings();
             // `RISK_ADAPTERS_FILE` keeps the learned adapters, so a second run skips learning.
             let saved = std::env::var("RISK_ADAPTERS_FILE").ok();
@@ -66,7 +66,7 @@ fn main() {
                 known
             } else {
                 adapt::learn(
-                    &parts(),
+                    &parts,
                     &settings,
                     &examples,
                     |i| i % FOLDS != fold,
@@ -83,7 +83,7 @@ fn main() {
             if let Some(path) = &saved {
                 std::fs::write(path, adapters.to_bytes()).expect("saving the adapters");
             }
-            let encoder = SentenceEncoder::new(parts(), Some(&adapters)).expect("encoder");
+            let encoder = SentenceEncoder::new(parts, Some(&adapters)).expect("encoder");
             (encoder, adapters.to_bytes())
         }
         Err(_) => (

@@ -297,18 +297,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             use safety::model::{adapt, EncoderFiles, EncoderParts, SentenceEncoder, ENCODER_DIR};
             let dir = safety_models_dir(models_dir);
             let files = EncoderFiles::in_dir(&dir.join(ENCODER_DIR));
-            let read = || {
-                EncoderParts::read(&files).with_context(|| {
-                    format!(
-                        "the sentence encoder could not be loaded from {}; run `counsel models install`",
-                        dir.display()
-                    )
-                })
-            };
+            // Read once: learning borrows the weights, the adapted encoder then takes them over.
+            let parts = EncoderParts::read(&files).with_context(|| {
+                format!(
+                    "the sentence encoder could not be loaded from {}; run `counsel models install`",
+                    dir.display()
+                )
+            })?;
             let started = std::time::Instant::now();
             let examples = safety::corpus::examples();
             let adapters = adapt::learn(
-                &read()?,
+                &parts,
                 &adapt::AdaptSettings::CHOSEN,
                 &examples,
                 |_| true,
@@ -322,7 +321,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .context("learning the adapters")?;
             let bytes = adapters.to_bytes();
-            let encoder = SentenceEncoder::new(read()?, Some(&adapters))?;
+            let encoder = SentenceEncoder::new(parts, Some(&adapters))?;
             let head = safety::model::fit_head(&encoder, &bytes).context("embedding the corpus")?;
             write_file(&adapters_out, &bytes)?;
             write_file(&head_out, &head.to_bytes())?;
