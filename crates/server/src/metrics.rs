@@ -134,55 +134,57 @@ impl Metrics {
     /// The text format, with the gauges read now.
     pub fn render(&self, live_calls: usize, open_sockets: usize) -> String {
         let mut out = String::new();
-        let mut single = |name: &str, kind: &str, help: &str, value: u64| {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let singles: [(&str, &str, &str, u64); 7] = [
+            (
+                "counsel_live_calls",
+                "gauge",
+                "Rooms open on this node (waiting for the browser or in a call).",
+                live_calls as u64,
+            ),
+            (
+                "counsel_transcript_sockets",
+                "gauge",
+                "Students' live transcript WebSockets open now.",
+                open_sockets as u64,
+            ),
+            (
+                "counsel_rooms_opened_total",
+                "counter",
+                "Rooms opened (sessions created).",
+                load(&self.rooms_opened),
+            ),
+            (
+                "counsel_calls_connected_total",
+                "counter",
+                "Calls whose WebRTC offer was answered.",
+                load(&self.calls_connected),
+            ),
+            (
+                "counsel_turns_total",
+                "counter",
+                "Counselor replies to a student turn.",
+                load(&self.turns),
+            ),
+            (
+                "counsel_crisis_alerts_total",
+                "counter",
+                "Student lines judged crisis (crisis resources shown).",
+                load(&self.crisis_alerts),
+            ),
+            (
+                "counsel_concern_verdicts_total",
+                "counter",
+                "Student lines judged concern.",
+                load(&self.concern_verdicts),
+            ),
+        ];
+        for (name, kind, help, value) in singles {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        single(
-            "counsel_live_calls",
-            "gauge",
-            "Rooms open on this node (waiting for the browser or in a call).",
-            live_calls as u64,
-        );
-        single(
-            "counsel_transcript_sockets",
-            "gauge",
-            "Students' live transcript WebSockets open now.",
-            open_sockets as u64,
-        );
-        single(
-            "counsel_rooms_opened_total",
-            "counter",
-            "Rooms opened (sessions created).",
-            load(&self.rooms_opened),
-        );
-        single(
-            "counsel_calls_connected_total",
-            "counter",
-            "Calls whose WebRTC offer was answered.",
-            load(&self.calls_connected),
-        );
-        single(
-            "counsel_turns_total",
-            "counter",
-            "Counselor replies to a student turn.",
-            load(&self.turns),
-        );
-        single(
-            "counsel_crisis_alerts_total",
-            "counter",
-            "Student lines judged crisis (crisis resources shown).",
-            load(&self.crisis_alerts),
-        );
-        single(
-            "counsel_concern_verdicts_total",
-            "counter",
-            "Student lines judged concern.",
-            load(&self.concern_verdicts),
-        );
+        }
         let _ = writeln!(
             out,
             "# HELP counsel_service_errors_total Failures of a call's services, by stage.\n# TYPE counsel_service_errors_total counter"
