@@ -116,14 +116,8 @@ impl Adapters {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Adapters, AdaptersError> {
         let mut r = super::bytes::Reader::new(bytes);
-        if r.take(MAGIC.len())? != MAGIC {
-            return Err(AdaptersError::Magic);
-        }
-        let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(AdaptersError::Version(version));
-        }
-        let corpus_fingerprint: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
+        r.header(MAGIC, FORMAT_VERSION)?;
+        let corpus_fingerprint: [u8; 32] = r.digest()?;
         let rank = r.u32()? as usize;
         let scale = f32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
         let count = r.u32()? as usize;
@@ -154,6 +148,16 @@ impl Adapters {
             scale,
             matrices,
         })
+    }
+}
+
+impl From<super::bytes::BadHeader> for AdaptersError {
+    fn from(bad: super::bytes::BadHeader) -> Self {
+        match bad {
+            super::bytes::BadHeader::Truncated => AdaptersError::Truncated,
+            super::bytes::BadHeader::Magic => AdaptersError::Magic,
+            super::bytes::BadHeader::Version(found) => AdaptersError::Version(found),
+        }
     }
 }
 

@@ -5,11 +5,41 @@
 #[derive(Debug)]
 pub(crate) struct Truncated;
 
+/// Why a file's opening was refused.
+#[derive(Debug)]
+pub(crate) enum BadHeader {
+    Truncated,
+    Magic,
+    Version(u32),
+}
+
+impl From<Truncated> for BadHeader {
+    fn from(_: Truncated) -> Self {
+        BadHeader::Truncated
+    }
+}
+
 pub(crate) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Self(bytes)
+    }
+
+    /// Reads a file's opening: its magic bytes, then its format version.
+    pub(crate) fn header(&mut self, magic: &[u8], version: u32) -> Result<(), BadHeader> {
+        if self.take(magic.len())? != magic {
+            return Err(BadHeader::Magic);
+        }
+        match self.u32()? {
+            found if found == version => Ok(()),
+            found => Err(BadHeader::Version(found)),
+        }
+    }
+
+    /// A 32-byte digest.
+    pub(crate) fn digest(&mut self) -> Result<[u8; 32], Truncated> {
+        Ok(self.take(32)?.try_into().expect("32 bytes"))
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {

@@ -235,14 +235,8 @@ impl Head {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Head, HeadError> {
         let mut reader = super::bytes::Reader::new(bytes);
-        if reader.take(MAGIC.len())? != MAGIC {
-            return Err(HeadError::Magic);
-        }
-        let version = reader.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(HeadError::Version(version));
-        }
-        let fitted_to: [u8; 32] = reader.take(32)?.try_into().expect("32 bytes");
+        reader.header(MAGIC, FORMAT_VERSION)?;
+        let fitted_to: [u8; 32] = reader.digest()?;
         let mut weights = vec![[0f64; DIMENSIONS + 1]; CLASSES];
         for row in &mut weights {
             for w in row.iter_mut() {
@@ -297,6 +291,16 @@ fn softmax(logits: &[f64; CLASSES]) -> [f64; CLASSES] {
     let exp = logits.map(|l| (l - max).exp());
     let sum: f64 = exp.iter().sum();
     exp.map(|e| e / sum)
+}
+
+impl From<super::bytes::BadHeader> for HeadError {
+    fn from(bad: super::bytes::BadHeader) -> Self {
+        match bad {
+            super::bytes::BadHeader::Truncated => HeadError::Truncated,
+            super::bytes::BadHeader::Magic => HeadError::Magic,
+            super::bytes::BadHeader::Version(found) => HeadError::Version(found),
+        }
+    }
 }
 
 impl From<super::bytes::Truncated> for HeadError {
