@@ -47,6 +47,12 @@ pub enum ApiError {
     SessionNotFound,
     #[error("session already ended")]
     SessionAlreadyEnded,
+    /// The student has rated this session before; ratings are final.
+    #[error("session already rated")]
+    SessionAlreadyRated,
+    /// The call is still going on; a session is rated once it has ended.
+    #[error("session still in progress")]
+    SessionInProgress,
     #[error("counselor category not found")]
     CategoryNotFound,
     #[error("counselor category disabled")]
@@ -148,6 +154,9 @@ error_table! {
         "Cookie-authenticated request from an origin that is not allowed";
     SessionNotFound => "SESSION_001", NOT_FOUND, "Session not found";
     SessionAlreadyEnded => "SESSION_002", CONFLICT, "Session already ended";
+    SessionAlreadyRated => "SESSION_003", CONFLICT, "Session already rated; ratings are final";
+    SessionInProgress => "SESSION_004", CONFLICT,
+        "Session still in progress; it can be rated once it has ended";
     CategoryNotFound => "COUNSELOR_001", NOT_FOUND, "Counselor category not found";
     CategoryDisabled => "COUNSELOR_002", CONFLICT, "Counselor category is disabled";
     CrisisEventNotFound => "CRISIS_001", NOT_FOUND, "Crisis event not found (staff only)";
@@ -225,6 +234,8 @@ impl ApiError {
             ApiError::OriginNotAllowed => ErrorKind::OriginNotAllowed,
             ApiError::SessionNotFound => ErrorKind::SessionNotFound,
             ApiError::SessionAlreadyEnded => ErrorKind::SessionAlreadyEnded,
+            ApiError::SessionAlreadyRated => ErrorKind::SessionAlreadyRated,
+            ApiError::SessionInProgress => ErrorKind::SessionInProgress,
             ApiError::CategoryNotFound => ErrorKind::CategoryNotFound,
             ApiError::CategoryDisabled => ErrorKind::CategoryDisabled,
             ApiError::CrisisEventNotFound => ErrorKind::CrisisEventNotFound,
@@ -268,6 +279,12 @@ impl ApiError {
             ApiError::OriginNotAllowed => "Request origin is not allowed".into(),
             ApiError::SessionNotFound => "Session not found".into(),
             ApiError::SessionAlreadyEnded => "Session already ended".into(),
+            ApiError::SessionAlreadyRated => {
+                "You have already rated this session; ratings cannot be changed".into()
+            }
+            ApiError::SessionInProgress => {
+                "This session is still in progress; rate it once the call has ended".into()
+            }
             ApiError::CategoryNotFound => "Counselor category not found".into(),
             ApiError::CategoryDisabled => "This counselor is currently unavailable".into(),
             ApiError::CrisisEventNotFound => "Crisis event not found".into(),

@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{
-    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome,
-    Role, SessionId, SessionMode, Speaker, TranscriptText, UserId, Username,
+    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, Rating,
+    RatingComment, ReviewOutcome, Role, SessionId, SessionMode, Speaker, TranscriptText, UserId,
+    Username,
 };
 use std::fmt;
 use std::net::IpAddr;
@@ -92,6 +93,36 @@ pub struct SessionRecord {
     pub message_count: u32,
     /// Why it ended; `None` while active, and for sessions that ended before reasons were kept.
     pub end_reason: Option<SessionEndReason>,
+    /// The student's rating; `None` until they rate the session (which they may never do).
+    pub rating: Option<StoredRating>,
+}
+
+/// A session's rating as stored: the score and when it was given. The comment, being as private
+/// as the transcript, is only read with the transcript ([`SessionDetail::rating_comment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRating {
+    pub rating: Rating,
+    pub rated_at: DateTime<Utc>,
+}
+
+/// A student's rating of one of their sessions, as submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRating {
+    pub rating: Rating,
+    pub comment: Option<RatingComment>,
+}
+
+/// What [`crate::Store::rate_session`] did. Another student's session, a deleted one and one
+/// that never existed are all [`RateOutcome::NotFound`]: the caller cannot tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateOutcome {
+    /// Stored; the session as it now is.
+    Rated(SessionRecord),
+    NotFound,
+    /// The session was rated before; ratings are final, nothing changed.
+    AlreadyRated,
+    /// The call is still going on; a session is rated once it has ended.
+    StillActive,
 }
 
 /// Why a session ended, as stored.
@@ -185,6 +216,9 @@ pub struct SessionDetail {
     pub record: SessionRecord,
     /// In sequence order; empty once the transcript has been purged.
     pub messages: Vec<TranscriptMessage>,
+    /// What the student wrote beside their rating, decrypted; `None` without one, and once it
+    /// is erased with the transcript.
+    pub rating_comment: Option<RatingComment>,
 }
 
 /// Which sessions to list. Empty fields do not filter. Dates are inclusive, in UTC.

@@ -7,7 +7,10 @@ use crate::cipher::TranscriptCipher;
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use chrono::{DateTime, Utc};
-use domain::{Category, CategoryId, CrisisLevel, CrisisSignal, SessionId, UserId, Username};
+use domain::{
+    Category, CategoryId, CrisisLevel, CrisisSignal, Rating, RatingComment, SessionId, UserId,
+    Username,
+};
 use uuid::Uuid;
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -115,11 +118,14 @@ pub(crate) struct SessionRow {
     crisis_detected: bool,
     transcript_message_count: i64,
     end_reason: Option<String>,
+    rating: Option<i16>,
+    rated_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, counselor_category, mode, room_name, started_at, ended_at, \
-     duration_seconds, connection_quality, crisis_detected, transcript_message_count, end_reason";
+     duration_seconds, connection_quality, crisis_detected, transcript_message_count, end_reason, \
+     rating, rated_at";
 
 impl TryFrom<SessionRow> for SessionRecord {
     type Error = StoreError;
@@ -148,7 +154,49 @@ impl TryFrom<SessionRow> for SessionRecord {
                 }
                 None => None,
             },
+            rating: match (row.rating, row.rated_at) {
+                (Some(score), Some(rated_at)) => Some(StoredRating {
+                    rating: Rating::new(i64::from(score))
+                        .map_err(|_| corrupt("rating", &score.to_string()))?,
+                    rated_at,
+                }),
+                (None, None) => None,
+                // The databases' sessions_rating_complete constraint rules this out.
+                _ => return Err(corrupt("rating", "half-recorded")),
+            },
         })
+    }
+}
+
+/// A session with the (encrypted) comment of its rating, for its owner's detail view.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CommentedSessionRow {
+    #[sqlx(flatten)]
+    pub(crate) session: SessionRow,
+    pub(crate) rating_comment_encrypted: Option<Vec<u8>>,
+}
+
+impl CommentedSessionRow {
+    pub(crate) fn decrypt(
+        self,
+        cipher: &TranscriptCipher,
+    ) -> Result<(SessionRecord, Option<RatingComment>)> {
+        let comment = match self.rating_comment_encrypted {
+            Some(bytes) => {
+                let text = cipher
+                    .decrypt(&bytes)
+                    .map_err(|e| StoreError::Internal(Box::new(e)))?;
+                // Checked when it was written; blank or overlong here means a corrupted row.
+                Some(
+                    RatingComment::parse(text.as_str())
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| corrupt("rating comment", "(hidden)"))?,
+                )
+            }
+            None => None,
+        };
+        Ok((self.session.try_into()?, comment))
     }
 }
 

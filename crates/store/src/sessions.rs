@@ -1,8 +1,8 @@
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::rows::{
-    to_micros, AuditRow, CrisisEventRow, MessageRow, SessionRow, AUDIT_COLUMNS,
-    CRISIS_EVENT_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS,
+    to_micros, AuditRow, CommentedSessionRow, CrisisEventRow, MessageRow, SessionRow,
+    AUDIT_COLUMNS, CRISIS_EVENT_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS,
 };
 use crate::store::{with_pool, Store};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -168,6 +168,7 @@ impl Store {
             crisis_detected: false,
             message_count: 0,
             end_reason: None,
+            rating: None,
         })
     }
 
@@ -447,31 +448,34 @@ impl Store {
         id: SessionId,
     ) -> Result<Option<SessionDetail>> {
         let session_sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
+            "SELECT {SESSION_COLUMNS}, rating_comment_encrypted FROM sessions \
+             WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
         );
         let messages_sql =
             format!("SELECT {MESSAGE_COLUMNS} FROM transcript_messages WHERE session_id = $1 ORDER BY sequence_number");
-        let found: Option<(SessionRow, Vec<MessageRow>)> = with_pool!(self, reader, |pool| {
-            // One transaction, so the transcript matches the session row it is shown with.
-            let mut tx = pool.begin().await?;
-            let session: Option<SessionRow> = sqlx::query_as(AssertSqlSafe(session_sql))
-                .bind(*id.as_uuid())
-                .bind(*user_id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let found = match session {
-                Some(session) => {
-                    let messages = sqlx::query_as(AssertSqlSafe(messages_sql))
+        let found: Option<(CommentedSessionRow, Vec<MessageRow>)> =
+            with_pool!(self, reader, |pool| {
+                // One transaction, so the transcript matches the session row it is shown with.
+                let mut tx = pool.begin().await?;
+                let session: Option<CommentedSessionRow> =
+                    sqlx::query_as(AssertSqlSafe(session_sql))
                         .bind(*id.as_uuid())
-                        .fetch_all(&mut *tx)
+                        .bind(*user_id.as_uuid())
+                        .fetch_optional(&mut *tx)
                         .await?;
-                    Some((session, messages))
-                }
-                None => None,
-            };
-            tx.commit().await?;
-            found
-        });
+                let found = match session {
+                    Some(session) => {
+                        let messages = sqlx::query_as(AssertSqlSafe(messages_sql))
+                            .bind(*id.as_uuid())
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        Some((session, messages))
+                    }
+                    None => None,
+                };
+                tx.commit().await?;
+                found
+            });
         let Some((session, messages)) = found else {
             return Ok(None);
         };
@@ -479,10 +483,83 @@ impl Store {
             .into_iter()
             .map(|m| m.decrypt(&self.cipher))
             .collect::<Result<Vec<_>>>()?;
+        let (record, rating_comment) = session.decrypt(&self.cipher)?;
         Ok(Some(SessionDetail {
-            record: session.try_into()?,
+            record,
             messages,
+            rating_comment,
         }))
+    }
+
+    /// Records a student's rating of one of their own ended sessions, once. The comment is
+    /// encrypted like a transcript line. Two ratings racing get one [`RateOutcome::Rated`] and
+    /// one [`RateOutcome::AlreadyRated`]; nothing is ever overwritten.
+    pub async fn rate_session(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+        rating: NewRating,
+    ) -> Result<RateOutcome> {
+        let comment = rating
+            .comment
+            .as_ref()
+            .map(|c| self.cipher.encrypt(c.as_text()));
+        let sql = format!(
+            "UPDATE sessions SET rating = $1, rating_comment_encrypted = $2, rated_at = $3 \
+             WHERE id = $4 AND user_id = $5 AND deleted_at IS NULL AND ended_at IS NOT NULL \
+             AND rating IS NULL RETURNING {SESSION_COLUMNS}"
+        );
+        let rated_at = to_micros(Utc::now());
+        // A second pass only when the call ended between the update and the read that explains
+        // it; by then the update matches or the read gives the reason.
+        for _ in 0..2 {
+            let rated: Option<SessionRow> = with_pool!(self, writer, |pool| {
+                sqlx::query_as(AssertSqlSafe(sql.as_str()))
+                    .bind(i16::from(rating.rating.get()))
+                    .bind(comment.as_deref())
+                    .bind(rated_at)
+                    .bind(*id.as_uuid())
+                    .bind(*user_id.as_uuid())
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some(row) = rated {
+                return Ok(RateOutcome::Rated(row.try_into()?));
+            }
+            // Nothing changed: say why, in the same terms for anyone who is not the owner.
+            let Some(session) = self.session_row_for_user(user_id, id).await? else {
+                return Ok(RateOutcome::NotFound);
+            };
+            if session.rating.is_some() {
+                return Ok(RateOutcome::AlreadyRated);
+            }
+            if session.is_active() {
+                return Ok(RateOutcome::StillActive);
+            }
+        }
+        Err(StoreError::internal(
+            "a session's rating could neither be stored nor refused",
+        ))
+    }
+
+    /// A session's metadata if it is `user_id`'s and not deleted, read from the writer so that
+    /// it sees the write just made.
+    async fn session_row_for_user(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
+        );
+        let row: Option<SessionRow> = with_pool!(self, writer, |pool| {
+            sqlx::query_as(AssertSqlSafe(sql))
+                .bind(*id.as_uuid())
+                .bind(*user_id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(SessionRecord::try_from).transpose()
     }
 
     /// A session's metadata whoever owns it (for the call machinery, not for students); `None`
@@ -554,14 +631,16 @@ impl Store {
     }
 
     /// Deletes a student's session: it disappears from every student-facing query and its
-    /// transcript lines are erased at once. Metadata stays for analytics. Returns `false` when
+    /// transcript lines and rating comment are erased at once. Metadata stays for analytics. Returns `false` when
     /// the session is missing, someone else's, or already deleted.
     pub async fn soft_delete_session(&self, user_id: UserId, id: SessionId) -> Result<bool> {
         let now = to_micros(Utc::now());
         let deleted = with_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await?;
             let marked = sqlx::query(
-                "UPDATE sessions SET deleted_at = $1 WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL",
+                // The rating's comment goes with the transcript; the score stays with the metadata.
+                "UPDATE sessions SET deleted_at = $1, rating_comment_encrypted = NULL \
+                 WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL",
             )
             .bind(now)
             .bind(*id.as_uuid())
@@ -584,9 +663,10 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Erases the transcript lines of every session that started before `cutoff` (the retention
-    /// rule). Session metadata, including the message count, stays. Each erased transcript is
-    /// recorded in the audit log. With `dry_run` nothing changes and the report says what would go.
+    /// Erases the transcript lines and rating comments of every session that started before
+    /// `cutoff` (the retention rule). Session metadata, including the message count and the
+    /// rating's score, stays. Each erased transcript is recorded in the audit log. With `dry_run`
+    /// nothing changes and the report says what would go.
     pub async fn purge_transcripts_older_than(
         &self,
         cutoff: DateTime<Utc>,
@@ -607,34 +687,47 @@ impl Store {
                 sessions: doomed.len() as u64,
                 messages: doomed.iter().map(|(_, n)| *n as u64).sum(),
             };
-            if dry_run || doomed.is_empty() {
+            if dry_run {
                 return Ok(report);
             }
-            sqlx::query(
-                "DELETE FROM transcript_messages WHERE session_id IN (SELECT id FROM sessions WHERE started_at < $1)",
+            // Rating comments are transcript-grade text and follow the same rule.
+            let comments = sqlx::query(
+                "UPDATE sessions SET rating_comment_encrypted = NULL \
+                 WHERE started_at < $1 AND rating_comment_encrypted IS NOT NULL",
             )
             .bind(cutoff)
             .execute(&mut *tx)
-            .await?;
-            for chunk in doomed.chunks(BULK_CHUNK) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, \"timestamp\") ",
-                );
-                insert.push_values(chunk, |mut row, (session, _)| {
-                    row.push_bind(Uuid::new_v4())
-                        .push_bind(None::<Uuid>)
-                        .push_bind(AuditAction::PurgeTranscript.as_str())
-                        .push_bind(AuditResource::Session.as_str())
-                        .push_bind(*session)
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut *tx).await?;
+            .await?
+            .rows_affected();
+            if !doomed.is_empty() {
+                sqlx::query(
+                    "DELETE FROM transcript_messages WHERE session_id IN (SELECT id FROM sessions WHERE started_at < $1)",
+                )
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+                for chunk in doomed.chunks(BULK_CHUNK) {
+                    let mut insert = QueryBuilder::new(
+                        "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, \"timestamp\") ",
+                    );
+                    insert.push_values(chunk, |mut row, (session, _)| {
+                        row.push_bind(Uuid::new_v4())
+                            .push_bind(None::<Uuid>)
+                            .push_bind(AuditAction::PurgeTranscript.as_str())
+                            .push_bind(AuditResource::Session.as_str())
+                            .push_bind(*session)
+                            .push_bind(now);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
-            Ok::<_, StoreError>(report)
+            Ok::<_, StoreError>((report, comments > 0 || !doomed.is_empty()))
         })?;
-        // Only reached when lines were erased (the early return above skips it).
-        self.checkpoint_after_erase().await;
+        let (report, erased) = report;
+        if erased {
+            self.checkpoint_after_erase().await;
+        }
         Ok(report)
     }
 

@@ -5,8 +5,8 @@ mod common;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use common::TestDb;
 use domain::{
-    Category, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome, Role,
-    SessionId, SessionMode, Speaker, TranscriptText, UserId, Username,
+    Category, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, Rating, RatingComment,
+    ReviewOutcome, Role, SessionId, SessionMode, Speaker, TranscriptText, UserId, Username,
 };
 use store::*;
 
@@ -1911,3 +1911,202 @@ async fn every_end_reason_is_stored_and_read_back(db: &TestDb) {
     assert_eq!(ended.end_reason, None, "no reason given, none recorded");
 }
 on_both_databases!(every_end_reason_is_stored_and_read_back);
+
+fn rating(score: i64, comment: Option<&str>) -> NewRating {
+    NewRating {
+        rating: Rating::new(score).unwrap(),
+        comment: comment.map(|c| RatingComment::parse(c).unwrap().unwrap()),
+    }
+}
+
+async fn a_session_is_rated_once_by_its_owner_after_it_ends(db: &TestDb) {
+    let store = &db.store;
+    let owner = student(store, "jdoe").await;
+    let other = student(store, "other").await;
+    let started = at(2026, 11, 2, 10);
+    let id = start(store, owner, Category::Career, SessionMode::Video, started).await;
+    let comment = "rating-marker-5c1e it helped me plan my week";
+
+    assert_eq!(
+        store
+            .rate_session(owner, id, rating(4, None))
+            .await
+            .unwrap(),
+        RateOutcome::StillActive,
+        "a call is rated once it has ended"
+    );
+    store
+        .end_session(id, started + Duration::minutes(20), None)
+        .await
+        .unwrap();
+    for (who, session) in [(other, id), (owner, SessionId::new())] {
+        assert_eq!(
+            store
+                .rate_session(who, session, rating(1, Some("not mine")))
+                .await
+                .unwrap(),
+            RateOutcome::NotFound,
+            "another's session and no session answer alike"
+        );
+    }
+
+    let RateOutcome::Rated(record) = store
+        .rate_session(owner, id, rating(4, Some(comment)))
+        .await
+        .unwrap()
+    else {
+        panic!("the owner's first rating is stored");
+    };
+    let stored = record.rating.expect("the record carries the rating");
+    assert_eq!(stored.rating.get(), 4);
+    assert!(stored.rated_at > started);
+    assert_eq!(
+        store
+            .rate_session(owner, id, rating(1, None))
+            .await
+            .unwrap(),
+        RateOutcome::AlreadyRated
+    );
+
+    let detail = store.session_for_user(owner, id).await.unwrap().unwrap();
+    assert_eq!(detail.record.rating, Some(stored), "the first rating stays");
+    assert_eq!(detail.rating_comment.unwrap().as_str(), comment);
+    let (rows, _) = store
+        .list_sessions(owner, &SessionFilter::default(), 1, 20)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].rating, Some(stored));
+    assert!(store.session_for_user(other, id).await.unwrap().is_none());
+
+    // The comment is stored like transcript text: encrypted, never the words.
+    let raw = db.raw_rating_comments().await;
+    assert_eq!(raw.len(), 1);
+    assert!(!contains(&raw[0], comment.as_bytes()));
+    assert!(!contains(&db.raw_sqlite_files(), b"rating-marker-5c1e"));
+    let other_key = db.reopen(TranscriptCipher::new([7; 32])).await;
+    assert!(
+        other_key.session_for_user(owner, id).await.is_err(),
+        "another key cannot read the comment"
+    );
+
+    // Deleting the session erases the comment with the transcript.
+    assert!(store.soft_delete_session(owner, id).await.unwrap());
+    assert!(db.raw_rating_comments().await.is_empty());
+    assert_eq!(
+        store
+            .rate_session(owner, id, rating(5, None))
+            .await
+            .unwrap(),
+        RateOutcome::NotFound
+    );
+}
+on_both_databases!(a_session_is_rated_once_by_its_owner_after_it_ends);
+
+async fn retention_erases_rating_comments_and_keeps_scores(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let cutoff = at(2026, 8, 24, 0);
+    let mut rated = Vec::new();
+    for started in [cutoff - Duration::days(1), cutoff + Duration::days(1)] {
+        let id = start(store, user, Category::Health, SessionMode::Voice, started).await;
+        store
+            .end_session(id, started + Duration::minutes(5), None)
+            .await
+            .unwrap();
+        // No transcript lines: the comment goes even where there is nothing else to purge.
+        store
+            .rate_session(user, id, rating(2, Some("private words")))
+            .await
+            .unwrap();
+        rated.push(id);
+    }
+    store
+        .purge_transcripts_older_than(cutoff, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.raw_rating_comments().await.len(),
+        2,
+        "a dry run keeps them"
+    );
+    store
+        .purge_transcripts_older_than(cutoff, false)
+        .await
+        .unwrap();
+    let old = store
+        .session_for_user(user, rated[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(old.rating_comment.is_none());
+    assert_eq!(old.record.rating.map(|r| r.rating.get()), Some(2));
+    let recent = store
+        .session_for_user(user, rated[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recent.rating_comment.unwrap().as_str(), "private words");
+}
+on_both_databases!(retention_erases_rating_comments_and_keeps_scores);
+
+async fn the_database_itself_keeps_ratings_whole_and_in_range(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let id = start(
+        store,
+        user,
+        Category::Health,
+        SessionMode::Voice,
+        at(2026, 11, 2, 9),
+    )
+    .await;
+    for (score, rated) in [
+        (Some(0), true),
+        (Some(6), true),
+        (Some(3), false),
+        (None, true),
+    ] {
+        assert!(
+            db.raw_set_rating(id, score, rated).await.is_err(),
+            "{score:?} rated={rated}"
+        );
+    }
+    db.raw_set_rating(id, Some(5), true).await.unwrap();
+    assert_eq!(
+        store
+            .session(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .rating
+            .map(|r| r.rating.get()),
+        Some(5)
+    );
+}
+on_both_databases!(the_database_itself_keeps_ratings_whole_and_in_range);
+
+/// The version of the end-reason migration, before ratings.
+const END_REASON_SCHEMA: i64 = 20261220000001;
+
+async fn the_rating_migration_goes_down_and_up_keeping_sessions(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let started = at(2026, 11, 2, 9);
+    let id = start(store, user, Category::Health, SessionMode::Voice, started).await;
+    store.end_session(id, started, None).await.unwrap();
+    store
+        .rate_session(user, id, rating(3, Some("ok")))
+        .await
+        .unwrap();
+
+    store.migrate_down_to(END_REASON_SCHEMA).await.unwrap();
+    assert_eq!(db.raw_count("sessions").await, 1);
+    store.migrate().await.unwrap();
+    let session = store.session(id).await.unwrap().unwrap();
+    assert_eq!(session.rating, None, "ratings start again empty");
+    assert!(matches!(
+        store.rate_session(user, id, rating(5, None)).await.unwrap(),
+        RateOutcome::Rated(_)
+    ));
+}
+on_both_databases!(the_rating_migration_goes_down_and_up_keeping_sessions);

@@ -7,16 +7,19 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::{Category, SessionId, SessionMode, Speaker};
+use domain::{Category, Rating, RatingComment, SessionId, SessionMode, Speaker};
 use serde::{Deserialize, Serialize};
-use store::{AuditAction, AuditEntry, AuditResource, SessionDetail, SessionFilter, SessionRecord};
+use store::{
+    AuditAction, AuditEntry, AuditResource, NewRating, RateOutcome, SessionDetail, SessionFilter,
+    SessionRecord,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{session_id, ClientInfo, Json, Path, Query};
+use crate::extract::{session_id, ClientInfo, Json, Path, Query, SessionPath};
 use crate::state::AppState;
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
@@ -28,6 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sessions))
         .routes(routes!(get_session, delete_session))
         .routes(routes!(download_session))
+        .routes(routes!(rate_session))
 }
 
 /// Filters and paging, all optional. Every value is taken as text and checked here so that a bad
@@ -147,6 +151,11 @@ pub struct SessionSummary {
     #[schema(value_type = Option<String>, example = "good")]
     pub connection_quality: Option<domain::ConnectionQuality>,
     pub crisis_detected: bool,
+    /// The student's rating, 1 to 5; null until they rate the session.
+    #[schema(value_type = Option<u8>, minimum = 1, maximum = 5, example = 4)]
+    pub rating: Option<Rating>,
+    /// When they rated it.
+    pub rated_at: Option<DateTime<Utc>>,
 }
 
 impl From<&SessionRecord> for SessionSummary {
@@ -161,6 +170,8 @@ impl From<&SessionRecord> for SessionSummary {
             duration_seconds: s.duration_seconds,
             connection_quality: s.connection_quality,
             crisis_detected: s.crisis_detected,
+            rating: s.rating.map(|r| r.rating),
+            rated_at: s.rating.map(|r| r.rated_at),
         }
     }
 }
@@ -191,6 +202,9 @@ pub struct SessionDetailView {
     /// The whole conversation as text, one `Speaker: words` line per message.
     pub transcript: String,
     pub messages: Vec<TranscriptMessageView>,
+    /// What the student wrote beside their rating; null without one, and once it is erased
+    /// with the transcript (deletion, retention).
+    pub rating_comment: Option<String>,
 }
 
 impl From<SessionDetail> for SessionDetailView {
@@ -217,6 +231,7 @@ impl From<SessionDetail> for SessionDetailView {
             session: SessionSummary::from(&detail.record),
             transcript,
             messages,
+            rating_comment: detail.rating_comment.map(RatingComment::into_string),
         }
     }
 }
@@ -335,6 +350,82 @@ pub async fn delete_session(
     audit(&state, &user, id, AuditAction::DeleteTranscript, &client).await?;
     tracing::info!(session_id = %id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A student's rating of a finished session.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RatingRequest {
+    /// How helpful the session was, 1 (not at all) to 5 (very).
+    #[schema(value_type = u8, minimum = 1, maximum = 5, example = 4)]
+    pub rating: Rating,
+    /// Anything the student wants to add, at most 500 characters; blank is no comment. Kept as
+    /// privately as the transcript.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    pub comment: Option<String>,
+}
+
+/// A session's rating, as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RatingView {
+    #[schema(value_type = uuid::Uuid)]
+    pub session_id: SessionId,
+    #[schema(value_type = u8, minimum = 1, maximum = 5, example = 4)]
+    pub rating: Rating,
+    pub comment: Option<String>,
+    pub rated_at: DateTime<Utc>,
+}
+
+/// Rates one of the student's own sessions after its call has ended, once: 1 to 5 with an
+/// optional comment.
+#[utoipa::path(post, path = "/sessions/{session_id}/rating", tag = "Session History",
+    params(("session_id" = uuid::Uuid, Path, description = "The session's id")),
+    request_body = RatingRequest,
+    responses(
+        (status = 201, description = "The rating, stored", body = RatingView),
+        (status = 403, description = "Cookie request from a foreign origin (AUTH_005)", body = ErrorBody),
+        (status = 404, description = "No such session of yours (SESSION_001)", body = ErrorBody),
+        (status = 409, description = "Rated before (SESSION_003), or the call has not ended yet (SESSION_004)", body = ErrorBody),
+        (status = 422, description = "A rating that is not a whole number from 1 to 5, or a comment over 500 characters; the detail names the field (VALIDATION_001)", body = ErrorBody),
+    ))]
+pub async fn rate_session(
+    State(state): State<AppState>,
+    user: AuthUser,
+    SessionPath(id): SessionPath,
+    Json(request): Json<RatingRequest>,
+) -> Result<(StatusCode, Json<RatingView>), ApiError> {
+    state.rate_limits.default.check(user.id)?;
+    let comment = request
+        .comment
+        .as_deref()
+        .map(RatingComment::parse)
+        .transpose()
+        .map_err(|e| ApiError::validation("comment", e.to_string()))?
+        .flatten();
+    let rating = NewRating {
+        rating: request.rating,
+        comment: comment.clone(),
+    };
+    let record = match state.store.rate_session(user.id, id, rating).await? {
+        RateOutcome::Rated(record) => record,
+        RateOutcome::NotFound => return Err(ApiError::SessionNotFound),
+        RateOutcome::AlreadyRated => return Err(ApiError::SessionAlreadyRated),
+        RateOutcome::StillActive => return Err(ApiError::SessionInProgress),
+    };
+    let stored = record
+        .rating
+        .ok_or_else(|| ApiError::internal("a rated session read back without its rating"))?;
+    // The score and the comment are the student's own; neither goes to the log.
+    tracing::info!(session_id = %id, "session rated");
+    Ok((
+        StatusCode::CREATED,
+        Json(RatingView {
+            session_id: id,
+            rating: stored.rating,
+            comment: comment.map(RatingComment::into_string),
+            rated_at: stored.rated_at,
+        }),
+    ))
 }
 
 /// The transcript as a text file. Audited.

@@ -6,6 +6,7 @@ mod auth;
 mod calls;
 mod lifecycle;
 mod platform;
+mod ratings;
 mod rate_limits;
 mod sessions;
 mod staff;

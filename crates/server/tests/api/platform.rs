@@ -227,6 +227,7 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
         "/api/v1/sessions",
         "/api/v1/sessions/{session_id}",
         "/api/v1/sessions/{session_id}/download",
+        "/api/v1/sessions/{session_id}/rating",
         "/api/v1/health",
         "/api/v1/staff/crisis-events",
         "/api/v1/staff/crisis-events/{event_id}/review",
@@ -250,6 +251,8 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
         "RATE_LIMIT_001",
         "PAYLOAD_TOO_LARGE",
         "CRISIS_002",
+        "SESSION_003",
+        "SESSION_004",
     ] {
         assert!(description.contains(code), "{code}");
     }

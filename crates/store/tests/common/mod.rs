@@ -110,6 +110,59 @@ impl TestDb {
         }
     }
 
+    /// Every stored `rating_comment_encrypted` value, read straight from the database.
+    pub async fn raw_rating_comments(&self) -> Vec<Vec<u8>> {
+        let sql = "SELECT rating_comment_encrypted FROM sessions WHERE rating_comment_encrypted IS NOT NULL";
+        match &self.raw {
+            Raw::Sqlite(path) => {
+                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+            Raw::Postgres { url, .. } => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+
+    /// Sets a session's rating columns straight in the database, so only its constraints decide.
+    pub async fn raw_set_rating(
+        &self,
+        session: domain::SessionId,
+        rating: Option<i16>,
+        rated: bool,
+    ) -> Result<(), String> {
+        let sql = "UPDATE sessions SET rating = $1, rated_at = $2 WHERE id = $3";
+        let rated_at = rated.then(chrono::Utc::now);
+        let result = match &self.raw {
+            Raw::Sqlite(path) => {
+                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                sqlx::query(sql)
+                    .bind(rating)
+                    .bind(rated_at)
+                    .bind(*session.as_uuid())
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+            }
+            Raw::Postgres { url, .. } => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql)
+                    .bind(rating)
+                    .bind(rated_at)
+                    .bind(*session.as_uuid())
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+            }
+        };
+        result.map_err(|e| e.to_string())
+    }
+
     /// The bytes of the SQLite database file and its write-ahead log; empty for PostgreSQL.
     pub fn raw_sqlite_files(&self) -> Vec<u8> {
         match &self.raw {

@@ -1,0 +1,3 @@
+ALTER TABLE sessions DROP COLUMN rated_at;
+ALTER TABLE sessions DROP COLUMN rating_comment_encrypted;
+ALTER TABLE sessions DROP COLUMN rating;
