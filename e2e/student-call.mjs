@@ -1,8 +1,9 @@
 // A student's whole visit, through the web app, in headless Chromium with a WAV file as the
 // microphone: sign in, accept the notice, start a voice call with the Health counselor, hear the
-// greeting, say something (the WAV), see it transcribed and answered, end the call, and find the
-// session with its transcript in the history; all of it within the server's
-// Content-Security-Policy, which keeps an inline script injected into the page from running.
+// greeting, say something (the WAV), see it transcribed and answered, end the call, rate it in the
+// dialog that follows, and find the session with its transcript and rating in the history; all of
+// it within the server's Content-Security-Policy, which keeps an inline script injected into the
+// page from running.
 //
 //   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
 //
@@ -22,6 +23,7 @@ if (!existsSync(executablePath)) {
   process.exit(3);
 }
 const CALL_TIMEOUT_MS = Number(process.env.CALL_TIMEOUT_MS || 90_000);
+const RATING_COMMENT = "It helped me plan my evenings.";
 
 const browser = await chromium.launch({
   executablePath,
@@ -72,6 +74,18 @@ try {
   await page.waitForSelector(".detail-head", { timeout: 15_000 });
   seen.title = await page.locator(".detail-head h1").textContent();
   seen.history = await page.locator(".transcript .line").allTextContents();
+
+  // The rating asked after the call: 4 of 5 with a comment, then shown on the page and in the list.
+  const dialog = page.locator("dialog.rating-dialog[open]");
+  await dialog.waitFor({ timeout: 15_000 });
+  await dialog.locator('input[name=rating][value="4"]').check();
+  await dialog.locator("textarea[name=comment]").fill(RATING_COMMENT);
+  await dialog.getByRole("button", { name: "Submit rating" }).click();
+  await dialog.waitFor({ state: "detached", timeout: 15_000 });
+  seen.rating = (await page.locator(".rating-summary").textContent()).trim();
+  await page.getByRole("link", { name: "My sessions" }).click();
+  await page.waitForSelector("tr.row td.rating", { timeout: 15_000 });
+  seen.historyRating = (await page.locator("tr.row td.rating").first().textContent()).trim();
   seen.refusedByPolicy = [...refused];
   // And the policy does its job: script injected into the page as markup does not run.
   seen.injectedScriptRan = await page.evaluate(() => {
@@ -90,6 +104,8 @@ try {
   if (!seen.reply || seen.reply.trim().length < 3) problems.push("the counselor did not answer");
   if (seen.title !== "Health · voice") problems.push(`the saved session is titled ${JSON.stringify(seen.title)}`);
   if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);
+  if (!seen.rating.includes("4/5") || !seen.rating.includes(RATING_COMMENT)) problems.push(`the session page shows the rating as ${JSON.stringify(seen.rating)}`);
+  if (seen.historyRating !== "4/5") problems.push(`the history shows the rating as ${JSON.stringify(seen.historyRating)}`);
   if (problems.length) {
     console.error(problems.join("\n"));
     process.exit(1);

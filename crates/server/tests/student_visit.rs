@@ -1,7 +1,8 @@
 //! A student's whole visit in a real browser against the real server with no cloud account: sign
 //! in through the web app, start a voice call with the Health counselor, hear the greeting, speak
 //! (Chromium's fake microphone plays spoken audio), see the words transcribed by the offline
-//! recogniser and answered, end the call, and find the session and its transcript in the history.
+//! recogniser and answered, end the call, rate it, and find the session with its transcript and
+//! its rating in the history.
 //!
 //! Needs Chromium, Node with `npm ci --prefix e2e`, espeak-ng and the offline models
 //! (`COUNSEL_MODELS_DIR`, as `scripts/test` sets up).
@@ -142,5 +143,15 @@ async fn a_student_talks_to_the_offline_counselor_in_the_browser() {
         detail.messages.len() >= 3,
         "greeting, student, reply stored: {}",
         detail.messages.len()
+    );
+    // The rating given in the dialog after the call, stored with the session.
+    assert_eq!(
+        detail.record.rating.map(|r| r.rating.get()),
+        Some(4),
+        "the rating is stored"
+    );
+    assert_eq!(
+        detail.rating_comment.as_ref().map(|c| c.as_str()),
+        Some("It helped me plan my evenings.")
     );
 }

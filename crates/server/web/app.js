@@ -113,6 +113,7 @@ async function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const parts = path.split("/").filter(Boolean);
   if (parts[0] !== "call") await hangUp();
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   if (parts[0] !== "staff") closeStaffFeed();
   if (parts[0] !== "login" && !(await currentUser())) {
     location.hash = "#/login";
@@ -123,7 +124,7 @@ async function route() {
   switch (parts[0]) {
     case "login": return loginView();
     case "call": return callView(params.get("category"), params.get("mode") || "voice");
-    case "sessions": return parts[1] ? sessionView(parts[1]) : historyView(params);
+    case "sessions": return parts[1] ? sessionView(parts[1], params) : historyView(params);
     case "staff": return isStaff() ? staffView(params) : dashboardView();
     default: return dashboardView();
   }
@@ -230,7 +231,8 @@ async function callView(category, mode) {
   const end = el("button", { class: "danger", onclick: async () => {
     const id = call.sessionId;
     await hangUp();
-    location.hash = id ? `#/sessions/${id}` : "#/";
+    // The session page offers the (skippable) rating once the call has ended.
+    location.hash = id ? `#/sessions/${id}?rate=1` : "#/";
   } }, "End session");
   const player = el("audio", { autoplay: true });
 
@@ -391,10 +393,12 @@ async function historyView(params) {
 
   const rows = result.sessions.map((s) => el("tr", { class: "row", tabindex: 0, onclick: () => { location.hash = `#/sessions/${s.id}`; }, onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/sessions/${s.id}`; } },
     el("td", {}, formatDate(s.started_at)), el("td", {}, s.counselor_category), el("td", {}, s.mode),
-    el("td", {}, formatDuration(s.duration_seconds)), el("td", {}, s.crisis_detected ? el("span", { class: "flag" }, "crisis support given") : "")));
+    el("td", {}, formatDuration(s.duration_seconds)),
+    el("td", { class: "rating" }, s.rating ? ratingText(s.rating) : el("span", { class: "muted" }, "not rated")),
+    el("td", {}, s.crisis_detected ? el("span", { class: "flag" }, "crisis support given") : "")));
   const pages = Math.max(1, Math.ceil(result.total / result.per_page));
   const table = result.sessions.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, ""))), el("tbody", {}, rows))
+    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, "Rating"), el("th", {}, ""))), el("tbody", {}, rows))
     : el("p", { class: "card muted" }, "No sessions match.");
   show(el("h1", {}, "My sessions"), form, table,
     el("div", { class: "pager" },
@@ -403,7 +407,7 @@ async function historyView(params) {
       el("button", { class: "secondary", disabled: page >= pages, onclick: () => apply(page + 1) }, "Next")));
 }
 
-async function sessionView(id) {
+async function sessionView(id, params = new URLSearchParams()) {
   let detail;
   try {
     detail = await api(`sessions/${encodeURIComponent(id)}`);
@@ -411,7 +415,7 @@ async function sessionView(id) {
     show(el("h1", {}, "Session not found"), el("p", {}, e.message), el("a", { href: "#/sessions" }, "Back to my sessions"));
     return;
   }
-  // The detail is the session's fields plus its `messages` and joined `transcript`.
+  // The detail is the session's fields plus its `messages`, joined `transcript` and `rating_comment`.
   const session = detail;
   const messages = detail.messages || [];
   const body = messages.length
@@ -422,16 +426,73 @@ async function sessionView(id) {
     await api(`sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
     location.hash = "#/sessions";
   } }, "Delete");
+  const rating = el("div", { class: "rating-summary" });
+  const showRating = (score, comment) => {
+    rating.replaceChildren(el("span", {}, "Your rating: ", el("strong", {}, ratingText(score))),
+      comment ? el("span", { class: "muted" }, ` · “${comment}”`) : null);
+  };
+  if (session.rating) showRating(session.rating, session.rating_comment);
+  else if (session.ended_at) {
+    const open = () => ratingDialog(id, (stored) => showRating(stored.rating, stored.comment));
+    rating.replaceChildren(el("button", { class: "secondary", onclick: open }, "Rate this session"));
+    if (params.get("rate") === "1") setTimeout(open, 0);
+  }
   show(
     el("div", { class: "detail-head" },
       el("div", {}, el("h1", {}, `${session.counselor_category} · ${session.mode}`),
         el("p", { class: "muted" }, `${formatDate(session.started_at)} · ${formatDuration(session.duration_seconds)}`),
-        session.crisis_detected ? el("p", { class: "flag" }, "Crisis resources were shared in this session.") : null),
+        session.crisis_detected ? el("p", { class: "flag" }, "Crisis resources were shared in this session.") : null,
+        rating),
       el("div", { class: "status" },
         el("a", { class: "button secondary", href: `${API}/sessions/${encodeURIComponent(id)}/download` }, "Download"),
         remove)),
     el("section", { class: "card transcript", style: "height:auto" }, body),
   );
+}
+
+function ratingText(score) {
+  return `${score}/5`;
+}
+
+// The rating asked after a call: 1 to 5 and an optional comment, stored once; Skip (or Escape)
+// closes it with nothing stored.
+function ratingDialog(id, onRated) {
+  const COMMENT_MAX = 500;
+  const error = el("p", { class: "error", role: "alert" });
+  const scores = [1, 2, 3, 4, 5].map((n) => el("label", { class: "score" },
+    el("input", { type: "radio", name: "rating", value: String(n), required: true }),
+    el("span", {}, String(n))));
+  const comment = el("textarea", { name: "comment", maxlength: COMMENT_MAX, rows: 3, "aria-describedby": "rating-comment-count" });
+  const count = el("span", { id: "rating-comment-count", class: "muted" }, `0 of ${COMMENT_MAX} characters`);
+  comment.addEventListener("input", () => { count.textContent = `${comment.value.length} of ${COMMENT_MAX} characters`; });
+  const submit = el("button", { type: "submit" }, "Submit rating");
+  const skip = el("button", { type: "button", class: "secondary", onclick: () => dialog.close() }, "Skip");
+  const form = el("form", { onsubmit: async (event) => {
+    event.preventDefault();
+    const chosen = form.querySelector("input[name=rating]:checked");
+    if (!chosen) { error.textContent = "Choose a rating from 1 to 5, or skip."; return; }
+    submit.disabled = true;
+    error.textContent = "";
+    try {
+      const stored = await api(`sessions/${encodeURIComponent(id)}/rating`, { method: "POST", body: { rating: Number(chosen.value), comment: comment.value.trim() || null } });
+      dialog.close();
+      onRated(stored);
+    } catch (e) {
+      error.textContent = e.message;
+      submit.disabled = false;
+    }
+  } },
+    el("h2", { id: "rating-title" }, "How helpful was this session?"),
+    el("fieldset", { class: "scores" }, el("legend", {}, "Your rating, from 1 (not helpful) to 5 (very helpful)"), scores),
+    el("label", {}, "Anything you'd like to add? (optional)", comment), count,
+    el("p", { class: "muted" }, "Your comment is kept as privately as your transcript: only you can read it."),
+    error,
+    el("div", { class: "status" }, submit, skip));
+  const dialog = el("dialog", { class: "card rating-dialog", "aria-labelledby": "rating-title" }, form);
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+  scores[0].querySelector("input").focus();
 }
 
 // ---------------------------------------------------------------------------------------------
