@@ -58,6 +58,11 @@ try {
   await page.click("button[type=submit]");
   await page.waitForSelector(".counselor", { timeout: 15_000 });
   seen.counselors = await page.locator(".counselor h3").allTextContents();
+  // Each counselor's icon is an inline SVG drawing, decorative beside the name, drawn at size.
+  seen.icons = await page.locator(".counselor").evaluateAll((cards) => cards.map((card) => {
+    const icon = card.querySelector("svg.icon");
+    return icon && icon.getAttribute("aria-hidden") === "true" && icon.getBoundingClientRect().width >= 24 ? icon.getAttribute("data-icon") : null;
+  }));
 
   await page.check("input[type=checkbox]");
   await page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }).click();
@@ -102,6 +107,7 @@ try {
   if (!seen.greeting || !/counselor|wellness/i.test(seen.greeting)) problems.push(`unexpected greeting: ${seen.greeting}`);
   if (!seen.student || seen.student.trim().length < 3) problems.push("the student's speech was not transcribed");
   if (!seen.reply || seen.reply.trim().length < 3) problems.push("the counselor did not answer");
+  if (seen.icons.length !== 6 || new Set(seen.icons).size !== 6 || seen.icons.some((i) => !i || i === "chat")) problems.push(`the counselors' icons are ${JSON.stringify(seen.icons)}`);
   if (seen.title !== "Health · voice") problems.push(`the saved session is titled ${JSON.stringify(seen.title)}`);
   if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);
   if (!seen.rating.includes("4/5") || !seen.rating.includes(RATING_COMMENT)) problems.push(`the session page shows the rating as ${JSON.stringify(seen.rating)}`);

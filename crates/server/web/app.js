@@ -3,13 +3,11 @@
 // Plain modules, no build step. Every piece of user or transcript text is inserted with
 // textContent (never innerHTML) so nothing a student or the model says can run as markup.
 
+import { counselorIcon } from "./icons.js";
+
 const API = "/api/v1";
 const app = document.getElementById("app");
 const crisisPanel = document.getElementById("crisis");
-const ICONS = {
-  "heart-pulse": "\u{1F49A}", briefcase: "\u{1F4BC}", "graduation-cap": "\u{1F393}",
-  "dollar-sign": "\u{1F4B2}", users: "\u{1F465}", star: "\u{2B50}",
-};
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
@@ -182,7 +180,7 @@ async function dashboardView() {
     for (const b of document.querySelectorAll(".counselor button")) b.disabled = !e.target.checked;
   } }), " I understand");
   const cards = categories.map((c) => el("article", { class: "card counselor" },
-    el("div", { class: "icon", "aria-hidden": "true" }, ICONS[c.icon_name] || "\u{1F4AC}"),
+    counselorIcon(c.icon_name),
     el("h3", {}, c.name),
     el("p", { class: "muted" }, c.description),
     el("div", { class: "actions" },
