@@ -57,6 +57,9 @@ pub enum ApiError {
     CategoryNotFound,
     #[error("counselor category disabled")]
     CategoryDisabled,
+    /// The first-visit notice the student accepted is not the one the server shows now.
+    #[error("notice changed")]
+    NoticeChanged,
     /// Staff only: no crisis event with this id.
     #[error("crisis event not found")]
     CrisisEventNotFound,
@@ -159,6 +162,8 @@ error_table! {
         "Session still in progress; it can be rated once it has ended";
     CategoryNotFound => "COUNSELOR_001", NOT_FOUND, "Counselor category not found";
     CategoryDisabled => "COUNSELOR_002", CONFLICT, "Counselor category is disabled";
+    NoticeChanged => "NOTICE_001", CONFLICT,
+        "The notice has changed since it was shown; read the current one and accept it";
     CrisisEventNotFound => "CRISIS_001", NOT_FOUND, "Crisis event not found (staff only)";
     CrisisEventAlreadyReviewed => "CRISIS_002", CONFLICT,
         "Crisis event already reviewed; reviews are final (staff only)";
@@ -238,6 +243,7 @@ impl ApiError {
             ApiError::SessionInProgress => ErrorKind::SessionInProgress,
             ApiError::CategoryNotFound => ErrorKind::CategoryNotFound,
             ApiError::CategoryDisabled => ErrorKind::CategoryDisabled,
+            ApiError::NoticeChanged => ErrorKind::NoticeChanged,
             ApiError::CrisisEventNotFound => ErrorKind::CrisisEventNotFound,
             ApiError::CrisisEventAlreadyReviewed => ErrorKind::CrisisEventAlreadyReviewed,
             ApiError::External { service, .. } => match service {
@@ -287,6 +293,9 @@ impl ApiError {
             }
             ApiError::CategoryNotFound => "Counselor category not found".into(),
             ApiError::CategoryDisabled => "This counselor is currently unavailable".into(),
+            ApiError::NoticeChanged => {
+                "This notice has changed since it was shown; please read it again".into()
+            }
             ApiError::CrisisEventNotFound => "Crisis event not found".into(),
             ApiError::CrisisEventAlreadyReviewed => {
                 "This crisis event has already been reviewed; reviews cannot be changed".into()

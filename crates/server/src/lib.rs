@@ -6,6 +6,7 @@
 //! - [`routes`]: thin handlers; [`app`] composes them with the [`middleware`].
 //! - [`calls`]: live calls — rooms, the in-process counselor agent, recording, crisis alerts.
 //! - [`crisis_desk`]: flagged events to staff on duty, live and by signed webhook.
+//! - [`notice`]: the first-visit notice students accept once.
 //! - [`jobs`]: transcript retention. [`cli`]: the `counsel` subcommands.
 
 pub mod app;
@@ -21,6 +22,7 @@ pub mod extract;
 pub mod jobs;
 pub mod metrics;
 pub mod middleware;
+pub mod notice;
 pub mod openapi;
 pub mod routes;
 pub mod state;

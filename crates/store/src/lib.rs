@@ -9,6 +9,8 @@
 //! - Both databases enforce the same constraints (username format, `ended_at >= started_at`, unique
 //!   sequence numbers per session); violations come back as [`StoreError::Invalid`] or
 //!   [`StoreError::Conflict`] with a message safe to show.
+//! - A student's acceptance of the first-visit notice is kept per account and wording
+//!   ([`Store::accept_notice`]), audited in the same transaction.
 //! - Ownership is part of every student-facing query: [`Store::session_for_user`] returns `None`
 //!   for another student's session exactly as for a missing one.
 
@@ -17,6 +19,7 @@ mod cipher;
 mod crisis;
 mod error;
 mod model;
+mod notices;
 mod rows;
 mod sessions;
 mod store;
@@ -27,6 +30,7 @@ pub use categories::DEFAULT_CATEGORIES;
 pub use cipher::{DecryptError, TranscriptCipher};
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use notices::{NoticeAcceptance, NoticeVersion};
 pub use sessions::MAX_PER_PAGE;
 pub use store::Store;
 pub use url::{DatabaseUrl, UnsupportedDatabaseUrl};

@@ -318,10 +318,13 @@ pub enum AuditAction {
     ReviewCrisisEvent,
     /// A staff member opened the live crisis feed (one entry per connection).
     ViewCrisisFeed,
+    /// A student accepted the first-visit notice (the resource is their account; the entry's
+    /// time is the acceptance's).
+    AcceptNotice,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 7] = [
+    pub const ALL: [AuditAction; 8] = [
         AuditAction::ViewTranscript,
         AuditAction::DownloadTranscript,
         AuditAction::DeleteTranscript,
@@ -329,6 +332,7 @@ impl AuditAction {
         AuditAction::ViewCrisisEvent,
         AuditAction::ReviewCrisisEvent,
         AuditAction::ViewCrisisFeed,
+        AuditAction::AcceptNotice,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -340,6 +344,7 @@ impl AuditAction {
             AuditAction::ViewCrisisEvent => "view_crisis_event",
             AuditAction::ReviewCrisisEvent => "review_crisis_event",
             AuditAction::ViewCrisisFeed => "view_crisis_feed",
+            AuditAction::AcceptNotice => "accept_notice",
         }
     }
 }
@@ -352,14 +357,17 @@ pub enum AuditResource {
     CrisisEvent,
     /// One connection to the live crisis feed (the id is the connection's, also in the logs).
     CrisisFeed,
+    /// An account (the id is the user's).
+    Account,
 }
 
 impl AuditResource {
-    pub const ALL: [AuditResource; 4] = [
+    pub const ALL: [AuditResource; 5] = [
         AuditResource::Session,
         AuditResource::Transcript,
         AuditResource::CrisisEvent,
         AuditResource::CrisisFeed,
+        AuditResource::Account,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -368,6 +376,7 @@ impl AuditResource {
             AuditResource::Transcript => "transcript",
             AuditResource::CrisisEvent => "crisis_event",
             AuditResource::CrisisFeed => "crisis_feed",
+            AuditResource::Account => "account",
         }
     }
 }

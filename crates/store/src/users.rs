@@ -163,6 +163,20 @@ impl Store {
         Ok(affected > 0)
     }
 
+    /// Whether some staff account may sign in (is not blocked): then staff on duty are alerted
+    /// to a crisis as it happens, and the notice students accept says so.
+    pub async fn has_active_staff(&self) -> Result<bool> {
+        let found: Option<i64> = with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM users WHERE role = $1 AND is_blocked = FALSE LIMIT 1",
+            )
+            .bind(Role::Staff.as_str())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
     /// Every account, by username.
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");

@@ -2110,3 +2110,119 @@ async fn the_rating_migration_goes_down_and_up_keeping_sessions(db: &TestDb) {
     ));
 }
 on_both_databases!(the_rating_migration_goes_down_and_up_keeping_sessions);
+
+fn notice_audit(user: UserId) -> AuditEntry {
+    AuditEntry {
+        user_id: Some(user),
+        action: AuditAction::AcceptNotice,
+        resource_type: AuditResource::Account,
+        resource_id: *user.as_uuid(),
+        ip: Some("10.1.2.3".parse().unwrap()),
+        user_agent: Some("store-test".to_owned()),
+    }
+}
+
+async fn a_notice_is_accepted_once_per_account_and_wording_and_audited(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    let other = student(store, "other").await;
+    let first = NoticeVersion::parse("a1b2c3").unwrap();
+    let second = NoticeVersion::parse("d4e5f6").unwrap();
+    assert_eq!(store.notice_accepted_at(jdoe, &first).await.unwrap(), None);
+
+    let accepted = store
+        .accept_notice(&first, notice_audit(jdoe))
+        .await
+        .unwrap();
+    assert!(accepted.newly_recorded);
+    let again = store
+        .accept_notice(&first, notice_audit(jdoe))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.accepted_at, again.newly_recorded),
+        (accepted.accepted_at, false),
+        "the first acceptance stays"
+    );
+    assert_eq!(
+        store.notice_accepted_at(jdoe, &first).await.unwrap(),
+        Some(accepted.accepted_at)
+    );
+    assert_eq!(
+        store.notice_accepted_at(jdoe, &second).await.unwrap(),
+        None,
+        "a new wording"
+    );
+    assert_eq!(
+        store.notice_accepted_at(other, &first).await.unwrap(),
+        None,
+        "another account"
+    );
+
+    let audit = store
+        .audit_log_for_resource(AuditResource::Account, *jdoe.as_uuid())
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "audited once, when recorded");
+    assert_eq!(audit[0].entry, notice_audit(jdoe));
+    assert_eq!(audit[0].timestamp, accepted.accepted_at);
+    assert!(matches!(
+        store
+            .accept_notice(
+                &first,
+                AuditEntry {
+                    user_id: None,
+                    ..notice_audit(jdoe)
+                }
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(
+        matches!(
+            store
+                .accept_notice(&first, notice_audit(UserId::new()))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "no such account"
+    );
+}
+on_both_databases!(a_notice_is_accepted_once_per_account_and_wording_and_audited);
+
+async fn only_staff_who_may_sign_in_count_as_on_duty(db: &TestDb) {
+    let store = &db.store;
+    student(store, "jdoe").await;
+    assert!(!store.has_active_staff().await.unwrap());
+    let nurse = staff(store, "nurse1").await;
+    assert!(store.has_active_staff().await.unwrap());
+    store.set_blocked(&nurse.username, true).await.unwrap();
+    assert!(!store.has_active_staff().await.unwrap());
+}
+on_both_databases!(only_staff_who_may_sign_in_count_as_on_duty);
+
+/// The version of the rating migration, before notice acceptances.
+const RATING_SCHEMA: i64 = 20261222000001;
+
+async fn the_notice_migration_goes_down_and_up(db: &TestDb) {
+    let store = &db.store;
+    let jdoe = student(store, "jdoe").await;
+    let version = NoticeVersion::parse("a1b2c3").unwrap();
+    store
+        .accept_notice(&version, notice_audit(jdoe))
+        .await
+        .unwrap();
+    store.migrate_down_to(RATING_SCHEMA).await.unwrap();
+    assert!(!db
+        .raw_tables()
+        .await
+        .contains(&"notice_acceptances".to_owned()));
+    assert_eq!(db.raw_count("users").await, 1);
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.notice_accepted_at(jdoe, &version).await.unwrap(),
+        None,
+        "asked again"
+    );
+}
+on_both_databases!(the_notice_migration_goes_down_and_up);

@@ -70,6 +70,14 @@ impl VoiceSettings {
             || matches!(self.tts, TtsChoice::Local)
     }
 
+    /// Whether speech recognition, the language model and the voice all run inside counsel, so
+    /// that no student's words leave the server (the notice students accept says which).
+    pub fn all_in_process(&self) -> bool {
+        matches!(self.stt, SttChoice::Local)
+            && matches!(self.llm, LlmChoice::Local)
+            && matches!(self.tts, TtsChoice::Local)
+    }
+
     /// One line for the start-up log, e.g. `stt=whisper llm=gemini+openai tts=piper`.
     pub fn describe(&self) -> String {
         let stt = match self.stt {

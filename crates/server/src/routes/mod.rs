@@ -5,6 +5,7 @@ pub mod calls;
 pub mod counselors;
 pub mod health;
 pub mod live;
+pub mod notice;
 pub mod sessions;
 pub mod staff;
 
@@ -14,9 +15,11 @@ use crate::state::AppState;
 
 /// Every API route, relative to the API prefix (`/api/v1` and `/api` both serve it).
 pub fn api_routes() -> OpenApiRouter<AppState> {
-    // Tokens, the account, session history, transcripts and the crisis queue: never cached.
+    // Tokens, the account, the notice and its acceptance, session history, transcripts and the
+    // crisis queue: never cached.
     let personal = OpenApiRouter::new()
         .merge(auth::routes())
+        .merge(notice::routes())
         .merge(sessions::routes())
         .merge(calls::routes())
         .merge(staff::routes())

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod calls;
 mod lifecycle;
+mod notice;
 mod platform;
 mod ratings;
 mod rate_limits;

@@ -228,6 +228,8 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
         "/api/v1/sessions/{session_id}",
         "/api/v1/sessions/{session_id}/download",
         "/api/v1/sessions/{session_id}/rating",
+        "/api/v1/notice",
+        "/api/v1/notice/acceptance",
         "/api/v1/health",
         "/api/v1/staff/crisis-events",
         "/api/v1/staff/crisis-events/{event_id}/review",
@@ -253,6 +255,7 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
         "CRISIS_002",
         "SESSION_003",
         "SESSION_004",
+        "NOTICE_001",
     ] {
         assert!(description.contains(code), "{code}");
     }
