@@ -1,5 +1,5 @@
 // A student's whole visit, through the web app, in headless Chromium with a WAV file as the
-// microphone: sign in, accept the notice, start a voice call with the Health counselor, hear the
+// microphone: sign in, accept the first-visit notice, start a voice call with the Health counselor, hear the
 // greeting, say something (the WAV), see it transcribed and answered, end the call, rate it in the
 // dialog that follows, and find the session with its transcript and rating in the history; all of
 // it within the server's Content-Security-Policy, which keeps an inline script injected into the
@@ -64,7 +64,14 @@ try {
     return icon && icon.getAttribute("aria-hidden") === "true" && icon.getBoundingClientRect().width >= 24 ? icon.getAttribute("data-icon") : null;
   }));
 
-  await page.check("input[type=checkbox]");
+  // The first-visit notice, accepted once for the account; the checkbox sits beside its label.
+  seen.notice = await page.locator(".notice-card h3").allTextContents();
+  const checkbox = await page.locator("#notice-understood").boundingBox();
+  const label = await page.locator("label.check span").boundingBox();
+  seen.checkboxBesideLabel = Math.abs(checkbox.y + checkbox.height / 2 - (label.y + label.height / 2)) < 8 && checkbox.x < label.x;
+  await page.getByLabel("I understand").check();
+  await page.getByRole("button", { name: "Continue" }).click();
+  await page.waitForSelector(".notice-card", { state: "detached", timeout: 15_000 });
   await page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }).click();
 
   // The greeting, then the student's words transcribed, then the counselor's answer.
@@ -91,6 +98,13 @@ try {
   await page.getByRole("link", { name: "My sessions" }).click();
   await page.waitForSelector("tr.row td.rating", { timeout: 15_000 });
   seen.historyRating = (await page.locator("tr.row td.rating").first().textContent()).trim();
+
+  // The acceptance is the server's, not the browser's: a fresh page with no stored state is not
+  // asked again.
+  await page.evaluate(() => localStorage.clear());
+  await page.goto(baseUrl);
+  await page.waitForSelector(".counselor button:not([disabled])", { timeout: 15_000 });
+  seen.acceptedOnce = (await page.locator(".notice-card").count()) === 0;
   seen.refusedByPolicy = [...refused];
   // And the policy does its job: script injected into the page as markup does not run.
   seen.injectedScriptRan = await page.evaluate(() => {
@@ -107,6 +121,9 @@ try {
   if (!seen.greeting || !/counselor|wellness/i.test(seen.greeting)) problems.push(`unexpected greeting: ${seen.greeting}`);
   if (!seen.student || seen.student.trim().length < 3) problems.push("the student's speech was not transcribed");
   if (!seen.reply || seen.reply.trim().length < 3) problems.push("the counselor did not answer");
+  if (seen.notice.length < 5) problems.push(`the first-visit notice has ${JSON.stringify(seen.notice)}`);
+  if (!seen.checkboxBesideLabel) problems.push("the notice's checkbox is not beside its label");
+  if (!seen.acceptedOnce) problems.push("the notice was asked again after it was accepted");
   if (seen.icons.length !== 6 || new Set(seen.icons).size !== 6 || seen.icons.some((i) => !i || i === "chat")) problems.push(`the counselors' icons are ${JSON.stringify(seen.icons)}`);
   if (seen.title !== "Health · voice") problems.push(`the saved session is titled ${JSON.stringify(seen.title)}`);
   if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);

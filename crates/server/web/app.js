@@ -168,27 +168,58 @@ function loginView() {
 // Counselors
 
 async function dashboardView() {
-  const categories = await api("counselors/categories");
-  const acknowledged = localStorage.getItem("counsel.notice") === "1";
-  const notice = el("div", { class: "notice" },
-    el("strong", {}, "Before you start. "),
-    "Your counselor is an AI. Conversations are transcribed so you can review them; transcripts are encrypted, visible only to you, and erased after 90 days. ",
-    "If you are in danger, call 911. For crisis support call or text 988 at any time.",
-  );
-  const ack = el("label", {}, el("input", { type: "checkbox", checked: acknowledged, onchange: (e) => {
-    localStorage.setItem("counsel.notice", e.target.checked ? "1" : "0");
-    for (const b of document.querySelectorAll(".counselor button")) b.disabled = !e.target.checked;
-  } }), " I understand");
-  const cards = categories.map((c) => el("article", { class: "card counselor" },
-    counselorIcon(c.icon_name),
-    el("h3", {}, c.name),
-    el("p", { class: "muted" }, c.description),
-    el("div", { class: "actions" },
-      el("button", { disabled: !acknowledged, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=voice`; } }, "Voice call"),
-      el("button", { class: "secondary", disabled: !acknowledged, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=video`; } }, "Video call"),
-    ),
-  ));
-  show(el("h1", {}, "Who would you like to talk to?"), notice, ack, el("div", { class: "grid", style: "margin-top:16px" }, cards));
+  const [categories, notice] = await Promise.all([api("counselors/categories"), api("notice")]);
+  const callButtons = [];
+  const cards = categories.map((c) => {
+    const voice = el("button", { disabled: !notice.accepted_at, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=voice`; } }, "Voice call");
+    const video = el("button", { class: "secondary", disabled: !notice.accepted_at, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=video`; } }, "Video call");
+    callButtons.push(voice, video);
+    return el("article", { class: "card counselor" },
+      counselorIcon(c.icon_name),
+      el("h3", {}, c.name),
+      el("p", { class: "muted" }, c.description),
+      el("div", { class: "actions" }, voice, video));
+  });
+  const reminder = el("p", { class: "notice" },
+    el("strong", {}, "Remember: "),
+    "your counselor is an AI. Only you can read your transcripts. If you are in danger, call 911; for crisis support call or text 988 at any time.");
+  const top = notice.accepted_at ? reminder : noticeCard(notice, () => {
+    top.replaceWith(reminder);
+    for (const b of callButtons) b.disabled = false;
+    if (callButtons[0]) callButtons[0].focus();
+  });
+  show(el("h1", {}, "Who would you like to talk to?"), top, el("div", { class: "grid" }, cards));
+}
+
+// The first-visit explanation, accepted once per account (stored and audited by the server).
+// The server words it from its configuration; a new wording is asked for again.
+function noticeCard(notice, onAccepted) {
+  const error = el("p", { class: "error", role: "alert" });
+  const understood = el("input", { type: "checkbox", id: "notice-understood", name: "understood" });
+  const submit = el("button", { type: "submit", disabled: true }, "Continue");
+  understood.addEventListener("change", () => { submit.disabled = !understood.checked; });
+  const card = el("section", { class: "card notice-card", "aria-labelledby": "notice-title" },
+    el("h2", { id: "notice-title" }, "Before your first session"),
+    notice.sections.map((s) => el("div", { class: "notice-section" }, el("h3", {}, s.heading), el("p", {}, s.text))),
+    el("form", { class: "consent", onsubmit: async (event) => {
+      event.preventDefault();
+      if (!understood.checked) return;
+      submit.disabled = true;
+      error.textContent = "";
+      try {
+        await api("notice/acceptance", { method: "POST", body: { version: notice.version } });
+        onAccepted();
+      } catch (e) {
+        // NOTICE_001: the wording changed while the page was open; show the new one.
+        if (e.code === "NOTICE_001") { route(); return; }
+        error.textContent = e.message;
+        submit.disabled = false;
+      }
+    } },
+      el("label", { class: "check", for: "notice-understood" }, understood, el("span", {}, "I understand")),
+      submit,
+      error));
+  return card;
 }
 
 // ---------------------------------------------------------------------------------------------
