@@ -516,7 +516,7 @@ function ratingDialog(id, onRated) {
     el("label", {}, "Anything you'd like to add? (optional)", comment), count,
     el("p", { class: "muted" }, "Your comment is kept as privately as your transcript: only you can read it."),
     error,
-    el("div", { class: "status" }, submit, skip));
+    el("div", { class: "dialog-actions" }, submit, skip));
   const dialog = el("dialog", { class: "card rating-dialog", "aria-labelledby": "rating-title" }, form);
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
