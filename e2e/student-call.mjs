@@ -3,13 +3,17 @@
 // greeting, say something (the WAV), see it transcribed and answered, end the call, rate it in the
 // dialog that follows, and find the session with its transcript and rating in the history; all of
 // it within the server's Content-Security-Policy, which keeps an inline script injected into the
-// page from running.
+// page from running. Sign-in, the notice, the call and the rating are done with the keyboard alone,
+// each control reached with Tab and showing a focus ring; axe-core checks every page and state on
+// the way (no serious or critical violation), and the orb is seen to move with the counselor's
+// voice.
 //
 //   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
 //
 // Prints what it saw as one JSON line; exits non-zero, saying why, on failure.
 
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 const [baseUrl, username, password, microphoneWav] = process.argv.slice(2);
@@ -24,6 +28,41 @@ if (!existsSync(executablePath)) {
 }
 const CALL_TIMEOUT_MS = Number(process.env.CALL_TIMEOUT_MS || 90_000);
 const RATING_COMMENT = "It helped me plan my evenings.";
+// axe-core's source, from node_modules (no network). The pages' Content-Security-Policy refuses
+// inline script, so it is evaluated through the DevTools protocol rather than added as a tag.
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const problems = [];
+
+// Runs axe-core on the page as it is now; serious and critical violations become problems.
+async function checkAccessibility(page, where) {
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} (${v.impact}): ${v.help}; at ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  for (const v of violations) problems.push(`axe on ${where}: ${v}`);
+  return violations.length;
+}
+
+// Presses Tab until the element has focus, as a keyboard user would reach it, and checks that
+// it shows a focus ring.
+async function tabTo(page, locator, what) {
+  const target = await locator.elementHandle({ timeout: 15_000 });
+  for (let presses = 0; presses <= 60; presses++) {
+    // Already there (the page moved focus to it) counts as reached.
+    if (presses > 0) await page.keyboard.press("Tab");
+    if (await target.evaluate((node) => node === document.activeElement)) {
+      const ring = await target.evaluate((node) => {
+        const style = getComputedStyle(node);
+        return style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2;
+      });
+      if (!ring) problems.push(`${what} shows no focus ring`);
+      return;
+    }
+  }
+  throw new Error(`${what} cannot be reached with the Tab key`);
+}
 
 const browser = await chromium.launch({
   executablePath,
@@ -52,12 +91,16 @@ try {
     if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
   });
   await page.goto(baseUrl);
+  await page.waitForSelector("input[name=username]");
+  await checkAccessibility(page, "the sign-in page");
 
-  await page.fill("input[name=username]", username);
-  await page.fill("input[name=password]", password);
-  await page.click("button[type=submit]");
+  // Keyboard only from here to the end of the call: the sign-in form has focus on arrival.
+  await page.keyboard.type(username);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(password);
+  await page.keyboard.press("Enter");
   await page.waitForSelector(".counselor", { timeout: 15_000 });
-  seen.counselors = await page.locator(".counselor h3").allTextContents();
+  seen.counselors = await page.locator(".counselor h2").allTextContents();
   // Each counselor's icon is an inline SVG drawing, decorative beside the name, drawn at size.
   seen.icons = await page.locator(".counselor").evaluateAll((cards) => cards.map((card) => {
     const icon = card.querySelector("svg.icon");
@@ -69,10 +112,23 @@ try {
   const checkbox = await page.locator("#notice-understood").boundingBox();
   const label = await page.locator("label.check span").boundingBox();
   seen.checkboxBesideLabel = Math.abs(checkbox.y + checkbox.height / 2 - (label.y + label.height / 2)) < 8 && checkbox.x < label.x;
-  await page.getByLabel("I understand").check();
-  await page.getByRole("button", { name: "Continue" }).click();
+  await checkAccessibility(page, "the dashboard with the first-visit notice");
+  await tabTo(page, page.getByLabel("I understand"), "the notice's checkbox");
+  await page.keyboard.press("Space");
+  await tabTo(page, page.getByRole("button", { name: "Continue" }), "the notice's Continue button");
+  await page.keyboard.press("Enter");
   await page.waitForSelector(".notice-card", { state: "detached", timeout: 15_000 });
-  await page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }).click();
+  await checkAccessibility(page, "the dashboard");
+  await tabTo(page, page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }), "Health's Voice call button");
+  await page.keyboard.press("Enter");
+
+  // The orb swells with the counselor's voice (and, in the phone-sized context below, which
+  // asks for reduced motion, keeps still).
+  await page.waitForSelector(".orb", { timeout: 15_000 });
+  await page.evaluate(() => {
+    window.__moves = 0;
+    new MutationObserver(() => { window.__moves += 1; }).observe(document.querySelector(".orb"), { attributes: true, attributeFilter: ["style"] });
+  });
 
   // The greeting, then the student's words transcribed, then the counselor's answer.
   await page.waitForSelector(".line.counselor", { timeout: CALL_TIMEOUT_MS });
@@ -81,23 +137,45 @@ try {
   seen.student = await page.locator(".line.student:not(.interim) .text").first().textContent();
   await page.waitForFunction(() => document.querySelectorAll(".line.counselor:not(.interim)").length >= 2, null, { timeout: CALL_TIMEOUT_MS });
   seen.reply = await page.locator(".line.counselor .text").nth(1).textContent();
+  seen.orbMoves = await page.evaluate(() => window.__moves);
+  await checkAccessibility(page, "the voice call");
 
-  await page.getByRole("button", { name: "End session" }).click();
+  // Captions first: the transcript becomes larger than the call visual, and back.
+  await tabTo(page, page.getByRole("button", { name: "Captions first" }), "the Captions first switch");
+  await page.keyboard.press("Enter");
+  seen.captionsFirst = await page.evaluate(() => {
+    const transcript = document.querySelector(".captions").getBoundingClientRect();
+    const stage = document.querySelector(".stage").getBoundingClientRect();
+    const line = parseFloat(getComputedStyle(document.querySelector(".transcript .line")).fontSize);
+    return { pressed: document.querySelector(".captions-toggle").getAttribute("aria-pressed"), larger: transcript.width > 1.5 * stage.width, first: transcript.left < stage.left, lineFontPx: line };
+  });
+  await checkAccessibility(page, "the voice call, captions first");
+  await page.keyboard.press("Enter");
+
+  await tabTo(page, page.getByRole("button", { name: "End session" }), "the End session button");
+  await page.keyboard.press("Enter");
   await page.waitForSelector(".detail-head", { timeout: 15_000 });
   seen.title = await page.locator(".detail-head h1").textContent();
   seen.history = await page.locator(".transcript .line").allTextContents();
 
   // The rating asked after the call: 4 of 5 with a comment, then shown on the page and in the list.
+  // With the keyboard: focus starts on the first score, the arrow keys move it to 4.
   const dialog = page.locator("dialog.rating-dialog[open]");
   await dialog.waitFor({ timeout: 15_000 });
-  await dialog.locator('input[name=rating][value="4"]').check();
-  await dialog.locator("textarea[name=comment]").fill(RATING_COMMENT);
-  await dialog.getByRole("button", { name: "Submit rating" }).click();
+  await checkAccessibility(page, "the rating dialog");
+  for (let i = 0; i < 3; i++) await page.keyboard.press("ArrowRight");
+  await tabTo(page, dialog.locator("textarea[name=comment]"), "the rating's comment");
+  await page.keyboard.type(RATING_COMMENT);
+  await tabTo(page, dialog.getByRole("button", { name: "Submit rating" }), "the Submit rating button");
+  await page.keyboard.press("Enter");
   await dialog.waitFor({ state: "detached", timeout: 15_000 });
   seen.rating = (await page.locator(".rating-summary").textContent()).trim();
-  await page.getByRole("link", { name: "My sessions" }).click();
+  await checkAccessibility(page, "the session page");
+  await tabTo(page, page.getByRole("link", { name: "My sessions" }), "the My sessions link");
+  await page.keyboard.press("Enter");
   await page.waitForSelector("tr.row td.rating", { timeout: 15_000 });
   seen.historyRating = (await page.locator("tr.row td.rating").first().textContent()).trim();
+  await checkAccessibility(page, "the history");
 
   // The acceptance is the server's, not the browser's: a fresh page with no stored state is not
   // asked again.
@@ -115,7 +193,6 @@ try {
   });
   console.log(JSON.stringify(seen));
 
-  const problems = [];
   if (seen.refusedByPolicy.length) problems.push(`the page broke the Content-Security-Policy:\n${seen.refusedByPolicy.join("\n")}`);
   if (seen.injectedScriptRan) problems.push("an inline script injected into the page ran: the policy allows inline scripts");
   if (!seen.greeting || !/counselor|wellness/i.test(seen.greeting)) problems.push(`unexpected greeting: ${seen.greeting}`);
@@ -128,6 +205,9 @@ try {
   if (seen.title !== "Health · voice") problems.push(`the saved session is titled ${JSON.stringify(seen.title)}`);
   if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);
   if (!seen.rating.includes("4/5") || !seen.rating.includes(RATING_COMMENT)) problems.push(`the session page shows the rating as ${JSON.stringify(seen.rating)}`);
+  if (!(seen.orbMoves > 0)) problems.push("the orb did not move with the counselor's voice");
+  const c = seen.captionsFirst;
+  if (c.pressed !== "true" || !c.larger || !c.first || !(c.lineFontPx >= 20)) problems.push(`captions first did not put a larger transcript first: ${JSON.stringify(c)}`);
   if (seen.historyRating !== "4/5") problems.push(`the history shows the rating as ${JSON.stringify(seen.historyRating)}`);
   if (problems.length) {
     console.error(problems.join("\n"));
@@ -136,6 +216,7 @@ try {
 } catch (error) {
   console.log(JSON.stringify(seen));
   console.error(`the visit failed: ${error.message}`);
+  if (problems.length) console.error(problems.join("\n"));
   process.exit(1);
 } finally {
   await browser.close();

@@ -2,7 +2,8 @@
 //! in through the web app, start a voice call with the Health counselor, hear the greeting, speak
 //! (Chromium's fake microphone plays spoken audio), see the words transcribed by the offline
 //! recogniser and answered, end the call, rate it, and find the session with its transcript and
-//! its rating in the history.
+//! its rating in the history; with the keyboard alone, and with axe-core finding no serious or
+//! critical accessibility violation on any page or state on the way.
 //!
 //! Needs Chromium, Node with `npm ci --prefix e2e`, espeak-ng and the offline models
 //! (`COUNSEL_MODELS_DIR`, as `scripts/test` sets up).

@@ -8,6 +8,8 @@ import { counselorIcon } from "./icons.js";
 const API = "/api/v1";
 const app = document.getElementById("app");
 const crisisPanel = document.getElementById("crisis");
+// Students who ask their system for less motion get a still orb and avatar (WCAG 2.3.3).
+const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
@@ -57,10 +59,36 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Replaces the page; focus moves to it and the window title names it, so a screen reader
+// announces where the student now is.
 function show(...nodes) {
   app.replaceChildren(...nodes);
+  const heading = app.querySelector("h1");
+  document.title = heading ? `${heading.textContent} · counsel` : "counsel";
   app.focus();
 }
+
+// The skip link moves focus past the header without touching the route (its #app would).
+document.getElementById("skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  app.focus();
+});
+
+// The crisis resources stay on screen, with focus, until the student closes them.
+function showCrisisPanel() {
+  if (!crisisPanel.hidden) return;
+  crisisPanel.hidden = false;
+  crisisPanel.focus();
+}
+
+function hideCrisisPanel() {
+  crisisPanel.hidden = true;
+}
+
+document.getElementById("crisis-dismiss").addEventListener("click", () => {
+  hideCrisisPanel();
+  app.focus();
+});
 
 function formatDuration(seconds) {
   if (seconds == null) return "in progress";
@@ -93,6 +121,11 @@ function renderNav() {
   nav.hidden = !state.user;
   document.getElementById("whoami").textContent = state.user ? state.user.username : "";
   document.getElementById("staff-link").hidden = !isStaff();
+  const here = location.hash.replace(/\?.*$/, "") || "#/";
+  for (const link of nav.querySelectorAll("a")) {
+    const current = link.getAttribute("href") === here || (here.startsWith("#/sessions/") && link.getAttribute("href") === "#/sessions");
+    if (current) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
+  }
 }
 
 function isStaff() {
@@ -104,6 +137,7 @@ document.getElementById("logout").addEventListener("click", async () => {
   await api("auth/logout", { method: "POST" }).catch(() => {});
   state.user = null;
   closeStaffFeed();
+  hideCrisisPanel();
   location.hash = "#/login";
 });
 
@@ -136,7 +170,7 @@ window.addEventListener("DOMContentLoaded", route);
 
 function loginView() {
   const error = el("p", { class: "error", role: "alert" });
-  const username = el("input", { name: "username", autocomplete: "username", placeholder: "\\COLLEGE\\jdoe", required: true });
+  const username = el("input", { name: "username", autocomplete: "username", placeholder: "\\COLLEGE\\jdoe", required: true, "aria-describedby": "username-hint" });
   const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
   const submit = el("button", { type: "submit" }, "Sign in");
   const form = el("form", { class: "card login", onsubmit: async (event) => {
@@ -154,7 +188,7 @@ function loginView() {
     }
   } },
     el("h1", {}, "Sign in"),
-    el("p", { class: "muted" }, "Use your institutional account, written as \\DOMAIN\\username."),
+    el("p", { class: "muted", id: "username-hint" }, "Use your institutional account, written as \\DOMAIN\\username."),
     el("label", {}, "Username", username),
     el("label", {}, "Password", password),
     error,
@@ -171,12 +205,13 @@ async function dashboardView() {
   const [categories, notice] = await Promise.all([api("counselors/categories"), api("notice")]);
   const callButtons = [];
   const cards = categories.map((c) => {
-    const voice = el("button", { disabled: !notice.accepted_at, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=voice`; } }, "Voice call");
-    const video = el("button", { class: "secondary", disabled: !notice.accepted_at, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=video`; } }, "Video call");
+    const nameId = `counselor-${c.id}`;
+    const voice = el("button", { "aria-describedby": nameId, disabled: !notice.accepted_at, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=voice`; } }, "Voice call");
+    const video = el("button", { class: "secondary", "aria-describedby": nameId, disabled: !notice.accepted_at, onclick: () => { location.hash = `#/call?category=${encodeURIComponent(c.name)}&mode=video`; } }, "Video call");
     callButtons.push(voice, video);
-    return el("article", { class: "card counselor" },
+    return el("article", { class: "card counselor", "aria-labelledby": nameId },
       counselorIcon(c.icon_name),
-      el("h3", {}, c.name),
+      el("h2", { id: nameId }, c.name),
       el("p", { class: "muted" }, c.description),
       el("div", { class: "actions" }, voice, video));
   });
@@ -241,16 +276,15 @@ async function hangUp() {
 
 async function callView(category, mode) {
   await hangUp();
-  crisisPanel.hidden = true;
   const call = { mode, closed: false, lines: new Map() };
   state.call = call;
 
-  const statusText = el("span", { class: "pill" }, "Connecting…");
+  const statusText = el("span", { class: "pill", role: "status" }, "Connecting…");
   const quality = el("span", { class: "pill", hidden: true });
-  const transcript = el("div", { class: "transcript", "aria-live": "polite" });
-  const face = mode === "video" ? avatar() : { node: el("div", { class: "orb", "aria-hidden": "true" }), speak: (level) => {
-    face.node.style.transform = `scale(${1 + Math.min(level * 3, 0.35)})`;
-  } };
+  // A polite log: each final line is announced once, when it is added (interim lines are
+  // hidden from screen readers and replaced by a new node when final; see showLine).
+  const transcript = el("div", { class: "transcript", role: "log", "aria-live": "polite", "aria-labelledby": "transcript-title", tabindex: 0 });
+  const face = mode === "video" ? avatar() : orb();
   const mute = el("button", { class: "secondary", disabled: true, onclick: () => {
     const track = call.microphone && call.microphone.getAudioTracks()[0];
     if (!track) return;
@@ -265,24 +299,43 @@ async function callView(category, mode) {
   } }, "End session");
   const player = el("audio", { autoplay: true });
 
-  show(el("h1", {}, `${category} counselor · ${mode}`),
-    el("div", { class: "call" },
-      el("section", { class: "card stage" }, face.node, el("div", { class: "status" }, statusText, quality), el("div", { class: "status" }, mute, end), player),
-      el("section", { class: "card" }, el("h2", {}, "Transcript"), transcript),
-    ));
+  // Captions first: the transcript larger than the call visual, for students who are hard of
+  // hearing; the choice is remembered on this device.
+  const layout = el("div", { class: "call" });
+  const captions = el("button", { type: "button", class: "secondary captions-toggle", "aria-pressed": "false", onclick: () => {
+    setCaptionsFirst(captions.getAttribute("aria-pressed") !== "true");
+  } }, "Captions first");
+  const setCaptionsFirst = (on) => {
+    layout.classList.toggle("captions-first", on);
+    captions.setAttribute("aria-pressed", String(on));
+    try { localStorage.setItem("counsel.captionsFirst", on ? "1" : "0"); } catch { /* private mode */ }
+  };
+  layout.append(
+    el("section", { class: "card stage", "aria-label": "Call" }, face.node, el("div", { class: "status" }, statusText, quality), el("div", { class: "status call-controls" }, mute, end), player),
+    el("section", { class: "card captions" }, el("div", { class: "captions-head" }, el("h2", { id: "transcript-title" }, "Transcript"), captions), transcript));
+  let captionsFirst = false;
+  try { captionsFirst = localStorage.getItem("counsel.captionsFirst") === "1"; } catch { /* private mode */ }
+  setCaptionsFirst(captionsFirst);
+  show(el("h1", {}, `${category} counselor · ${mode}`), layout);
 
   const setStatus = (text) => { statusText.textContent = text; };
 
+  // One node per line, in place: an interim line is updated as it grows; its final version
+  // replaces it with a new node (so the log announces it once, complete); a final line that is
+  // already shown is not shown twice.
   function showLine(message) {
     const key = `${message.speaker}:${message.sequence}`;
-    let line = call.lines.get(key);
-    if (!line) {
-      line = el("div", { class: `line ${message.speaker}` }, el("span", { class: "who" }, message.speaker === "student" ? "You" : "Counselor"), el("span", { class: "text" }));
-      call.lines.set(key, line);
-      transcript.append(line);
+    const shown = call.lines.get(key);
+    if (shown && shown.final) return;
+    const text = el("span", { class: "text" }, message.text);
+    if (shown && !message.is_final) {
+      shown.node.querySelector(".text").replaceWith(text);
+      return;
     }
-    line.classList.toggle("interim", !message.is_final);
-    line.querySelector(".text").textContent = message.text;
+    const node = el("div", { class: `line ${message.speaker}${message.is_final ? "" : " interim"}`, "data-sequence": message.sequence, "aria-hidden": message.is_final ? null : "true" },
+      el("span", { class: "who" }, message.speaker === "student" ? "You" : "Counselor"), text);
+    if (shown) shown.node.replaceWith(node); else transcript.append(node);
+    call.lines.set(key, { node, final: message.is_final });
     transcript.scrollTop = transcript.scrollHeight;
   }
 
@@ -297,7 +350,7 @@ async function callView(category, mode) {
       const message = JSON.parse(event.data);
       switch (message.type) {
         case "transcript": showLine(message); break;
-        case "crisis_alert": crisisPanel.hidden = false; crisisPanel.scrollIntoView({ behavior: "smooth" }); break;
+        case "crisis_alert": showCrisisPanel(); break;
         case "connection_quality": quality.hidden = false; quality.className = `pill ${message.quality}`; quality.textContent = `Connection: ${message.quality}`; break;
         case "bot_state": setStatus({ listening: "Listening", thinking: "Thinking…", speaking: "Speaking" }[message.state] || message.state); break;
         case "session_ended": setStatus("Session ended"); mute.disabled = true; break;
@@ -347,6 +400,16 @@ function iceGatheringComplete(peer) {
   });
 }
 
+// The voice call's visual: a circle that swells with the counselor's voice, or (reduced motion)
+// stays still and only brightens its ring while the counselor speaks.
+function orb() {
+  const node = el("div", { class: "orb", "aria-hidden": "true" });
+  return { node, speak: (level) => {
+    if (reducedMotion.matches) node.classList.toggle("speaking", level > 0.01);
+    else node.style.transform = `scale(${1 + Math.min(level * 3, 0.35)})`;
+  } };
+}
+
 // Drives the orb or the avatar's mouth from the loudness of the counselor's voice.
 function animate(call, stream, speak) {
   const context = new AudioContext();
@@ -387,11 +450,17 @@ function avatar() {
   const eyes = [shape("ellipse", { cx: 78, cy: 96, rx: 6, ry: 7, fill: "#2b2b2b" }), shape("ellipse", { cx: 122, cy: 96, rx: 6, ry: 7, fill: "#2b2b2b" })];
   shape("path", { d: "M66 82 Q78 76 90 82 M110 82 Q122 76 134 82", stroke: "#5b4636", "stroke-width": 3, fill: "none" });
   const mouth = shape("ellipse", { cx: 100, cy: 134, rx: 16, ry: 2, fill: "#9c3d3d" });
-  setInterval(() => {
+  // With reduced motion the face keeps still (no blinking, no moving mouth); a ring shows speech.
+  const blink = setInterval(() => {
+    if (!svg.isConnected) { clearInterval(blink); return; }
+    if (reducedMotion.matches) return;
     eyes.forEach((e) => e.setAttribute("ry", 1));
     setTimeout(() => eyes.forEach((e) => e.setAttribute("ry", 7)), 140);
   }, 4200);
-  return { node: svg, speak: (level) => { mouth.setAttribute("ry", String(2 + Math.min(level * 90, 14))); } };
+  return { node: svg, speak: (level) => {
+    if (reducedMotion.matches) svg.classList.toggle("speaking", level > 0.01);
+    else mouth.setAttribute("ry", String(2 + Math.min(level * 90, 14)));
+  } };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,8 +475,8 @@ async function historyView(params) {
 
   const category = el("select", { name: "category" }, el("option", { value: "" }, "All counselors"), categories.map((c) => el("option", { value: c.name, selected: c.name === filters.category }, c.name)));
   const mode = el("select", { name: "mode" }, el("option", { value: "" }, "Voice and video"), el("option", { value: "voice", selected: filters.mode === "voice" }, "Voice"), el("option", { value: "video", selected: filters.mode === "video" }, "Video"));
-  const start = el("input", { type: "date", value: filters.start_date });
-  const end = el("input", { type: "date", value: filters.end_date });
+  const start = el("input", { type: "date", name: "start_date", value: filters.start_date });
+  const end = el("input", { type: "date", name: "end_date", value: filters.end_date });
   const apply = (p) => {
     const q = new URLSearchParams({ page: String(p) });
     if (category.value) q.set("category", category.value);
@@ -420,14 +489,16 @@ async function historyView(params) {
     el("label", {}, "Counselor", category), el("label", {}, "Mode", mode), el("label", {}, "From", start), el("label", {}, "To", end),
     el("button", { type: "submit" }, "Filter"));
 
-  const rows = result.sessions.map((s) => el("tr", { class: "row", tabindex: 0, onclick: () => { location.hash = `#/sessions/${s.id}`; }, onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/sessions/${s.id}`; } },
-    el("td", {}, formatDate(s.started_at)), el("td", {}, s.counselor_category), el("td", {}, s.mode),
+  // Each row opens its session; the date is the row's link, so keyboards and screen readers
+  // reach it as one.
+  const rows = result.sessions.map((s) => el("tr", { class: "row", onclick: (e) => { if (!e.target.closest("a")) location.hash = `#/sessions/${s.id}`; } },
+    el("td", {}, el("a", { href: `#/sessions/${s.id}` }, formatDate(s.started_at))), el("td", {}, s.counselor_category), el("td", {}, s.mode),
     el("td", {}, formatDuration(s.duration_seconds)),
     el("td", { class: "rating" }, s.rating ? ratingText(s.rating) : el("span", { class: "muted" }, "not rated")),
     el("td", {}, s.crisis_detected ? el("span", { class: "flag" }, "crisis support given") : "")));
   const pages = Math.max(1, Math.ceil(result.total / result.per_page));
   const table = result.sessions.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, "Rating"), el("th", {}, ""))), el("tbody", {}, rows))
+    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, "Rating"), el("th", {}, el("span", { class: "visually-hidden" }, "Crisis support")))), el("tbody", {}, rows))
     : el("p", { class: "card muted" }, "No sessions match.");
   show(el("h1", {}, "My sessions"), form, table,
     el("div", { class: "pager" },
@@ -475,7 +546,7 @@ async function sessionView(id, params = new URLSearchParams()) {
       el("div", { class: "status" },
         el("a", { class: "button secondary", href: `${API}/sessions/${encodeURIComponent(id)}/download` }, "Download"),
         remove)),
-    el("section", { class: "card transcript", style: "height:auto" }, body),
+    el("section", { class: "card transcript saved", "aria-label": "Transcript" }, body),
   );
 }
 
