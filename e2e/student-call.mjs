@@ -6,7 +6,9 @@
 // page from running. Sign-in, the notice, the call and the rating are done with the keyboard alone,
 // each control reached with Tab and showing a focus ring; axe-core checks every page and state on
 // the way (no serious or critical violation), and the orb is seen to move with the counselor's
-// voice.
+// voice. Then the same student on a phone-sized screen (390×844, in a second browser context that
+// asks for reduced motion): every page fits the width, a video call keeps the avatar still, puts
+// mute and end at the bottom of the screen and leaves the transcript readable.
 //
 //   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
 //
@@ -43,6 +45,12 @@ async function checkAccessibility(page, where) {
   });
   for (const v of violations) problems.push(`axe on ${where}: ${v}`);
   return violations.length;
+}
+
+// The page does not scroll sideways.
+async function checkFits(page, where) {
+  const [scrollWidth, innerWidth] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  if (scrollWidth > innerWidth) problems.push(`${where} is ${scrollWidth}px wide on a ${innerWidth}px screen`);
 }
 
 // Presses Tab until the element has focus, as a keyboard user would reach it, and checks that
@@ -183,6 +191,65 @@ try {
   await page.goto(baseUrl);
   await page.waitForSelector(".counselor button:not([disabled])", { timeout: 15_000 });
   seen.acceptedOnce = (await page.locator(".notice-card").count()) === 0;
+
+  // On a phone-sized screen, with reduced motion asked for.
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, reducedMotion: "reduce" });
+  const small = await phone.newPage();
+  small.on("pageerror", (error) => console.error(`[page error, phone] ${error}`));
+  small.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
+  });
+  const onPhone = async (where) => {
+    await checkFits(small, `${where} on a phone`);
+    await checkAccessibility(small, `${where} on a phone`);
+  };
+  await small.goto(baseUrl);
+  await small.waitForSelector("input[name=username]");
+  await onPhone("the sign-in page");
+  await small.fill("input[name=username]", username);
+  await small.fill("input[name=password]", password);
+  await small.click("button[type=submit]");
+  await small.waitForSelector(".counselor button:not([disabled])", { timeout: 15_000 });
+  await onPhone("the dashboard");
+  await small.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Video call" }).click();
+  // The avatar keeps still (no mouth, no blink) while the counselor greets; a ring shows speech.
+  await small.waitForSelector("svg.avatar", { timeout: 15_000 });
+  await small.evaluate(() => {
+    window.__moves = 0;
+    window.__spoke = false;
+    const face = document.querySelector("svg.avatar");
+    new MutationObserver((changes) => {
+      for (const change of changes) {
+        if (change.attributeName === "class") window.__spoke ||= face.classList.contains("speaking");
+        else window.__moves += 1;
+      }
+    }).observe(face, { attributes: true, subtree: true, attributeFilter: ["ry", "rx", "cx", "cy", "transform", "class"] });
+  });
+  await small.waitForSelector(".line.counselor:not(.interim)", { timeout: CALL_TIMEOUT_MS });
+  seen.phoneCall = await small.evaluate(() => {
+    const box = (node) => node.getBoundingClientRect();
+    const button = (name) => box([...document.querySelectorAll(".call-controls button")].find((b) => b.textContent === name));
+    const transcript = box(document.querySelector(".transcript"));
+    return {
+      avatarMoves: window.__moves, spoke: window.__spoke, height: innerHeight,
+      muteTop: Math.round(button("Mute").top), endTop: Math.round(button("End session").top), endBottom: Math.round(button("End session").bottom),
+      controlsTop: Math.round(box(document.querySelector(".call-controls")).top),
+      transcript: { width: Math.round(transcript.width), height: Math.round(transcript.height), bottom: Math.round(transcript.bottom) },
+      lineFontPx: parseFloat(getComputedStyle(document.querySelector(".transcript .line")).fontSize),
+    };
+  });
+  await onPhone("the video call");
+  await small.getByRole("button", { name: "End session" }).click();
+  const phoneDialog = small.locator("dialog.rating-dialog[open]");
+  await phoneDialog.waitFor({ timeout: 15_000 });
+  await onPhone("the rating dialog");
+  await phoneDialog.getByRole("button", { name: "Skip" }).click();
+  await phoneDialog.waitFor({ state: "detached", timeout: 15_000 });
+  await onPhone("the session page");
+  await small.getByRole("link", { name: "My sessions" }).click();
+  await small.waitForSelector("tr.row", { timeout: 15_000 });
+  await onPhone("the history");
+  await phone.close();
   seen.refusedByPolicy = [...refused];
   // And the policy does its job: script injected into the page as markup does not run.
   seen.injectedScriptRan = await page.evaluate(() => {
@@ -208,6 +275,10 @@ try {
   if (!(seen.orbMoves > 0)) problems.push("the orb did not move with the counselor's voice");
   const c = seen.captionsFirst;
   if (c.pressed !== "true" || !c.larger || !c.first || !(c.lineFontPx >= 20)) problems.push(`captions first did not put a larger transcript first: ${JSON.stringify(c)}`);
+  const p = seen.phoneCall;
+  if (p.avatarMoves !== 0 || !p.spoke) problems.push(`with reduced motion the avatar moved ${p.avatarMoves} times (spoke: ${p.spoke})`);
+  if (p.muteTop < 0.8 * p.height || p.endTop < 0.8 * p.height || p.endBottom > p.height) problems.push(`on a phone, mute and end are not at the bottom of the screen: ${JSON.stringify(p)}`);
+  if (p.transcript.width < 300 || p.transcript.height < 200 || p.transcript.bottom > p.controlsTop || p.lineFontPx < 16) problems.push(`on a phone, the transcript is not readable: ${JSON.stringify(p)}`);
   if (seen.historyRating !== "4/5") problems.push(`the history shows the rating as ${JSON.stringify(seen.historyRating)}`);
   if (problems.length) {
     console.error(problems.join("\n"));

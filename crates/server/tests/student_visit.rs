@@ -3,7 +3,8 @@
 //! (Chromium's fake microphone plays spoken audio), see the words transcribed by the offline
 //! recogniser and answered, end the call, rate it, and find the session with its transcript and
 //! its rating in the history; with the keyboard alone, and with axe-core finding no serious or
-//! critical accessibility violation on any page or state on the way.
+//! critical accessibility violation on any page or state on the way; then, on a phone-sized
+//! screen, a video call with the avatar kept still and every page without sideways scrolling.
 //!
 //! Needs Chromium, Node with `npm ci --prefix e2e`, espeak-ng and the offline models
 //! (`COUNSEL_MODELS_DIR`, as `scripts/test` sets up).
@@ -129,14 +130,18 @@ async fn a_student_talks_to_the_offline_counselor_in_the_browser() {
         .list_sessions(user.id, &Default::default(), 1, 20)
         .await
         .unwrap();
-    assert_eq!(total, 1);
+    assert_eq!(total, 2, "the voice call, then the video call on the phone");
     assert!(
-        sessions[0].ended_at.is_some(),
-        "ending the call finalized the session"
+        sessions.iter().all(|s| s.ended_at.is_some()),
+        "ending each call finalized its session"
     );
+    let voice = sessions
+        .iter()
+        .find(|s| s.mode == domain::SessionMode::Voice)
+        .expect("the voice call is in the history");
     let detail = state
         .store
-        .session_for_user(user.id, sessions[0].id)
+        .session_for_user(user.id, voice.id)
         .await
         .unwrap()
         .unwrap();

@@ -65,7 +65,9 @@ function show(...nodes) {
   app.replaceChildren(...nodes);
   const heading = app.querySelector("h1");
   document.title = heading ? `${heading.textContent} · counsel` : "counsel";
-  app.focus();
+  // Focus without scrolling past the header: a tall page would otherwise open below the nav.
+  app.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
 }
 
 // The skip link moves focus past the header without touching the route (its #app would).
@@ -492,13 +494,13 @@ async function historyView(params) {
   // Each row opens its session; the date is the row's link, so keyboards and screen readers
   // reach it as one.
   const rows = result.sessions.map((s) => el("tr", { class: "row", onclick: (e) => { if (!e.target.closest("a")) location.hash = `#/sessions/${s.id}`; } },
-    el("td", {}, el("a", { href: `#/sessions/${s.id}` }, formatDate(s.started_at))), el("td", {}, s.counselor_category), el("td", {}, s.mode),
-    el("td", {}, formatDuration(s.duration_seconds)),
-    el("td", { class: "rating" }, s.rating ? ratingText(s.rating) : el("span", { class: "muted" }, "not rated")),
-    el("td", {}, s.crisis_detected ? el("span", { class: "flag" }, "crisis support given") : "")));
+    el("td", { class: "date" }, el("a", { href: `#/sessions/${s.id}` }, formatDate(s.started_at))), el("td", { "data-label": "Counselor" }, s.counselor_category), el("td", { "data-label": "Mode" }, s.mode),
+    el("td", { "data-label": "Duration" }, formatDuration(s.duration_seconds)),
+    el("td", { class: "rating", "data-label": "Rating" }, s.rating ? ratingText(s.rating) : el("span", { class: "muted" }, "not rated")),
+    el("td", { class: "crisis-flag" }, s.crisis_detected ? el("span", { class: "flag" }, "crisis support given") : "")));
   const pages = Math.max(1, Math.ceil(result.total / result.per_page));
   const table = result.sessions.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, "Rating"), el("th", {}, el("span", { class: "visually-hidden" }, "Crisis support")))), el("tbody", {}, rows))
+    ? el("table", { class: "history" }, el("thead", {}, el("tr", {}, el("th", {}, "Date"), el("th", {}, "Counselor"), el("th", {}, "Mode"), el("th", {}, "Duration"), el("th", {}, "Rating"), el("th", {}, el("span", { class: "visually-hidden" }, "Crisis support")))), el("tbody", {}, rows))
     : el("p", { class: "card muted" }, "No sessions match.");
   show(el("h1", {}, "My sessions"), form, table,
     el("div", { class: "pager" },
