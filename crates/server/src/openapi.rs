@@ -15,6 +15,8 @@ use crate::error::{error_table_markdown, ErrorBody, ErrorKind};
         title = "counsel API",
         description = "AI counseling sessions for college students, by voice and video. Every route is served under `/api/v1` and, identically, under `/api`.",
     ),
+    // The transcript WebSocket is served outside the API prefix, so it is listed here.
+    paths(crate::routes::live::transcript_socket),
     components(schemas(ErrorBody)),
     modifiers(&Security, &ErrorCodes),
     security(("cookieAuth" = []), ("bearerAuth" = [])),

@@ -1,7 +1,9 @@
 //! What a call shows on the student's screen, fanned out to every open transcript WebSocket.
 //!
 //! A socket that connects late (a page reload mid-call) first gets everything that matters so
-//! far — final transcript lines, a crisis alert, the end — and then the live stream.
+//! far — final transcript lines, a crisis alert, the end — and then the live stream. One that
+//! reconnects after a network blip names the last final line it saw and gets only what came
+//! after it.
 
 use std::sync::Mutex;
 
@@ -70,6 +72,39 @@ impl LiveMessage {
             LiveMessage::ConnectionQuality { .. } | LiveMessage::BotState { .. } => false,
         }
     }
+
+    /// The sequence number of a final transcript line.
+    fn final_sequence(&self) -> Option<u64> {
+        match self {
+            LiveMessage::Transcript {
+                is_final: true,
+                sequence,
+                ..
+            } => Some(*sequence),
+            _ => None,
+        }
+    }
+}
+
+/// The part of a replay a screen has not seen, when the last final line it saw was `after`.
+///
+/// Lines are numbered when they start, so a counselor's line cut short by the student becomes
+/// final just after the student's (higher-numbered) line: the resume point is where line `after`
+/// stands in the replay, not its number. A number the replay does not hold (not a line of this
+/// call, or one past the replay's limit) resumes with every final line numbered above it, the
+/// crisis alert and the end.
+fn replay_after(history: &[LiveMessage], after: u64) -> Vec<LiveMessage> {
+    match history
+        .iter()
+        .position(|m| m.final_sequence() == Some(after))
+    {
+        Some(seen) => history[seen + 1..].to_vec(),
+        None => history
+            .iter()
+            .filter(|m| m.final_sequence().is_none_or(|sequence| sequence > after))
+            .cloned()
+            .collect(),
+    }
 }
 
 /// A call's live feed.
@@ -111,8 +146,21 @@ impl Feed {
     /// Everything replayable so far, and the live stream from exactly that point on (taken under
     /// one lock, so nothing falls between the two or arrives twice).
     pub fn subscribe(&self) -> (Vec<LiveMessage>, broadcast::Receiver<LiveMessage>) {
+        self.resume(None)
+    }
+
+    /// As [`Feed::subscribe`], for a screen that already saw every message up to the final line
+    /// numbered `after` (none: it saw nothing).
+    pub fn resume(
+        &self,
+        after: Option<u64>,
+    ) -> (Vec<LiveMessage>, broadcast::Receiver<LiveMessage>) {
         let inner = self.inner.lock().expect("feed lock");
-        (inner.history.clone(), inner.live.subscribe())
+        let replay = match after {
+            Some(after) => replay_after(&inner.history, after),
+            None => inner.history.clone(),
+        };
+        (replay, inner.live.subscribe())
     }
 }
 
@@ -143,6 +191,58 @@ mod tests {
         assert_eq!(history, vec![line(1, true)]);
         feed.publish(line(2, true));
         assert_eq!(live.try_recv().unwrap(), line(2, true));
+    }
+
+    fn alert() -> LiveMessage {
+        LiveMessage::CrisisAlert {
+            level: CrisisLevel::Crisis,
+            resources: CrisisResources::US,
+        }
+    }
+
+    #[test]
+    fn a_reconnecting_screen_gets_only_what_came_after_its_last_line() {
+        let feed = Feed::new();
+        for message in [
+            line(1, true),
+            line(2, true),
+            alert(),
+            line(3, false),
+            line(3, true),
+        ] {
+            feed.publish(message);
+        }
+        assert_eq!(
+            feed.resume(Some(1)).0,
+            vec![line(2, true), alert(), line(3, true)]
+        );
+        assert_eq!(feed.resume(Some(2)).0, vec![alert(), line(3, true)]);
+        assert_eq!(feed.resume(Some(3)).0, vec![]);
+        assert_eq!(feed.resume(None).0, feed.subscribe().0);
+        let (_, mut live) = feed.resume(Some(3));
+        feed.publish(line(4, true));
+        assert_eq!(live.try_recv().unwrap(), line(4, true));
+    }
+
+    #[test]
+    fn the_resume_point_is_the_lines_place_not_its_number() {
+        // Line 2 (the counselor's, cut short) became final after line 3 (the student's).
+        let feed = Feed::new();
+        for message in [line(1, true), line(3, true), line(2, true), line(4, true)] {
+            feed.publish(message);
+        }
+        assert_eq!(feed.resume(Some(3)).0, vec![line(2, true), line(4, true)]);
+        assert_eq!(feed.resume(Some(2)).0, vec![line(4, true)]);
+    }
+
+    #[test]
+    fn an_unknown_resume_point_replays_the_lines_above_it_and_the_alert() {
+        let feed = Feed::new();
+        for message in [line(1, true), alert(), line(5, true)] {
+            feed.publish(message);
+        }
+        assert_eq!(feed.resume(Some(3)).0, vec![alert(), line(5, true)]);
+        assert_eq!(feed.resume(Some(99)).0, vec![alert()]);
     }
 
     #[test]

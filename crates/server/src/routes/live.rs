@@ -2,7 +2,8 @@
 //!
 //! Signed in by the `access_token` cookie, a bearer token, or `?token=<access token>`. Only the
 //! session's owner can open it; anyone else gets the same 404 as for a session that does not
-//! exist. A student may hold at most five sockets at once.
+//! exist. A student may hold at most five sockets at once. A screen that reconnects after a
+//! network blip passes `?after=<sequence>`, the last final line it saw, and resumes from there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,11 @@ use axum::Router;
 use domain::UserId;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 
 use crate::auth::AuthUser;
 use crate::calls::LiveMessage;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -34,9 +36,30 @@ pub fn routes() -> Router<AppState> {
     )
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Taken as text and checked here, so that a bad value is reported with its parameter's name.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SocketQuery {
+    /// An access token, for clients that cannot set headers on a WebSocket.
     token: Option<String>,
+    /// The `sequence` of the last final transcript line this screen received: the replay starts
+    /// after it, so a reconnecting screen gets no line twice and misses none. Without it the
+    /// socket first gets everything said so far.
+    #[param(value_type = Option<u64>, minimum = 0)]
+    after: Option<String>,
+}
+
+/// The resume point of `?after=`: a whole number, 0 or more.
+fn resume_point(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    raw.map(|raw| {
+        raw.trim().parse().map_err(|_| {
+            ApiError::validation(
+                "after",
+                "must be the sequence number of a transcript line (0 or more)",
+            )
+        })
+    })
+    .transpose()
 }
 
 /// Counts open sockets per student.
@@ -81,13 +104,32 @@ impl Drop for SocketSlot {
     }
 }
 
-async fn transcript_socket(
+/// The live transcript of one of the caller's calls, as a WebSocket.
+///
+/// JSON messages: `transcript` (`speaker`, `text`, `is_final`, `sequence`, `timestamp`,
+/// `interrupted`), `crisis_alert`, `connection_quality`, `bot_state`, `session_ended`. A socket
+/// first gets what was said so far (final lines, the crisis alert, the end), or with `after` only
+/// what came after that line, then the live stream. A screen that falls behind the live stream is
+/// closed with 1013 and reconnects with `after`; a blocked or signed-out account's socket is
+/// closed with 1008.
+#[utoipa::path(get, path = "/ws/sessions/{session_id}/transcript", tag = "Live Transcript",
+    params(("session_id" = uuid::Uuid, Path, description = "The call's session id"), SocketQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "Not signed in (AUTH_004)", body = ErrorBody),
+        (status = 403, description = "Opened from a page of a foreign origin (AUTH_005)", body = ErrorBody),
+        (status = 404, description = "No live call of the caller's with this id (SESSION_001)", body = ErrorBody),
+        (status = 422, description = "`after` is not a whole number (VALIDATION_001)", body = ErrorBody),
+        (status = 429, description = "Five transcript sockets are open already (RATE_LIMIT_001)", body = ErrorBody),
+    ))]
+pub async fn transcript_socket(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
     Query(query): Query<SocketQuery>,
     upgrade: WebSocketUpgrade,
     mut parts: Parts,
 ) -> Result<Response, ApiError> {
+    let after = resume_point(query.after.as_deref())?;
     // `?token=` is for clients that cannot set headers on a WebSocket; it is checked exactly
     // like a bearer token.
     if let Some(token) = query.token {
@@ -120,7 +162,7 @@ async fn transcript_socket(
         // The socket lives no longer than the token that opened it: a block or a sign-out
         // closes it within about a second.
         let revoked = crate::auth::until_revoked(&store, user, account.token_epoch, false);
-        relay(socket, feed, user, revoked).await;
+        relay(socket, feed, after, user, revoked).await;
     }))
 }
 
@@ -133,16 +175,17 @@ pub(crate) fn revoked_close(why: crate::auth::Revocation) -> Message {
     }))
 }
 
-/// Sends what was said so far, then everything live, until the call ends, the socket closes or
-/// the account revokes the token (`revoked` resolves).
+/// Sends what was said so far (after line `after`, if given), then everything live, until the
+/// call ends, the socket closes or the account revokes the token (`revoked` resolves).
 async fn relay(
     mut socket: WebSocket,
     feed: Arc<crate::calls::Feed>,
+    after: Option<u64>,
     user: UserId,
     revoked: impl std::future::Future<Output = crate::auth::Revocation>,
 ) {
     tokio::pin!(revoked);
-    let (history, mut live) = feed.subscribe();
+    let (history, mut live) = feed.resume(after);
     for message in &history {
         if send(&mut socket, message).await.is_err() {
             return;
@@ -164,8 +207,15 @@ async fn relay(
                         break;
                     }
                 }
-                // A slow screen missed some interim lines; final ones are replayed on reconnect.
-                Err(RecvError::Lagged(_)) => continue,
+                // A slow screen missed messages, perhaps final lines: it reconnects with
+                // `after` and gets them from the replay, so nothing is lost.
+                Err(RecvError::Lagged(_)) => {
+                    let _ = socket.send(Message::Close(Some(CloseFrame {
+                        code: axum::extract::ws::close_code::AGAIN,
+                        reason: "fell behind; reconnect".into(),
+                    }))).await;
+                    return;
+                }
                 Err(RecvError::Closed) => break,
             },
             incoming = socket.recv() => match incoming {

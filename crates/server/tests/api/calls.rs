@@ -362,3 +362,110 @@ async fn the_offer_reads_a_lower_case_bearer_scheme() {
     let (status, code, detail) = error_of(response).await;
     assert_eq!((status, code.as_str()), (422, "VALIDATION_001"), "{detail}");
 }
+
+/// A final transcript line as the call publishes it.
+fn final_line(sequence: u64, speaker: domain::Speaker) -> server::calls::LiveMessage {
+    server::calls::LiveMessage::Transcript {
+        speaker,
+        text: domain::TranscriptText::new(format!("line {sequence}")),
+        is_final: true,
+        sequence,
+        timestamp: chrono::Utc::now(),
+        interrupted: false,
+    }
+}
+
+/// The sequence numbers of the next `count` final lines a transcript socket receives.
+async fn next_finals<S>(socket: &mut S, count: usize) -> Vec<u64>
+where
+    S: futures::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
+{
+    use futures::StreamExt;
+    let mut finals = Vec::new();
+    while finals.len() < count {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+            .await
+            .expect("a line within 5 s")
+            .expect("the socket is open")
+            .expect("a message");
+        let tungstenite::Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["type"] == "transcript" && message["is_final"] == true {
+            finals.push(message["sequence"].as_u64().unwrap());
+        }
+    }
+    finals
+}
+
+/// Whether the socket stays quiet for a moment (nothing more was sent).
+async fn stays_quiet<S>(socket: &mut S) -> bool
+where
+    S: futures::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
+{
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_millis(300), socket.next())
+        .await
+        .is_err()
+}
+
+/// A screen that reconnects after a network blip with `?after=` (the last final line it saw)
+/// gets only what came after that line, then the live stream: no line twice, none missed.
+#[tokio::test]
+async fn a_reconnecting_transcript_socket_resumes_after_the_last_line_it_saw() {
+    use domain::Speaker::{Counselor, Student};
+    let app = app_with_cloud_services().await;
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let (session, _) = open_room(&app, &token).await;
+    let feed = app
+        .state
+        .calls
+        .feed(student.id, session.parse().unwrap())
+        .expect("the room has a live feed");
+    let url = |after: &str| {
+        app.ws_url(&format!(
+            "/ws/sessions/{session}/transcript?token={token}{after}"
+        ))
+    };
+    // The counselor's line 2 is cut short by the student's line 3, so it is final after it.
+    for (sequence, speaker) in [(1, Counselor), (3, Student), (2, Counselor)] {
+        feed.publish(final_line(sequence, speaker));
+    }
+
+    let (mut first, _) = tokio_tungstenite::connect_async(url("")).await.unwrap();
+    assert_eq!(next_finals(&mut first, 3).await, [1, 3, 2], "all so far");
+    drop(first);
+    // Said while the screen was away.
+    feed.publish(final_line(4, Student));
+
+    let (mut again, _) = tokio_tungstenite::connect_async(url("&after=2"))
+        .await
+        .unwrap();
+    assert_eq!(next_finals(&mut again, 1).await, [4], "only what it missed");
+    feed.publish(final_line(5, Counselor));
+    assert_eq!(next_finals(&mut again, 1).await, [5], "then live");
+    assert!(stays_quiet(&mut again).await, "nothing twice");
+
+    // The resume point is where the line stands, not its number: after line 3 comes line 2.
+    let (mut other, _) = tokio_tungstenite::connect_async(url("&after=3"))
+        .await
+        .unwrap();
+    assert_eq!(next_finals(&mut other, 3).await, [2, 4, 5]);
+    assert!(stays_quiet(&mut other).await);
+
+    // Anything but a whole number is refused before the socket opens, naming the parameter.
+    for bad in ["-1", "two", "", "1.5"] {
+        match tokio_tungstenite::connect_async(url(&format!("&after={bad}"))).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 422, "after={bad}");
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["code"], "VALIDATION_001", "after={bad}");
+                assert!(body["detail"].as_str().unwrap().contains("after"), "{body}");
+            }
+            other => panic!("after={bad}: {other:?}"),
+        }
+    }
+}

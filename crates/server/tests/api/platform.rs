@@ -243,6 +243,15 @@ async fn openapi_document_and_docs_are_served(app: TestApp) {
     assert!(paths["/api/v1/sessions/{session_id}"]
         .get("delete")
         .is_some());
+    // The transcript WebSocket, outside the API prefix, with its resume point.
+    let socket = &paths["/ws/sessions/{session_id}/transcript"]["get"];
+    let parameters: Vec<&str> = socket["parameters"]
+        .as_array()
+        .expect("the transcript socket is documented")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(parameters, ["session_id", "token", "after"]);
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     assert!(doc["components"]["securitySchemes"]["cookieAuth"].is_object());
     let description = doc["info"]["description"].as_str().unwrap();
