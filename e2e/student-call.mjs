@@ -6,7 +6,8 @@
 // page from running. Sign-in, the notice, the call and the rating are done with the keyboard alone,
 // each control reached with Tab and showing a focus ring; axe-core checks every page and state on
 // the way (no serious or critical violation), and the orb is seen to move with the counselor's
-// voice. Then the same student on a phone-sized screen (390×844, in a second browser context that
+// voice. Mid-call the transcript socket is dropped (as a network blip would): the page says so,
+// reconnects, and shows every line once, with none missing. Then the same student on a phone-sized screen (390×844, in a second browser context that
 // asks for reduced motion): every page fits the width, a video call keeps the avatar still, puts
 // mute and end at the bottom of the screen and leaves the transcript readable.
 //
@@ -98,6 +99,24 @@ try {
   page.on("console", (message) => {
     if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
   });
+  // Records each WebSocket the page opens and the final lines it delivers, so the test can drop
+  // one and see what the next one resends. (Run through the DevTools protocol, before the page's
+  // scripts, like axe-core.)
+  await page.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        const record = { url: String(args[0]), finals: [], socket: this };
+        window.__sockets.push(record);
+        this.addEventListener("message", (event) => {
+          const message = JSON.parse(event.data);
+          if (message.type === "transcript" && message.is_final) record.finals.push(message.sequence);
+        });
+      }
+    };
+  });
   await page.goto(baseUrl);
   await page.waitForSelector("input[name=username]");
   await checkAccessibility(page, "the sign-in page");
@@ -143,9 +162,18 @@ try {
   seen.greeting = await page.locator(".line.counselor .text").first().textContent();
   await page.waitForSelector(".line.student:not(.interim)", { timeout: CALL_TIMEOUT_MS });
   seen.student = await page.locator(".line.student:not(.interim) .text").first().textContent();
+
+  // A network blip while the counselor is answering: the transcript socket drops; the page says
+  // it is reconnecting, and comes back.
+  await page.evaluate(() => window.__sockets.at(-1).socket.close());
+  await page.waitForSelector('.link-state[data-connection="reconnecting"]', { timeout: 5_000 });
+  seen.reconnectingSays = (await page.locator(".link-state").textContent()).trim();
+  await page.waitForSelector('.link-state[data-connection="live"]', { timeout: 15_000 });
   await page.waitForFunction(() => document.querySelectorAll(".line.counselor:not(.interim)").length >= 2, null, { timeout: CALL_TIMEOUT_MS });
   seen.reply = await page.locator(".line.counselor .text").nth(1).textContent();
   seen.orbMoves = await page.evaluate(() => window.__moves);
+  seen.sockets = await page.evaluate(() => window.__sockets.map(({ url, finals }) => ({ after: new URL(url).searchParams.get("after"), finals })));
+  seen.shownLines = await page.locator(".transcript .line:not(.interim)").evaluateAll((lines) => lines.map((l) => Number(l.dataset.sequence)));
   await checkAccessibility(page, "the voice call");
 
   // Captions first: the transcript becomes larger than the call visual, and back.
@@ -179,6 +207,12 @@ try {
   await dialog.waitFor({ state: "detached", timeout: 15_000 });
   seen.rating = (await page.locator(".rating-summary").textContent()).trim();
   await checkAccessibility(page, "the session page");
+  // What was stored, to compare with what the call page showed.
+  seen.storedLines = await page.evaluate(async () => {
+    const id = location.hash.match(/sessions\/([^?]+)/)[1];
+    const detail = await (await fetch(`/api/v1/sessions/${id}`)).json();
+    return detail.messages.map((m) => m.sequence);
+  });
   await tabTo(page, page.getByRole("link", { name: "My sessions" }), "the My sessions link");
   await page.keyboard.press("Enter");
   await page.waitForSelector("tr.row td.rating", { timeout: 15_000 });
@@ -275,6 +309,15 @@ try {
   if (!(seen.orbMoves > 0)) problems.push("the orb did not move with the counselor's voice");
   const c = seen.captionsFirst;
   if (c.pressed !== "true" || !c.larger || !c.first || !(c.lineFontPx >= 20)) problems.push(`captions first did not put a larger transcript first: ${JSON.stringify(c)}`);
+  // After the blip: the new socket resumed after the last line the old one delivered, resent
+  // none of them, and the page showed every stored line up to its last one, once each.
+  const [before, after] = seen.sockets;
+  if (seen.sockets.length !== 2 || after.after !== String(before.finals.at(-1))) problems.push(`the transcript socket did not resume after its last line: ${JSON.stringify(seen.sockets)}`);
+  else if (after.finals.some((n) => before.finals.includes(n))) problems.push(`the reconnected socket resent lines: ${JSON.stringify(seen.sockets)}`);
+  if (!/reconnecting/i.test(seen.reconnectingSays)) problems.push(`while reconnecting the page says ${JSON.stringify(seen.reconnectingSays)}`);
+  const upToLastShown = seen.storedLines.filter((n) => n <= Math.max(...seen.shownLines));
+  if (new Set(seen.shownLines).size !== seen.shownLines.length) problems.push(`a line was shown twice: ${JSON.stringify(seen.shownLines)}`);
+  if (JSON.stringify([...seen.shownLines].sort((a, b) => a - b)) !== JSON.stringify(upToLastShown)) problems.push(`the call page showed lines ${JSON.stringify(seen.shownLines)}, the session has ${JSON.stringify(seen.storedLines)}`);
   const p = seen.phoneCall;
   if (p.avatarMoves !== 0 || !p.spoke) problems.push(`with reduced motion the avatar moved ${p.avatarMoves} times (spoke: ${p.spoke})`);
   if (p.muteTop < 0.8 * p.height || p.endTop < 0.8 * p.height || p.endBottom > p.height) problems.push(`on a phone, mute and end are not at the bottom of the screen: ${JSON.stringify(p)}`);

@@ -267,6 +267,8 @@ async function hangUp() {
   if (!call) return;
   state.call = null;
   call.closed = true;
+  clearTimeout(call.retry);
+  clearTimeout(call.linkNotice);
   if (call.socket) call.socket.close();
   if (call.peer) call.peer.close();
   if (call.microphone) call.microphone.getTracks().forEach((t) => t.stop());
@@ -283,6 +285,7 @@ async function callView(category, mode) {
 
   const statusText = el("span", { class: "pill", role: "status" }, "Connecting…");
   const quality = el("span", { class: "pill", hidden: true });
+  const link = el("span", { class: "link-state", role: "status", "data-connection": "live" });
   // A polite log: each final line is announced once, when it is added (interim lines are
   // hidden from screen readers and replaced by a new node when final; see showLine).
   const transcript = el("div", { class: "transcript", role: "log", "aria-live": "polite", "aria-labelledby": "transcript-title", tabindex: 0 });
@@ -313,7 +316,7 @@ async function callView(category, mode) {
     try { localStorage.setItem("counsel.captionsFirst", on ? "1" : "0"); } catch { /* private mode */ }
   };
   layout.append(
-    el("section", { class: "card stage", "aria-label": "Call" }, face.node, el("div", { class: "status" }, statusText, quality), el("div", { class: "status call-controls" }, mute, end), player),
+    el("section", { class: "card stage", "aria-label": "Call" }, face.node, el("div", { class: "status" }, statusText, quality, link), el("div", { class: "status call-controls" }, mute, end), player),
     el("section", { class: "card captions" }, el("div", { class: "captions-head" }, el("h2", { id: "transcript-title" }, "Transcript"), captions), transcript));
   let captionsFirst = false;
   try { captionsFirst = localStorage.getItem("counsel.captionsFirst") === "1"; } catch { /* private mode */ }
@@ -321,6 +324,13 @@ async function callView(category, mode) {
   show(el("h1", {}, `${category} counselor · ${mode}`), layout);
 
   const setStatus = (text) => { statusText.textContent = text; };
+  // The transcript socket's state, said aloud when it changes; empty while all is well.
+  const setLink = (connection, text) => {
+    link.dataset.connection = connection;
+    link.replaceChildren(text ? el("span", { class: `pill ${connection === "live" ? "good" : "poor"}` }, text) : "");
+    clearTimeout(call.linkNotice);
+    if (connection === "live") call.linkNotice = setTimeout(() => link.replaceChildren(), 4000);
+  };
 
   // One node per line, in place: an interim line is updated as it grows; its final version
   // replaces it with a new node (so the log announces it once, complete); a final line that is
@@ -346,20 +356,46 @@ async function callView(category, mode) {
     if (call.closed) return;
     call.sessionId = room.session_id;
 
-    const socket = new WebSocket(new URL(room.websocket_url, location.href).href.replace(/^http/, "ws"));
-    call.socket = socket;
-    socket.onmessage = (event) => {
-      const message = JSON.parse(event.data);
-      switch (message.type) {
-        case "transcript": showLine(message); break;
-        case "crisis_alert": showCrisisPanel(); break;
-        case "connection_quality": quality.hidden = false; quality.className = `pill ${message.quality}`; quality.textContent = `Connection: ${message.quality}`; break;
-        case "bot_state": setStatus({ listening: "Listening", thinking: "Thinking…", speaking: "Speaking" }[message.state] || message.state); break;
-        case "session_ended": setStatus("Session ended"); mute.disabled = true; break;
-      }
+    // The transcript socket comes back after a network blip, 1, 2, 4… (at most 10) seconds
+    // later, resuming after the last final line it delivered: the server sends only what came
+    // after that line, so none is shown twice or missed.
+    let retries = 0;
+    const connect = () => {
+      const url = new URL(room.websocket_url, location.href);
+      if (call.lastFinal != null) url.searchParams.set("after", String(call.lastFinal));
+      const socket = new WebSocket(url.href.replace(/^http/, "ws"));
+      call.socket = socket;
+      socket.onopen = () => {
+        if (retries > 0) setLink("live", "Transcript reconnected");
+        retries = 0;
+      };
+      socket.onmessage = (event) => {
+        const message = JSON.parse(event.data);
+        switch (message.type) {
+          case "transcript":
+            showLine(message);
+            if (message.is_final) call.lastFinal = message.sequence;
+            break;
+          case "crisis_alert": showCrisisPanel(); break;
+          case "connection_quality": quality.hidden = false; quality.className = `pill ${message.quality}`; quality.textContent = `Connection: ${message.quality}`; break;
+          case "bot_state": setStatus({ listening: "Listening", thinking: "Thinking…", speaking: "Speaking" }[message.state] || message.state); break;
+          case "session_ended": call.ended = true; setStatus("Session ended"); mute.disabled = true; break;
+        }
+      };
+      socket.onclose = (event) => {
+        if (call.closed || call.ended || call.socket !== socket) return;
+        // 1008: the account was blocked or signed out; the server has revoked this page's token.
+        if (event.code === 1008) {
+          setStatus(event.reason === "account blocked" ? "Account blocked" : "Signed out");
+          mute.disabled = true;
+          return;
+        }
+        setLink("reconnecting", "Transcript connection lost, reconnecting…");
+        call.retry = setTimeout(connect, Math.min(1000 * 2 ** retries, 10_000));
+        retries += 1;
+      };
     };
-    // 1008: the account was blocked or signed out; the server has revoked this page's token.
-    socket.onclose = (event) => { if (event.code === 1008 && !call.closed) { setStatus(event.reason === "account blocked" ? "Account blocked" : "Signed out"); mute.disabled = true; } };
+    connect();
 
     if (room.transport !== "local") {
       // Daily rooms open in Daily's own prebuilt call UI, embedded with the student's token.
