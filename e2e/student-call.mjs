@@ -13,10 +13,14 @@
 //
 //   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
 //
+// With SCREENSHOTS=<folder> (relative to the working directory) it also saves each page and state
+// at both sizes there as PNG files (desktop-*.png, phone-*.png): the README's screenshots.
+//
 // Prints what it saw as one JSON line; exits non-zero, saying why, on failure.
 
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [baseUrl, username, password, microphoneWav] = process.argv.slice(2);
@@ -35,6 +39,13 @@ const RATING_COMMENT = "It helped me plan my evenings.";
 // inline script, so it is evaluated through the DevTools protocol rather than added as a tag.
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const problems = [];
+const SCREENSHOTS = process.env.SCREENSHOTS || "";
+if (SCREENSHOTS) mkdirSync(SCREENSHOTS, { recursive: true });
+
+// Saves what the screen shows now, when screenshots were asked for.
+async function screenshot(page, name) {
+  if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
+}
 
 // Runs axe-core on the page as it is now; serious and critical violations become problems.
 async function checkAccessibility(page, where) {
@@ -91,7 +102,7 @@ const browser = await chromium.launch({
 
 const seen = {};
 try {
-  const page = await browser.newPage();
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on("pageerror", (error) => console.error(`[page error] ${error}`));
   // The whole visit must work under the server's Content-Security-Policy: Chromium reports on
   // the console everything the policy made it refuse (a script, a socket, a fetch).
@@ -119,6 +130,7 @@ try {
   });
   await page.goto(baseUrl);
   await page.waitForSelector("input[name=username]");
+  await screenshot(page, "desktop-sign-in");
   await checkAccessibility(page, "the sign-in page");
 
   // Keyboard only from here to the end of the call: the sign-in form has focus on arrival.
@@ -139,12 +151,14 @@ try {
   const checkbox = await page.locator("#notice-understood").boundingBox();
   const label = await page.locator("label.check span").boundingBox();
   seen.checkboxBesideLabel = Math.abs(checkbox.y + checkbox.height / 2 - (label.y + label.height / 2)) < 8 && checkbox.x < label.x;
+  await screenshot(page, "desktop-notice");
   await checkAccessibility(page, "the dashboard with the first-visit notice");
   await tabTo(page, page.getByLabel("I understand"), "the notice's checkbox");
   await page.keyboard.press("Space");
   await tabTo(page, page.getByRole("button", { name: "Continue" }), "the notice's Continue button");
   await page.keyboard.press("Enter");
   await page.waitForSelector(".notice-card", { state: "detached", timeout: 15_000 });
+  await screenshot(page, "desktop-dashboard");
   await checkAccessibility(page, "the dashboard");
   await tabTo(page, page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }), "Health's Voice call button");
   await page.keyboard.press("Enter");
@@ -174,6 +188,7 @@ try {
   seen.orbMoves = await page.evaluate(() => window.__moves);
   seen.sockets = await page.evaluate(() => window.__sockets.map(({ url, finals }) => ({ after: new URL(url).searchParams.get("after"), finals })));
   seen.shownLines = await page.locator(".transcript .line:not(.interim)").evaluateAll((lines) => lines.map((l) => Number(l.dataset.sequence)));
+  await screenshot(page, "desktop-voice-call");
   await checkAccessibility(page, "the voice call");
 
   // Captions first: the transcript becomes larger than the call visual, and back.
@@ -185,6 +200,7 @@ try {
     const line = parseFloat(getComputedStyle(document.querySelector(".transcript .line")).fontSize);
     return { pressed: document.querySelector(".captions-toggle").getAttribute("aria-pressed"), larger: transcript.width > 1.5 * stage.width, first: transcript.left < stage.left, lineFontPx: line };
   });
+  await screenshot(page, "desktop-captions-first");
   await checkAccessibility(page, "the voice call, captions first");
   await page.keyboard.press("Enter");
 
@@ -198,6 +214,7 @@ try {
   // With the keyboard: focus starts on the first score, the arrow keys move it to 4.
   const dialog = page.locator("dialog.rating-dialog[open]");
   await dialog.waitFor({ timeout: 15_000 });
+  await screenshot(page, "desktop-rating");
   await checkAccessibility(page, "the rating dialog");
   for (let i = 0; i < 3; i++) await page.keyboard.press("ArrowRight");
   await tabTo(page, dialog.locator("textarea[name=comment]"), "the rating's comment");
@@ -206,6 +223,7 @@ try {
   await page.keyboard.press("Enter");
   await dialog.waitFor({ state: "detached", timeout: 15_000 });
   seen.rating = (await page.locator(".rating-summary").textContent()).trim();
+  await screenshot(page, "desktop-session");
   await checkAccessibility(page, "the session page");
   // What was stored, to compare with what the call page showed.
   seen.storedLines = await page.evaluate(async () => {
@@ -217,6 +235,7 @@ try {
   await page.keyboard.press("Enter");
   await page.waitForSelector("tr.row td.rating", { timeout: 15_000 });
   seen.historyRating = (await page.locator("tr.row td.rating").first().textContent()).trim();
+  await screenshot(page, "desktop-history");
   await checkAccessibility(page, "the history");
 
   // The acceptance is the server's, not the browser's: a fresh page with no stored state is not
@@ -233,18 +252,19 @@ try {
   small.on("console", (message) => {
     if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
   });
-  const onPhone = async (where) => {
+  const onPhone = async (where, name) => {
+    await screenshot(small, `phone-${name}`);
     await checkFits(small, `${where} on a phone`);
     await checkAccessibility(small, `${where} on a phone`);
   };
   await small.goto(baseUrl);
   await small.waitForSelector("input[name=username]");
-  await onPhone("the sign-in page");
+  await onPhone("the sign-in page", "sign-in");
   await small.fill("input[name=username]", username);
   await small.fill("input[name=password]", password);
   await small.click("button[type=submit]");
   await small.waitForSelector(".counselor button:not([disabled])", { timeout: 15_000 });
-  await onPhone("the dashboard");
+  await onPhone("the dashboard", "dashboard");
   await small.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Video call" }).click();
   // The avatar keeps still (no mouth, no blink) while the counselor greets; a ring shows speech.
   await small.waitForSelector("svg.avatar", { timeout: 15_000 });
@@ -272,17 +292,17 @@ try {
       lineFontPx: parseFloat(getComputedStyle(document.querySelector(".transcript .line")).fontSize),
     };
   });
-  await onPhone("the video call");
+  await onPhone("the video call", "video-call");
   await small.getByRole("button", { name: "End session" }).click();
   const phoneDialog = small.locator("dialog.rating-dialog[open]");
   await phoneDialog.waitFor({ timeout: 15_000 });
-  await onPhone("the rating dialog");
+  await onPhone("the rating dialog", "rating");
   await phoneDialog.getByRole("button", { name: "Skip" }).click();
   await phoneDialog.waitFor({ state: "detached", timeout: 15_000 });
-  await onPhone("the session page");
+  await onPhone("the session page", "session");
   await small.getByRole("link", { name: "My sessions" }).click();
   await small.waitForSelector("tr.row", { timeout: 15_000 });
-  await onPhone("the history");
+  await onPhone("the history", "history");
   await phone.close();
   seen.refusedByPolicy = [...refused];
   // And the policy does its job: script injected into the page as markup does not run.
