@@ -171,6 +171,8 @@ window.addEventListener("DOMContentLoaded", route);
 // Sign in
 
 function loginView() {
+  // A shared computer's next student must not see that the last one was given crisis help.
+  hideCrisisPanel();
   const error = el("p", { class: "error", role: "alert" });
   const username = el("input", { name: "username", autocomplete: "username", placeholder: "\\COLLEGE\\jdoe", required: true, "aria-describedby": "username-hint" });
   const password = el("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
