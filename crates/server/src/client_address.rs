@@ -47,7 +47,8 @@ impl IpRange {
                 value >> shift
             }
         };
-        match (self.network, canonical(ip)) {
+        // An IPv4 client seen through an IPv6 socket (`::ffff:192.0.2.1`) is that IPv4 client.
+        match (self.network, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 keep(32, u128::from(u32::from(net))) == keep(32, u128::from(u32::from(ip)))
             }
@@ -56,14 +57,6 @@ impl IpRange {
             }
             _ => false,
         }
-    }
-}
-
-/// An IPv4 client seen through an IPv6 socket (`::ffff:192.0.2.1`) is that IPv4 client.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -90,14 +83,14 @@ impl TrustedProxies {
     /// address in the forwarding chain that is not one. A chain that cannot be read counts as
     /// coming from the last trusted proxy in it, never from an address someone wrote.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let peer = canonical(peer);
+        let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
         let chain = forwarded_chain(headers);
         let mut client = peer;
         for hop in chain.iter().rev() {
-            let Some(ip) = hop.map(canonical) else {
+            let Some(ip) = hop.map(|ip| ip.to_canonical()) else {
                 return client;
             };
             client = ip;

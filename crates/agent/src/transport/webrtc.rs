@@ -712,10 +712,8 @@ async fn supervise(
                         }
                         link = Link::Connected;
                     }
-                    RTCPeerConnectionState::Disconnected => {
-                        if link == Link::Connected {
-                            link = Link::Interrupted { deadline: Instant::now() + config.disconnect_grace };
-                        }
+                    RTCPeerConnectionState::Disconnected if link == Link::Connected => {
+                        link = Link::Interrupted { deadline: Instant::now() + config.disconnect_grace };
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => break,
                     _ => {}
@@ -791,10 +789,8 @@ fn screen_candidates(sdp: &str, config: &WebRtcConfig) -> ScreenedOffer {
 
 fn candidate_address_allowed(ip: std::net::IpAddr, config: &WebRtcConfig) -> bool {
     use std::net::IpAddr;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
+    // An IPv4-mapped IPv6 address is judged as the IPv4 address it carries.
+    let ip = ip.to_canonical();
     if ip.is_unspecified() || ip.is_multicast() {
         return false;
     }
@@ -1060,14 +1056,12 @@ mod tests {
         student.await.unwrap();
 
         // Receiver reports need a sender report to answer; both come about once a second.
-        let quality = loop {
-            match timeout(Duration::from_secs(10), events.recv())
-                .await
-                .unwrap()
-            {
-                Some(TransportEvent::Quality(quality)) => break quality,
-                other => panic!("expected a quality report, got {other:?}"),
-            }
+        let quality = match timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+        {
+            Some(TransportEvent::Quality(quality)) => quality,
+            other => panic!("expected a quality report, got {other:?}"),
         };
         // Loopback has next to no delay or loss; allow for a busy test machine.
         assert!(
