@@ -146,12 +146,7 @@ fn clean(text: &str) -> String {
     let trimmed = trimmed
         .trim_start_matches(['-', '*', '#', '•'])
         .trim_start();
-    trimmed
-        .replace("**", "")
-        .replace('*', "")
-        .replace('`', "")
-        .trim()
-        .to_string()
+    trimmed.replace(['*', '`'], "").trim().to_string()
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //! libespeak-ng keeps global state and is not thread-safe, so every call goes through one
 //! process-wide lock, and the library is initialised once, lazily, inside it.
 
+// espeak-ng is a C library: calling it is unsafe by nature; each call says why it is sound.
+#![allow(unsafe_code)]
+
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Mutex;
 

@@ -247,7 +247,7 @@ async fn load(
                     id,
                     user_id: user,
                     category: Category::ALL[(n / FOCUS_SHARE) % 6],
-                    mode: if (n / FOCUS_SHARE / 6) % 2 == 0 {
+                    mode: if (n / FOCUS_SHARE / 6).is_multiple_of(2) {
                         SessionMode::Voice
                     } else {
                         SessionMode::Video

@@ -566,6 +566,164 @@ fn dev_secret(
     }
 }
 
+/// The voice section: each service's provider (the cloud one when its key is set, the offline
+/// model otherwise, unless `STT_PROVIDER` / `LLM_PROVIDER` / `TTS_PROVIDER` say), the models
+/// directory, and how browsers reach this server over WebRTC.
+fn voice_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    data_dir: &Path,
+) -> Result<VoiceSettings, ConfigError> {
+    let choice =
+        |variable: &'static str, allowed: &[&str]| -> Result<Option<String>, ConfigError> {
+            match get(variable).map(|v| v.to_ascii_lowercase()) {
+                None => Ok(None),
+                Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
+                Some(v) => Err(problem(
+                    variable,
+                    format!("{v:?} is not one of {}", allowed.join(", ")),
+                )),
+            }
+        };
+    let required = |variable: &'static str, provider: &str| {
+        get(variable).ok_or_else(|| problem(variable, format!("is required to use {provider}")))
+    };
+
+    let stt = match choice("STT_PROVIDER", &["deepgram", "local"])?
+        .or_else(|| get("DEEPGRAM_API_KEY").map(|_| "deepgram".into()))
+    {
+        Some(p) if p == "deepgram" => {
+            let mut config = DeepgramConfig::new(required("DEEPGRAM_API_KEY", "Deepgram")?);
+            if let Some(model) = get("DEEPGRAM_MODEL") {
+                config.model = model;
+            }
+            if let Some(url) = get("DEEPGRAM_API_URL") {
+                config.base_url = url;
+            }
+            SttChoice::Deepgram(config)
+        }
+        _ => SttChoice::Local,
+    };
+
+    let gemini_key = get("GEMINI_API_KEY").or_else(|| get("GOOGLE_API_KEY"));
+    let openai = |key: Option<String>| {
+        let mut config = OpenAiConfig::new(key);
+        if let Some(model) = get("OPENAI_MODEL") {
+            config.model = model;
+        }
+        if let Some(url) = get("OPENAI_BASE_URL") {
+            config.base_url = url;
+        }
+        config
+    };
+    let openai_configured = get("OPENAI_API_KEY").is_some() || get("OPENAI_BASE_URL").is_some();
+    let llm_default = if gemini_key.is_some() {
+        Some("gemini".to_owned())
+    } else if openai_configured {
+        Some("openai".to_owned())
+    } else {
+        None
+    };
+    let llm = match choice("LLM_PROVIDER", &["gemini", "openai", "local"])?.or(llm_default) {
+        Some(p) if p == "gemini" => {
+            let key =
+                gemini_key.ok_or_else(|| problem("GEMINI_API_KEY", "is required to use Gemini"))?;
+            let mut gemini = GeminiConfig::new(key);
+            if let Some(model) = get("GEMINI_MODEL") {
+                gemini.model = model;
+            }
+            if let Some(url) = get("GEMINI_API_URL") {
+                gemini.base_url = url;
+            }
+            LlmChoice::Gemini {
+                gemini,
+                fallback: openai_configured.then(|| openai(get("OPENAI_API_KEY"))),
+            }
+        }
+        Some(p) if p == "openai" => {
+            if !openai_configured {
+                return Err(problem(
+                    "OPENAI_API_KEY",
+                    "or OPENAI_BASE_URL is required to use an OpenAI-compatible model",
+                ));
+            }
+            LlmChoice::OpenAi(openai(get("OPENAI_API_KEY")))
+        }
+        _ => LlmChoice::Local,
+    };
+
+    let tts = match choice("TTS_PROVIDER", &["cartesia", "local"])?
+        .or_else(|| get("CARTESIA_API_KEY").map(|_| "cartesia".into()))
+    {
+        Some(p) if p == "cartesia" => {
+            let mut config = CartesiaConfig::new(required("CARTESIA_API_KEY", "Cartesia")?);
+            if let Some(voice) = get("CARTESIA_VOICE_ID") {
+                config.voice_id = voice;
+            }
+            if let Some(model) = get("CARTESIA_MODEL") {
+                config.model = model;
+            }
+            if let Some(url) = get("CARTESIA_API_URL") {
+                config.base_url = url;
+            }
+            TtsChoice::Cartesia(config)
+        }
+        _ => TtsChoice::Local,
+    };
+
+    for variable in ["VOICE_TRANSPORT", "VIDEO_TRANSPORT"] {
+        match get(variable).map(|v| v.to_ascii_lowercase()) {
+            None => {}
+            Some(v) if v == "local" => {}
+            Some(v) => {
+                return Err(problem(
+                    variable,
+                    format!("{v:?} is not available in this build; the supported transport is local (WebRTC straight to this server)"),
+                ))
+            }
+        }
+    }
+
+    let mut webrtc = WebRtcConfig::default();
+    if let Some(list) = get("WEBRTC_ICE_SERVERS") {
+        for url in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let server = IceServer::from_url(url)
+                .map_err(|e| problem("WEBRTC_ICE_SERVERS", e.to_string()))?;
+            webrtc.ice_servers.push(server);
+        }
+    }
+    webrtc.allow_private_candidates = parse_bool(
+        "WEBRTC_PRIVATE_CANDIDATES",
+        get("WEBRTC_PRIVATE_CANDIDATES"),
+        true,
+    )?;
+    if let Some(range) = get("WEBRTC_UDP_PORTS") {
+        let bad = || problem("WEBRTC_UDP_PORTS", "must be a port range like 40000-40999");
+        let (min, max) = range.split_once('-').ok_or_else(bad)?;
+        let (min, max) = (
+            min.trim().parse().map_err(|_| bad())?,
+            max.trim().parse().map_err(|_| bad())?,
+        );
+        webrtc.udp_ports =
+            Some(PortRange::new(min, max).map_err(|e| problem("WEBRTC_UDP_PORTS", e.to_string()))?);
+    }
+
+    Ok(VoiceSettings {
+        stt,
+        llm,
+        tts,
+        models_dir: get("MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("models")),
+        install_missing_models: parse_bool(
+            "MODELS_AUTO_INSTALL",
+            get("MODELS_AUTO_INSTALL"),
+            true,
+        )?,
+        webrtc,
+        max_calls: parse_positive("MAX_CALLS", get("MAX_CALLS"), 200)? as usize,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,162 +1008,4 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains(JWT) && shown.contains("<redacted>"));
     }
-}
-
-/// The voice section: each service's provider (the cloud one when its key is set, the offline
-/// model otherwise, unless `STT_PROVIDER` / `LLM_PROVIDER` / `TTS_PROVIDER` say), the models
-/// directory, and how browsers reach this server over WebRTC.
-fn voice_settings(
-    get: &dyn Fn(&str) -> Option<String>,
-    data_dir: &Path,
-) -> Result<VoiceSettings, ConfigError> {
-    let choice =
-        |variable: &'static str, allowed: &[&str]| -> Result<Option<String>, ConfigError> {
-            match get(variable).map(|v| v.to_ascii_lowercase()) {
-                None => Ok(None),
-                Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
-                Some(v) => Err(problem(
-                    variable,
-                    format!("{v:?} is not one of {}", allowed.join(", ")),
-                )),
-            }
-        };
-    let required = |variable: &'static str, provider: &str| {
-        get(variable).ok_or_else(|| problem(variable, format!("is required to use {provider}")))
-    };
-
-    let stt = match choice("STT_PROVIDER", &["deepgram", "local"])?
-        .or_else(|| get("DEEPGRAM_API_KEY").map(|_| "deepgram".into()))
-    {
-        Some(p) if p == "deepgram" => {
-            let mut config = DeepgramConfig::new(required("DEEPGRAM_API_KEY", "Deepgram")?);
-            if let Some(model) = get("DEEPGRAM_MODEL") {
-                config.model = model;
-            }
-            if let Some(url) = get("DEEPGRAM_API_URL") {
-                config.base_url = url;
-            }
-            SttChoice::Deepgram(config)
-        }
-        _ => SttChoice::Local,
-    };
-
-    let gemini_key = get("GEMINI_API_KEY").or_else(|| get("GOOGLE_API_KEY"));
-    let openai = |key: Option<String>| {
-        let mut config = OpenAiConfig::new(key);
-        if let Some(model) = get("OPENAI_MODEL") {
-            config.model = model;
-        }
-        if let Some(url) = get("OPENAI_BASE_URL") {
-            config.base_url = url;
-        }
-        config
-    };
-    let openai_configured = get("OPENAI_API_KEY").is_some() || get("OPENAI_BASE_URL").is_some();
-    let llm_default = if gemini_key.is_some() {
-        Some("gemini".to_owned())
-    } else if openai_configured {
-        Some("openai".to_owned())
-    } else {
-        None
-    };
-    let llm = match choice("LLM_PROVIDER", &["gemini", "openai", "local"])?.or(llm_default) {
-        Some(p) if p == "gemini" => {
-            let key =
-                gemini_key.ok_or_else(|| problem("GEMINI_API_KEY", "is required to use Gemini"))?;
-            let mut gemini = GeminiConfig::new(key);
-            if let Some(model) = get("GEMINI_MODEL") {
-                gemini.model = model;
-            }
-            if let Some(url) = get("GEMINI_API_URL") {
-                gemini.base_url = url;
-            }
-            LlmChoice::Gemini {
-                gemini,
-                fallback: openai_configured.then(|| openai(get("OPENAI_API_KEY"))),
-            }
-        }
-        Some(p) if p == "openai" => {
-            if !openai_configured {
-                return Err(problem(
-                    "OPENAI_API_KEY",
-                    "or OPENAI_BASE_URL is required to use an OpenAI-compatible model",
-                ));
-            }
-            LlmChoice::OpenAi(openai(get("OPENAI_API_KEY")))
-        }
-        _ => LlmChoice::Local,
-    };
-
-    let tts = match choice("TTS_PROVIDER", &["cartesia", "local"])?
-        .or_else(|| get("CARTESIA_API_KEY").map(|_| "cartesia".into()))
-    {
-        Some(p) if p == "cartesia" => {
-            let mut config = CartesiaConfig::new(required("CARTESIA_API_KEY", "Cartesia")?);
-            if let Some(voice) = get("CARTESIA_VOICE_ID") {
-                config.voice_id = voice;
-            }
-            if let Some(model) = get("CARTESIA_MODEL") {
-                config.model = model;
-            }
-            if let Some(url) = get("CARTESIA_API_URL") {
-                config.base_url = url;
-            }
-            TtsChoice::Cartesia(config)
-        }
-        _ => TtsChoice::Local,
-    };
-
-    for variable in ["VOICE_TRANSPORT", "VIDEO_TRANSPORT"] {
-        match get(variable).map(|v| v.to_ascii_lowercase()) {
-            None => {}
-            Some(v) if v == "local" => {}
-            Some(v) => {
-                return Err(problem(
-                    variable,
-                    format!("{v:?} is not available in this build; the supported transport is local (WebRTC straight to this server)"),
-                ))
-            }
-        }
-    }
-
-    let mut webrtc = WebRtcConfig::default();
-    if let Some(list) = get("WEBRTC_ICE_SERVERS") {
-        for url in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let server = IceServer::from_url(url)
-                .map_err(|e| problem("WEBRTC_ICE_SERVERS", e.to_string()))?;
-            webrtc.ice_servers.push(server);
-        }
-    }
-    webrtc.allow_private_candidates = parse_bool(
-        "WEBRTC_PRIVATE_CANDIDATES",
-        get("WEBRTC_PRIVATE_CANDIDATES"),
-        true,
-    )?;
-    if let Some(range) = get("WEBRTC_UDP_PORTS") {
-        let bad = || problem("WEBRTC_UDP_PORTS", "must be a port range like 40000-40999");
-        let (min, max) = range.split_once('-').ok_or_else(bad)?;
-        let (min, max) = (
-            min.trim().parse().map_err(|_| bad())?,
-            max.trim().parse().map_err(|_| bad())?,
-        );
-        webrtc.udp_ports =
-            Some(PortRange::new(min, max).map_err(|e| problem("WEBRTC_UDP_PORTS", e.to_string()))?);
-    }
-
-    Ok(VoiceSettings {
-        stt,
-        llm,
-        tts,
-        models_dir: get("MODELS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join("models")),
-        install_missing_models: parse_bool(
-            "MODELS_AUTO_INSTALL",
-            get("MODELS_AUTO_INSTALL"),
-            true,
-        )?,
-        webrtc,
-        max_calls: parse_positive("MAX_CALLS", get("MAX_CALLS"), 200)? as usize,
-    })
 }

@@ -11,11 +11,14 @@ use domain::CategoryId;
 use store::{CounselorCategory, Store, StoreError};
 use tokio::sync::RwLock;
 
+/// The categories as last read, and when.
+type Cached = Option<(Instant, Arc<Vec<CounselorCategory>>)>;
+
 #[derive(Clone)]
 pub struct CategoryCache {
     store: Store,
     ttl: Duration,
-    cached: Arc<RwLock<Option<(Instant, Arc<Vec<CounselorCategory>>)>>>,
+    cached: Arc<RwLock<Cached>>,
 }
 
 impl CategoryCache {

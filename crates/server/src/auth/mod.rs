@@ -261,7 +261,7 @@ pub(crate) fn origin_allowed(parts: &Parts, allowed: &[String]) -> bool {
         (Some((_, authority)), Some(host)) => authority.eq_ignore_ascii_case(host),
         _ => false,
     };
-    same_server || allowed.iter().any(|a| *a == origin)
+    same_server || allowed.contains(&origin)
 }
 
 fn referer_origin(referer: &str) -> Option<String> {

@@ -320,7 +320,7 @@ impl CallManager {
 
         let mut config = CallConfig::new(persona);
         config.greeting = Some(persona::greeting(category).to_owned());
-        config.timeouts = voice.timeouts.clone();
+        config.timeouts = voice.timeouts;
         // The agent times its lines from this moment.
         let call_started_at = Utc::now();
         let (verdicts_tx, verdicts) = tokio::sync::mpsc::unbounded_channel();
