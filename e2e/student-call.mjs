@@ -7,9 +7,11 @@
 // each control reached with Tab and showing a focus ring; axe-core checks every page and state on
 // the way (no serious or critical violation), and the orb is seen to move with the counselor's
 // voice. Mid-call the transcript socket is dropped (as a network blip would): the page says so,
-// reconnects, and shows every line once, with none missing. Then the same student on a phone-sized screen (390×844, in a second browser context that
-// asks for reduced motion): every page fits the width, a video call keeps the avatar still, puts
-// mute and end at the bottom of the screen and leaves the transcript readable.
+// reconnects, and shows every line once, with none missing; a crisis alert puts the crisis
+// resources up, with focus, until the student closes them. Then the same student on a
+// phone-sized screen (390×844, in a second browser context that asks for reduced motion): every
+// page fits the width, a video call keeps the avatar still, puts mute and end at the bottom of
+// the screen and leaves the transcript readable.
 //
 //   node e2e/student-call.mjs <base-url> <username> <password> <microphone.wav>
 //
@@ -204,6 +206,19 @@ try {
   await checkAccessibility(page, "the voice call, captions first");
   await page.keyboard.press("Enter");
 
+  // The crisis panel, as the server's crisis_alert shows it (delivered here through the page's
+  // own socket; the server's side of a crisis is crisis_in_a_call.rs's): it takes focus and
+  // stays, across pages, until the student closes it.
+  await page.evaluate(() => window.__sockets.at(-1).socket.dispatchEvent(new MessageEvent("message", {
+    data: JSON.stringify({ type: "crisis_alert", level: "crisis", resources: { lifeline: "988 Suicide & Crisis Lifeline", call_or_text: "988", chat: "https://988lifeline.org", emergency: "911" } }),
+  })));
+  seen.crisisFocused = await page.evaluate(() => {
+    const panel = document.getElementById("crisis");
+    return !panel.hidden && panel.contains(document.activeElement);
+  });
+  await screenshot(page, "desktop-crisis");
+  await checkAccessibility(page, "the crisis panel");
+
   await tabTo(page, page.getByRole("button", { name: "End session" }), "the End session button");
   await page.keyboard.press("Enter");
   await page.waitForSelector(".detail-head", { timeout: 15_000 });
@@ -223,6 +238,10 @@ try {
   await page.keyboard.press("Enter");
   await dialog.waitFor({ state: "detached", timeout: 15_000 });
   seen.rating = (await page.locator(".rating-summary").textContent()).trim();
+  seen.crisisStayed = await page.locator("#crisis").isVisible();
+  await tabTo(page, page.getByRole("button", { name: "Close crisis resources" }), "the crisis panel's Close button");
+  await page.keyboard.press("Enter");
+  seen.crisisClosed = await page.locator("#crisis").isHidden();
   await screenshot(page, "desktop-session");
   await checkAccessibility(page, "the session page");
   // What was stored, to compare with what the call page showed.
@@ -338,6 +357,8 @@ try {
   const upToLastShown = seen.storedLines.filter((n) => n <= Math.max(...seen.shownLines));
   if (new Set(seen.shownLines).size !== seen.shownLines.length) problems.push(`a line was shown twice: ${JSON.stringify(seen.shownLines)}`);
   if (JSON.stringify([...seen.shownLines].sort((a, b) => a - b)) !== JSON.stringify(upToLastShown)) problems.push(`the call page showed lines ${JSON.stringify(seen.shownLines)}, the session has ${JSON.stringify(seen.storedLines)}`);
+  if (!seen.crisisFocused) problems.push("the crisis panel did not take focus when it appeared");
+  if (!seen.crisisStayed || !seen.crisisClosed) problems.push(`the crisis panel did not stay until closed (stayed: ${seen.crisisStayed}, closed: ${seen.crisisClosed})`);
   const p = seen.phoneCall;
   if (p.avatarMoves !== 0 || !p.spoke) problems.push(`with reduced motion the avatar moved ${p.avatarMoves} times (spoke: ${p.spoke})`);
   if (p.muteTop < 0.8 * p.height || p.endTop < 0.8 * p.height || p.endBottom > p.height) problems.push(`on a phone, mute and end are not at the bottom of the screen: ${JSON.stringify(p)}`);
