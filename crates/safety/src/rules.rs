@@ -110,7 +110,10 @@ crisis plan crisis | enough @pills
 crisis plan crisis | ( @pills / rope / gun / note ) ( is / are )? ready
 crisis plan crisis | saving|stockpiling|stockpiled|hoarding|collecting|collected|saved|stocking *3 @pills
 crisis plan crisis | @take|swallow|swallowed|swallowing *2 all|bunch|bottle|handful|whole|entire|twenty|thirty|forty|fifty|hundred|dozen|dozens|many *3 @pills
-crisis plan crisis framable | overdose|overdosing|overdosed
+concern plan concern framable | overdose|overdosing|overdosed
+crisis plan crisis | ^i *1 overdosed|overdosing
+crisis plan crisis | ( @want / going / gonna / plan / planning / planned / about / try / trying / tried ) to overdose
+crisis plan crisis | @take an? overdose
 crisis plan crisis | lethal|deadly|fatal dose|amount
 crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
@@ -207,6 +210,7 @@ suppress | grabbed|grabs me ( a / some / coffee / lunch / food / dinner / by the
 suppress | it|that|this|deeply|words|story|letter|speech|gesture touched|touches me
 suppress | kicked|kicks|kicking me out|off
 suppress | substance|alcohol|drug|drugs|opioid|opioids abuse
+suppress | overdose|overdosed|overdosing on caffeine|coffee|espresso|sugar|candy|chocolate|energy|red|monster|netflix|tiktok|anime|homework|studying|content|cuteness
 suppress | hopeless romantic|romantics
 suppress | hopeless at|with
 suppress | suicide squad|doors|door|sprints|sprint|drills|runs|run
