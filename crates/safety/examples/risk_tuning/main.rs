@@ -18,10 +18,6 @@ use safety::model::{
 };
 use safety::verdict::{self, Thresholds};
 
-mod network;
-
-use network::{Network, NetworkSettings, Sample};
-
 const FOLDS: usize = 5;
 
 struct Scored {
@@ -43,14 +39,16 @@ fn main() {
     let examples = corpus::examples();
     // `RISK_ADAPT_FOLD=k` learns adapters on the other folds and scores fold k alone, so the
     // adapters never saw what they are scored on; `RISK_FOLD_ONLY=k` scores fold k with the
-    // shipped encoder, for comparison.
-    let only_fold: Option<usize> = std::env::var("RISK_ADAPT_FOLD")
+    // shipped encoder, for comparison. Either may name a corpus file instead of a fold
+    // (`RISK_ADAPT_FOLD=authors.tsv`): that file is held out, which asks how the model does on
+    // phrasings by an author it never learned from.
+    let held_out: Option<HeldOut> = std::env::var("RISK_ADAPT_FOLD")
         .or_else(|_| std::env::var("RISK_FOLD_ONLY"))
         .ok()
-        .map(|k| k.parse().expect("a fold number"));
+        .map(|spec| HeldOut::parse(&spec));
     let (encoder, adapter_bytes) = match std::env::var("RISK_ADAPT_FOLD") {
         Ok(_) => {
-            let fold = only_fold.expect("parsed above");
+            let held = held_out.clone().expect("parsed above");
             let files = EncoderFiles::in_dir(&models_dir.join(safety::model::ENCODER_DIR));
             let parts = EncoderParts::read(&files).expect("encoder");
             let settings = adapt_settings();
@@ -60,7 +58,7 @@ fn main() {
                 .as_ref()
                 .and_then(|path| std::fs::read(path).ok())
                 .map(|bytes| adapters::Adapters::from_bytes(&bytes).expect("an adapters file"));
-            eprintln!("learning adapters without fold {fold}: {settings:?}");
+            eprintln!("learning adapters without {held:?}: {settings:?}");
             let started = std::time::Instant::now();
             let adapters = if let Some(known) = known {
                 known
@@ -69,7 +67,7 @@ fn main() {
                     &parts,
                     &settings,
                     &examples,
-                    |i| i % FOLDS != fold,
+                    |i| !held.holds(i, &examples[i]),
                     corpus::fingerprint(),
                     |epoch, loss| {
                         eprintln!(
@@ -121,24 +119,25 @@ fn main() {
         .split(',')
         .collect();
     let mut scored: Vec<Scored> = Vec::new();
-    for fold in (0..FOLDS).filter(|f| only_fold.is_none_or(|k| k == *f)) {
-        let head = model::fit_on_with(&fit_settings(), &examples, &training, |i| i % FOLDS != fold);
-        let network = scorers
-            .contains(&"mlp")
-            .then(|| fit_network(&examples, &training, |i| i % FOLDS != fold));
+    let splits: Vec<HeldOut> = match &held_out {
+        Some(held) => vec![held.clone()],
+        None => (0..FOLDS).map(HeldOut::Fold).collect(),
+    };
+    for held in &splits {
+        let in_training = |i: usize| !held.holds(i, &examples[i]);
+        let head = model::fit_on_with(&fit_settings(), &examples, &training, in_training);
         let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len())
-            .filter(|i| i % FOLDS != fold)
+            .filter(|&i| in_training(i))
             .map(|i| (i, training[i]))
             .collect();
         for (i, example) in examples
             .iter()
             .enumerate()
-            .filter(|(i, _)| i % FOLDS == fold)
+            .filter(|&(i, e)| held.holds(i, e))
         {
             scored.push(score(
                 &scorers,
                 &head,
-                &network,
                 &bank,
                 &examples,
                 example,
@@ -148,7 +147,10 @@ fn main() {
     }
     for (which, name) in scorers.iter().enumerate() {
         println!(
-            "== corpus, {FOLDS}-fold cross-validation ({} examples), scorer {name}",
+            "== corpus, held out {} ({} examples), scorer {name}",
+            held_out
+                .as_ref()
+                .map_or(format!("{FOLDS} folds in turn"), |h| format!("{h:?}")),
             scored.len()
         );
         report(&scored, which, &Thresholds::CHOSEN, true);
@@ -172,9 +174,6 @@ fn main() {
     }
 
     let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
-    let full_network = scorers
-        .contains(&"mlp")
-        .then(|| fit_network(&examples, &training, |_| true));
     let bank: Vec<(usize, [f32; DIMENSIONS])> =
         (0..examples.len()).map(|i| (i, training[i])).collect();
     for set in sets {
@@ -186,17 +185,7 @@ fn main() {
         let scored: Vec<Scored> = set_examples
             .iter()
             .enumerate()
-            .map(|(i, e)| {
-                score(
-                    &scorers,
-                    &full,
-                    &full_network,
-                    &bank,
-                    &examples,
-                    e,
-                    &embeddings[i],
-                )
-            })
+            .map(|(i, e)| score(&scorers, &full, &bank, &examples, e, &embeddings[i]))
             .collect();
         for (which, scorer) in scorers.iter().enumerate() {
             println!(
@@ -204,6 +193,38 @@ fn main() {
                 scored.len()
             );
             report(&scored, which, &Thresholds::CHOSEN, true);
+        }
+    }
+}
+
+/// The corpus examples one head (and, with `RISK_ADAPT_FOLD`, one set of adapters) never sees.
+#[derive(Debug, Clone)]
+enum HeldOut {
+    /// Example index mod `FOLDS`.
+    Fold(usize),
+    /// Every example of one corpus file.
+    File(String),
+}
+
+impl HeldOut {
+    fn parse(spec: &str) -> HeldOut {
+        match spec.parse() {
+            Ok(fold) if fold < FOLDS => HeldOut::Fold(fold),
+            Ok(fold) => panic!("fold {fold} does not exist: there are {FOLDS}"),
+            Err(_) => {
+                assert!(
+                    corpus::FILES.iter().any(|(name, _)| *name == spec),
+                    "{spec} is neither a fold nor a corpus file"
+                );
+                HeldOut::File(spec.to_owned())
+            }
+        }
+    }
+
+    fn holds(&self, index: usize, example: &Example<'_>) -> bool {
+        match self {
+            HeldOut::Fold(fold) => index % FOLDS == *fold,
+            HeldOut::File(file) => example.file == file,
         }
     }
 }
@@ -220,7 +241,7 @@ fn fit_settings() -> model::head::FitSettings {
     settings
 }
 
-/// The adapters' settings, as `RISK_ADAPT=layers,rank,alpha,epochs,learning_rate,weight_decay`.
+/// The adapters' settings, as `RISK_ADAPT=layers,rank,alpha,epochs,learning_rate,weight_decay[,seed]`.
 fn adapt_settings() -> adapt::AdaptSettings {
     let mut settings = adapt::AdaptSettings::CHOSEN;
     if let Ok(spec) = std::env::var("RISK_ADAPT") {
@@ -231,6 +252,9 @@ fn adapt_settings() -> adapt::AdaptSettings {
         settings.epochs = p[3].parse().unwrap();
         settings.learning_rate = p[4].parse().unwrap();
         settings.weight_decay = p[5].parse().unwrap();
+        if let Some(seed) = p.get(6) {
+            settings.seed = seed.parse().unwrap();
+        }
     }
     settings
 }
@@ -245,35 +269,6 @@ fn cache_path(adapters: &[u8]) -> String {
     let base =
         std::env::var("RISK_EMBED_CACHE").unwrap_or_else(|_| "target/risk-embeddings".into());
     format!("{base}-{tag}.cache")
-}
-
-/// The network settings, as `RISK_MLP=hidden,epochs,batch,learning_rate,weight_decay,seed`.
-fn network_settings() -> NetworkSettings {
-    let spec = std::env::var("RISK_MLP").unwrap_or_else(|_| "64,40,32,0.001,0.01,1".into());
-    let p: Vec<&str> = spec.split(',').collect();
-    NetworkSettings {
-        hidden: p[0].parse().unwrap(),
-        epochs: p[1].parse().unwrap(),
-        batch: p[2].parse().unwrap(),
-        learning_rate: p[3].parse().unwrap(),
-        weight_decay: p[4].parse().unwrap(),
-        seed: p[5].parse().unwrap(),
-    }
-}
-
-fn fit_network(
-    examples: &[Example<'_>],
-    training: &[[f32; DIMENSIONS]],
-    keep: impl Fn(usize) -> bool,
-) -> Network {
-    let samples: Vec<Sample> = (0..examples.len())
-        .filter(|&i| keep(i))
-        .map(|i| Sample {
-            input: &training[i],
-            class: index(examples[i].level),
-        })
-        .collect();
-    Network::fit(&network_settings(), &samples)
 }
 
 /// k nearest neighbours, each weighted by exp(similarity / temperature).
@@ -385,11 +380,9 @@ fn embed_examples(encoder: &SentenceEncoder, examples: &[Example<'_>]) -> Vec<Em
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn score(
     scorers: &[&str],
     head: &model::Head,
-    network: &Option<Network>,
     bank: &[(usize, [f32; DIMENSIONS])],
     examples: &[Example<'static>],
     example: &Example<'_>,
@@ -404,22 +397,6 @@ fn score(
                 let (k, t): (usize, f32) = (k.parse().unwrap_or(10), t.parse().unwrap());
                 model::reading_by(
                     |e| knn(bank, examples, e, k, t),
-                    head,
-                    examples,
-                    &embeddings.own,
-                    embeddings.previous.as_ref(),
-                )
-            } else if *name == "mlp" {
-                model::reading_by(
-                    |e| {
-                        let network = network.as_ref().expect("fitted when mlp is asked for");
-                        let p = network.probabilities(e);
-                        model::LevelScores {
-                            none: p[0],
-                            concern: p[1],
-                            crisis: p[2],
-                        }
-                    },
                     head,
                     examples,
                     &embeddings.own,
@@ -475,8 +452,11 @@ fn index(level: CrisisLevel) -> usize {
     }
 }
 
+/// One way of reaching a level: the rules alone, the model alone, or both.
+type Path<'a> = (&'static str, Box<dyn Fn(&Scored) -> CrisisLevel + 'a>);
+
 fn report(scored: &[Scored], which: usize, thresholds: &Thresholds, verbose: bool) {
-    let paths: [(&str, Box<dyn Fn(&Scored) -> CrisisLevel>); 3] = [
+    let paths: [Path; 3] = [
         ("rules", Box::new(|s: &Scored| s.rules.level)),
         (
             "model",

@@ -8,7 +8,7 @@ impl SplitMix64 {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -18,17 +18,17 @@ impl SplitMix64 {
 
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in [-1, 1), at single precision.
     pub fn symmetric(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        ((self.next_u64() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
     }
 
     /// Fisher–Yates.
@@ -47,7 +47,7 @@ mod tests {
     fn the_same_seed_gives_the_same_draws_within_their_ranges() {
         let (mut a, mut b) = (SplitMix64::new(7), SplitMix64::new(7));
         for _ in 0..1000 {
-            assert_eq!(a.next(), b.next());
+            assert_eq!(a.next_u64(), b.next_u64());
             let (u, s, k) = (a.unit(), a.symmetric(), a.below(5));
             assert!((0.0..1.0).contains(&u) && (-1.0..1.0).contains(&s) && k < 5);
             b.unit();
