@@ -13,6 +13,20 @@ pub const FILES: &[(&str, &str)] = &[
     ("concern.tsv", include_str!("../corpus/concern.tsv")),
     ("none.tsv", include_str!("../corpus/none.tsv")),
     ("context.tsv", include_str!("../corpus/context.tsv")),
+    ("boundaries.tsv", include_str!("../corpus/boundaries.tsv")),
+    ("rambles.tsv", include_str!("../corpus/rambles.tsv")),
+    (
+        "retired-blind.tsv",
+        include_str!("../corpus/retired-blind.tsv"),
+    ),
+    (
+        "retired-blind2.tsv",
+        include_str!("../corpus/retired-blind2.tsv"),
+    ),
+    (
+        "retired-blind3.tsv",
+        include_str!("../corpus/retired-blind3.tsv"),
+    ),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

@@ -5,17 +5,14 @@
 //! `COUNSEL_MODELS_DIR` (as `scripts/test` installs them) or are installed once into
 //! `target/models`.
 //!
-//! Which sets were used for what: `corpus/` is the training set; the thresholds were chosen by
-//! cross-validation on it. `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning
-//! sets and were looked at while choosing. `eval/blind.tsv` was blind for its first score and
-//! has been a tuning set since (it was looked at while growing the corpus and comparing heads).
-//! `eval/blind2.tsv` was written by a third author who saw neither the corpus nor the rules,
-//! and was scored once, after every choice of the second version was made; it was a tuning set
-//! for the third (the encoder's adapters were compared on it, with the others above).
-//! `eval/blind3.tsv` was written by a fourth author who saw neither the corpus, the rules nor
-//! the other sets, before the adapters were built, and was scored once, after they were chosen.
-//! `eval/holdout2.tsv` was a check while the adapters were compared. The first scores of each set are
-//! recorded in docs/benchmarks/safety.md; the bars below only guard against regressions.
+//! Which sets were used for what: `corpus/` is the training set. Three of its files,
+//! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
+//! (docs/benchmarks/safety.md) and then joined the corpus. The thresholds and the corpus's growth
+//! were chosen by holding one of them out (`examples/risk_tuning/`, `RISK_ADAPT_FOLD=FILE`).
+//! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at while
+//! choosing; `eval/holdout2.tsv` was a check. `eval/blind4.tsv` was written by a fifth author who
+//! saw neither the corpus, the rules nor the other sets, before this version's tuning began, and
+//! was scored once, after every choice was made. The bars below only guard against regressions.
 
 use std::sync::OnceLock;
 
@@ -100,21 +97,9 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
 }
 
 #[test]
-fn the_first_blind_set() {
-    let s = score("eval/blind.tsv", include_str!("../eval/blind.tsv"));
-    assert_no_worse_than(&s, &FIRST_BLIND);
-}
-
-#[test]
-fn the_second_blind_set() {
-    let s = score("eval/blind2.tsv", include_str!("../eval/blind2.tsv"));
-    assert_no_worse_than(&s, &SECOND_BLIND);
-}
-
-#[test]
-fn the_third_blind_set() {
-    let s = score("eval/blind3.tsv", include_str!("../eval/blind3.tsv"));
-    assert_no_worse_than(&s, &THIRD_BLIND);
+fn the_fourth_blind_set() {
+    let s = score("eval/blind4.tsv", include_str!("../eval/blind4.tsv"));
+    assert_no_worse_than(&s, &FOURTH_BLIND);
 }
 
 #[test]
@@ -187,8 +172,9 @@ fn a_call_reads_a_conversation_as_the_head_was_fitted_to_it() {
         .into_iter()
         .find(|e| !e.earlier.is_empty())
         .expect("the corpus has conversations");
-    let trained = safety::model::training_vectors(model.encoder(), &[conversation.clone()])
-        .expect("encoding")[0];
+    let trained =
+        safety::model::training_vectors(model.encoder(), std::slice::from_ref(&conversation))
+            .expect("encoding")[0];
     let expected = model.head().scores(&trained);
     let read = model
         .read(conversation.text, &conversation.earlier, |_| true)
@@ -224,33 +210,15 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
-/// Today's scores, below the targets (crisis recall 0.95, ordinary talk as crisis 3 %); see
-/// docs/benchmarks/safety.md. The bars only guard against regressions.
-const FIRST_BLIND: Score = Score {
-    crisis_recall: 0.82,
-    crisis_precision: 0.85,
-    concern_caught: 0.98,
-    none_as_crisis: 0.09,
-};
-/// The first and only blind score of `eval/blind2.tsv` (2026-12-01, the second version) was
-/// crisis recall 0.608, ordinary talk as crisis 0.099, concern caught 1.000; with the adapted
-/// encoder (no longer blind) 0.854, 0.119 and 0.988. The bars sit a line or two below today's
-/// scores, for the last bits another processor may change in the encoder's sums.
-const SECOND_BLIND: Score = Score {
-    crisis_recall: 0.83,
-    crisis_precision: 0.86,
+/// The first and only blind score of `eval/blind4.tsv` (2026-12-01, the fourth version) was
+/// crisis recall 0.888, crisis precision 0.910, concern caught 0.990, ordinary talk as crisis
+/// 0.060 (9 of 150). The bars sit a line or two below it, for the last bits another processor
+/// may change in the encoder's sums.
+const FOURTH_BLIND: Score = Score {
+    crisis_recall: 0.87,
+    crisis_precision: 0.89,
     concern_caught: 0.97,
-    none_as_crisis: 0.13,
-};
-/// The first and only blind score of `eval/blind3.tsv` (2026-12-01, the adapted encoder) was
-/// crisis recall 0.819, ordinary talk as crisis 0.118, concern caught 0.989; after the rule
-/// that keeps a recognised denial below crisis and the head refitted to 50 more lines of
-/// academic pressure (no longer blind), 0.825, 0.109 and 1.000.
-const THIRD_BLIND: Score = Score {
-    crisis_recall: 0.79,
-    crisis_precision: 0.85,
-    concern_caught: 0.97,
-    none_as_crisis: 0.12,
+    none_as_crisis: 0.075,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
