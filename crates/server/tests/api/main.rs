@@ -7,7 +7,7 @@ mod calls;
 mod lifecycle;
 mod notice;
 mod platform;
-mod ratings;
 mod rate_limits;
+mod ratings;
 mod sessions;
 mod staff;
