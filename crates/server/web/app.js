@@ -575,7 +575,9 @@ async function sessionView(id, params = new URLSearchParams()) {
   else if (session.ended_at) {
     const open = () => ratingDialog(id, (stored) => showRating(stored.rating, stored.comment));
     rating.replaceChildren(el("button", { class: "secondary", onclick: open }, "Rate this session"));
-    if (params.get("rate") === "1") setTimeout(open, 0);
+    // After a crisis the page leads with the resources, not a request for a score; the
+    // button still lets the student rate when they choose.
+    if (params.get("rate") === "1" && !session.crisis_detected) setTimeout(open, 0);
   }
   show(
     el("div", { class: "detail-head" },
