@@ -95,24 +95,20 @@ impl TestDb {
 
     /// Every stored `text_encrypted` value, read straight from the database.
     pub async fn raw_transcript_columns(&self) -> Vec<Vec<u8>> {
-        let sql = "SELECT text_encrypted FROM transcript_messages";
-        match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
-            }
-        }
+        self.raw_bytes("SELECT text_encrypted FROM transcript_messages")
+            .await
     }
 
     /// Every stored `rating_comment_encrypted` value, read straight from the database.
     pub async fn raw_rating_comments(&self) -> Vec<Vec<u8>> {
-        let sql = "SELECT rating_comment_encrypted FROM sessions WHERE rating_comment_encrypted IS NOT NULL";
+        self.raw_bytes(
+            "SELECT rating_comment_encrypted FROM sessions WHERE rating_comment_encrypted IS NOT NULL",
+        )
+        .await
+    }
+
+    /// The one column `sql` selects, read straight from the database past the store.
+    async fn raw_bytes(&self, sql: &'static str) -> Vec<Vec<u8>> {
         match &self.raw {
             Raw::Sqlite(path) => {
                 let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
