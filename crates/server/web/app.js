@@ -305,6 +305,11 @@ async function callView(category, mode) {
     location.hash = id ? `#/sessions/${id}?rate=1` : "#/";
   } }, "End session");
   const player = el("audio", { autoplay: true });
+  // When the counselor cannot be reached, or the call's connection is lost for good: a plain
+  // message (announced: the alert is on the page from the start, empty) and a way to start again.
+  const problemText = el("p", { class: "call-problem-text", role: "alert" });
+  const again = el("button", { type: "button", hidden: true, onclick: () => callView(category, mode) }, "Start again");
+  const problem = el("div", { class: "call-problem" }, problemText, again);
 
   // Captions first: the transcript larger than the call visual, for students who are hard of
   // hearing; the choice is remembered on this device.
@@ -318,7 +323,7 @@ async function callView(category, mode) {
     try { localStorage.setItem("counsel.captionsFirst", on ? "1" : "0"); } catch { /* private mode */ }
   };
   layout.append(
-    el("section", { class: "card stage", "aria-label": "Call" }, face.node, el("div", { class: "status" }, statusText, quality, link), el("div", { class: "status call-controls" }, mute, end), player),
+    el("section", { class: "card stage", "aria-label": "Call" }, face.node, el("div", { class: "status" }, statusText, quality, link), problem, el("div", { class: "status call-controls" }, mute, end), player),
     el("section", { class: "card captions" }, el("div", { class: "captions-head" }, el("h2", { id: "transcript-title" }, "Transcript"), captions), transcript));
   let captionsFirst = false;
   try { captionsFirst = localStorage.getItem("counsel.captionsFirst") === "1"; } catch { /* private mode */ }
@@ -326,6 +331,17 @@ async function callView(category, mode) {
   show(el("h1", {}, `${category} counselor · ${mode}`), layout);
 
   const setStatus = (text) => { statusText.textContent = text; };
+  // Ends what is left of this call (the session, if one was opened, is ended on the server) and
+  // says what happened, without internal detail; Start again opens a fresh session.
+  const fail = (status, text) => {
+    if (call.closed || state.call !== call) return;
+    setStatus(status);
+    mute.disabled = true;
+    hangUp();
+    problemText.textContent = text;
+    again.hidden = false;
+    again.focus();
+  };
   // The transcript socket's state, said aloud when it changes; empty while all is well.
   const setLink = (connection, text) => {
     link.dataset.connection = connection;
@@ -420,15 +436,28 @@ async function callView(category, mode) {
     };
     peer.onconnectionstatechange = () => {
       if (peer.connectionState === "connected") { setStatus("Listening"); mute.disabled = false; }
-      if (peer.connectionState === "failed") setStatus("Connection lost");
+      if (peer.connectionState === "failed") fail("Connection lost", "The connection to the counselor was lost. Your session so far is saved.");
     };
     await peer.setLocalDescription(await peer.createOffer());
     await iceGatheringComplete(peer);
     const answer = await api(room.room_url, { method: "POST", body: { sdp: peer.localDescription.sdp, type: "offer" }, headers: { Authorization: `Bearer ${room.user_token}` } });
     await peer.setRemoteDescription(answer);
   } catch (e) {
-    setStatus(e.name === "NotAllowedError" ? "Microphone permission is needed to talk" : e.message);
+    fail(...failureText(e, call.sessionId != null));
   }
+}
+
+// What the call page says when a call could not start: the status pill's word and a sentence
+// for the student (never the server's or the browser's own message).
+function failureText(error, roomOpened) {
+  if (error.name === "NotAllowedError" || error.name === "NotFoundError") {
+    return ["Microphone needed", "Microphone permission is needed to talk. Allow the microphone for this site, then start again."];
+  }
+  if (!roomOpened && error instanceof ApiError) {
+    if (error.status === 429) return ["Please wait", "You have started several sessions in the last minute. Wait a minute, then start again."];
+    if (error.status === 404 || error.status === 409) return ["Unavailable", "This counselor is not available right now. Start again later, or choose another counselor."];
+  }
+  return ["Cannot connect", "The counselor cannot be reached right now. This is not something you did. Please try again in a moment."];
 }
 
 function iceGatheringComplete(peer) {
