@@ -611,7 +611,8 @@ async function sessionView(id, params = new URLSearchParams()) {
   show(
     el("div", { class: "detail-head" },
       el("div", {}, el("h1", {}, `${session.counselor_category} · ${session.mode}`),
-        el("p", { class: "muted" }, `${formatDate(session.started_at)} · ${formatDuration(session.duration_seconds)}`),
+        el("p", { class: "muted" }, `${formatDate(session.started_at)} · ${formatDuration(session.duration_seconds)}`,
+          session.connection_quality ? ` · ${QUALITY_WORDS[session.connection_quality] || `${session.connection_quality} connection`}` : ""),
         session.crisis_detected ? el("p", { class: "flag" }, "Crisis resources were shared in this session.") : null,
         rating),
       el("div", { class: "status" },
@@ -620,6 +621,9 @@ async function sessionView(id, params = new URLSearchParams()) {
     el("section", { class: "card transcript saved", "aria-label": "Transcript" }, body),
   );
 }
+
+// The call's connection quality, as the server graded it from round-trip time and loss.
+const QUALITY_WORDS = { excellent: "excellent connection", good: "good connection", fair: "fair connection (some delay or dropouts)", poor: "poor connection (long delays or dropouts)" };
 
 function ratingText(score) {
   return `${score}/5`;
