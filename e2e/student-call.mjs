@@ -1,5 +1,7 @@
 // A student's whole visit, through the web app, in headless Chromium with a WAV file as the
-// microphone: sign in, accept the first-visit notice, start a voice call with the Health counselor, hear the
+// microphone: sign in, accept the first-visit notice, start a voice call with the Health counselor
+// (refused the first time, as a server at capacity would: the page says so plainly and Start
+// again opens the call), hear the
 // greeting, say something (the WAV), see it transcribed and answered, end the call, rate it in the
 // dialog that follows, and find the session with its transcript and rating in the history; all of
 // it within the server's Content-Security-Policy, which keeps an inline script injected into the
@@ -7,7 +9,8 @@
 // each control reached with Tab and showing a focus ring; axe-core checks every page and state on
 // the way (no serious or critical violation), and the orb is seen to move with the counselor's
 // voice. Mid-call the transcript socket is dropped (as a network blip would): the page says so,
-// reconnects, and shows every line once, with none missing; a crisis alert puts the crisis
+// reconnects, and shows every line once, with none missing; the session page names the call's
+// connection quality; a crisis alert puts the crisis
 // resources up, with focus, until the student closes them. Then the same student on a
 // phone-sized screen (390×844, in a second browser context that asks for reduced motion): every
 // page fits the width, a video call keeps the avatar still, puts mute and end at the bottom of
@@ -162,8 +165,27 @@ try {
   await page.waitForSelector(".notice-card", { state: "detached", timeout: 15_000 });
   await screenshot(page, "desktop-dashboard");
   await checkAccessibility(page, "the dashboard");
+  // The counselor cannot be reached the first time (the server answers as it does at capacity):
+  // the page says so plainly, with no internal detail, and Start again, once the server
+  // answers, opens the call.
+  const createRoom = "**/api/v1/voice/create-room";
+  await page.route(createRoom, (request) => request.fulfill({ status: 503, contentType: "application/json", headers: { "Retry-After": "1" },
+    body: JSON.stringify({ detail: "This server is at its call capacity", code: "CAPACITY_001" }) }));
   await tabTo(page, page.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Voice call" }), "Health's Voice call button");
   await page.keyboard.press("Enter");
+
+  const startAgain = page.getByRole("button", { name: "Start again" });
+  await startAgain.waitFor({ timeout: 15_000 });
+  seen.unreachable = {
+    says: (await page.locator(".call-problem [role=alert]").textContent()).trim(),
+    status: (await page.locator(".stage [role=status]").first().textContent()).trim(),
+  };
+  await screenshot(page, "desktop-unreachable");
+  await checkAccessibility(page, "the call page when the counselor cannot be reached");
+  await page.unroute(createRoom);
+  await tabTo(page, startAgain, "the Start again button");
+  await page.keyboard.press("Enter");
+  await startAgain.waitFor({ state: "hidden", timeout: 15_000 });
 
   // The orb swells with the counselor's voice (and, in the phone-sized context below, which
   // asks for reduced motion, keeps still).
@@ -250,6 +272,14 @@ try {
     const detail = await (await fetch(`/api/v1/sessions/${id}`)).json();
     return detail.messages.map((m) => m.sequence);
   });
+  // The session page names the call's connection quality in words, when the server graded it.
+  seen.storedQuality = await page.evaluate(async () => {
+    const id = location.hash.match(/sessions\/([^?]+)/)[1];
+    return (await (await fetch(`/api/v1/sessions/${id}`)).json()).connection_quality;
+  });
+  await page.reload();
+  await page.waitForSelector(".detail-head p.muted", { timeout: 15_000 });
+  seen.sessionLine = (await page.locator(".detail-head p.muted").first().textContent()).trim();
   await tabTo(page, page.getByRole("link", { name: "My sessions" }), "the My sessions link");
   await page.keyboard.press("Enter");
   await page.waitForSelector("tr.row td.rating", { timeout: 15_000 });
@@ -342,6 +372,9 @@ try {
   if (!seen.checkboxBesideLabel) problems.push("the notice's checkbox is not beside its label");
   if (!seen.acceptedOnce) problems.push("the notice was asked again after it was accepted");
   if (seen.icons.length !== 6 || new Set(seen.icons).size !== 6 || seen.icons.some((i) => !i || i === "chat")) problems.push(`the counselors' icons are ${JSON.stringify(seen.icons)}`);
+  const u = seen.unreachable;
+  if (!/cannot be reached/.test(u.says) || /capacity|CAPACITY|503/.test(u.says + u.status)) problems.push(`when the counselor cannot be reached the page says ${JSON.stringify(u)}`);
+  if (seen.storedQuality && !seen.sessionLine.includes(`${seen.storedQuality} connection`)) problems.push(`the session page says ${JSON.stringify(seen.sessionLine)}; the connection was ${seen.storedQuality}`);
   if (seen.title !== "Health · voice") problems.push(`the saved session is titled ${JSON.stringify(seen.title)}`);
   if (seen.history.length < 3) problems.push(`the saved transcript has ${seen.history.length} lines`);
   if (!seen.rating.includes("4/5") || !seen.rating.includes(RATING_COMMENT)) problems.push(`the session page shows the rating as ${JSON.stringify(seen.rating)}`);
