@@ -15,6 +15,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("context.tsv", include_str!("../corpus/context.tsv")),
     ("boundaries.tsv", include_str!("../corpus/boundaries.tsv")),
     ("rambles.tsv", include_str!("../corpus/rambles.tsv")),
+    ("gaps.tsv", include_str!("../corpus/gaps.tsv")),
     (
         "retired-blind.tsv",
         include_str!("../corpus/retired-blind.tsv"),

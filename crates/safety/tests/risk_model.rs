@@ -12,7 +12,9 @@
 //! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at while
 //! choosing; `eval/holdout2.tsv` was a check. `eval/blind4.tsv` was written by a fifth author who
 //! saw neither the corpus, the rules nor the other sets, before this version's tuning began, and
-//! was scored once, after every choice was made. The bars below only guard against regressions.
+//! was scored once; `corpus/gaps.tsv` was then written from the kinds of its misses, so it is a
+//! tuning set since. `eval/blind5.tsv`, by a sixth author, was written before `gaps.tsv` and
+//! scored once, on what ships. The bars below only guard against regressions.
 
 use std::sync::OnceLock;
 
@@ -94,6 +96,12 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
     assert!(s.crisis_recall >= bar.crisis_recall, "{s:?}");
     assert!(s.none_as_crisis <= bar.none_as_crisis, "{s:?}");
     assert!(s.concern_caught >= bar.concern_caught, "{s:?}");
+}
+
+#[test]
+fn the_fifth_blind_set() {
+    let s = score("eval/blind5.tsv", include_str!("../eval/blind5.tsv"));
+    assert_no_worse_than(&s, &FIFTH_BLIND);
 }
 
 #[test]
@@ -210,10 +218,20 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
-/// The first and only blind score of `eval/blind4.tsv` (2026-12-01, the fourth version) was
-/// crisis recall 0.888, crisis precision 0.910, concern caught 0.990, ordinary talk as crisis
-/// 0.060 (9 of 150). The bars sit a line or two below it, for the last bits another processor
-/// may change in the encoder's sums.
+/// The first and only blind score of `eval/blind5.tsv` (2026-12-01, the fourth version with
+/// `corpus/gaps.tsv`) was crisis recall 0.865, crisis precision 0.919, concern caught 0.990,
+/// ordinary talk as crisis 0.053 (8 of 150). The bars sit a line or two below it.
+const FIFTH_BLIND: Score = Score {
+    crisis_recall: 0.85,
+    crisis_precision: 0.90,
+    concern_caught: 0.97,
+    none_as_crisis: 0.067,
+};
+/// The first and only blind score of `eval/blind4.tsv` (2026-12-01, the fourth version before
+/// `corpus/gaps.tsv`) was crisis recall 0.888, crisis precision 0.910, concern caught 0.990,
+/// ordinary talk as crisis 0.060 (9 of 150); with `gaps.tsv`, written from its misses (no
+/// longer blind), 0.906, 0.928, 1.000 and 0.047. The bars sit a line or two below the blind
+/// score, for the last bits another processor may change in the encoder's sums.
 const FOURTH_BLIND: Score = Score {
     crisis_recall: 0.87,
     crisis_precision: 0.89,
