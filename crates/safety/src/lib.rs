@@ -179,6 +179,8 @@ mod tests {
         assert_eq!(a.signal, Some(CrisisSignal::ThirdPartyRisk));
         assert_eq!(a.subject, Some(Subject::SomeoneElse));
         assert_eq!(level("my friend took a whole bottle of pills"), Crisis);
+        assert_eq!(level("my cousin overdosed and hes breathing weird"), Crisis);
+        assert_eq!(level("a patient came in after an overdose"), Concern);
         assert_eq!(
             level("my brother texted me he is going to kill himself tonight"),
             Crisis
@@ -199,6 +201,12 @@ mod tests {
             level("i wont be around next week because im visiting my parents"),
             Calm
         );
+        assert_eq!(
+            level("i wont be around next weekend cause im going to my cousins wedding"),
+            Calm
+        );
+        assert_eq!(level("ive been giving my clothes to goodwill"), Calm);
+        assert_eq!(level("im giving my cat to my sister"), Crisis);
     }
 
     #[test]

@@ -114,6 +114,7 @@ concern plan concern framable | overdose|overdosing|overdosed
 crisis plan crisis | ^i *1 overdosed|overdosing
 crisis plan crisis | ( @want / going / gonna / plan / planning / planned / about / try / trying / tried ) to overdose
 crisis plan crisis | @take an? overdose
+crisis plan crisis | overdosed|overdosing|overdose *6 breathing|unresponsive|unconscious|blue|seizing
 crisis plan crisis | lethal|deadly|fatal dose|amount
 crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
@@ -222,6 +223,8 @@ suppress | say|saying|said goodbye *5 before|flight|flying|trip|graduation|gradu
 suppress | burden to|on|for *2 proof
 suppress | financial|money|debt|tuition|student burden
 suppress | @give away *5 charity|donate|donating|donation|moving|declutter|decluttering|graduation|graduating|free
+suppress | @give *4 to goodwill|charity|donation|thrift|salvation
+suppress | around|here *10 wedding|weddings|reunion|tournament|festival|concert|retreat|thanksgiving
 suppress | @feel *2 empty stomach
 suppress | do something stupid *2 ( like / at / at the party / in class )
 suppress | locked ^@obj out
