@@ -16,6 +16,28 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Runs `$body` with `$conn` a fresh `&mut` connection straight to the database past the store,
+/// SQLite's or PostgreSQL's: the body is written once and compiled for each driver.
+macro_rules! on_raw_connection {
+    ($raw:expr, |$conn:ident| $body:expr) => {
+        match $raw {
+            Raw::Sqlite(path) => {
+                let mut connection =
+                    SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                let $conn = &mut connection;
+                $body
+            }
+            Raw::Postgres { url, .. } => {
+                let mut connection = PgConnection::connect(url).await.unwrap();
+                let $conn = &mut connection;
+                $body
+            }
+        }
+    };
+}
+
 enum Raw {
     Sqlite(PathBuf),
     Postgres {
@@ -109,18 +131,10 @@ impl TestDb {
 
     /// The one column `sql` selects, read straight from the database past the store.
     async fn raw_bytes(&self, sql: &'static str) -> Vec<Vec<u8>> {
-        match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
-            }
-        }
+        on_raw_connection!(&self.raw, |conn| sqlx::query_scalar(sql)
+            .fetch_all(conn)
+            .await
+            .unwrap())
     }
 
     /// Sets a session's rating columns straight in the database, so only its constraints decide.
@@ -132,30 +146,13 @@ impl TestDb {
     ) -> Result<(), String> {
         let sql = "UPDATE sessions SET rating = $1, rated_at = $2 WHERE id = $3";
         let rated_at = rated.then(chrono::Utc::now);
-        let result = match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query(sql)
-                    .bind(rating)
-                    .bind(rated_at)
-                    .bind(*session.as_uuid())
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                sqlx::query(sql)
-                    .bind(rating)
-                    .bind(rated_at)
-                    .bind(*session.as_uuid())
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-            }
-        };
+        let result = on_raw_connection!(&self.raw, |conn| sqlx::query(sql)
+            .bind(rating)
+            .bind(rated_at)
+            .bind(*session.as_uuid())
+            .execute(conn)
+            .await
+            .map(drop));
         result.map_err(|e| e.to_string())
     }
 
@@ -180,30 +177,13 @@ impl TestDb {
             "INSERT INTO users (id, username, password_hash, is_blocked, created_at, updated_at) \
                    VALUES ($1, $2, 'hash', FALSE, $3, $3)";
         let now = chrono::Utc::now();
-        let result = match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query(sql)
-                    .bind(Uuid::new_v4())
-                    .bind(username)
-                    .bind(now)
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                sqlx::query(sql)
-                    .bind(Uuid::new_v4())
-                    .bind(username)
-                    .bind(now)
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-            }
-        };
+        let result = on_raw_connection!(&self.raw, |conn| sqlx::query(sql)
+            .bind(Uuid::new_v4())
+            .bind(username)
+            .bind(now)
+            .execute(conn)
+            .await
+            .map(drop));
         result.map_err(|e| e.to_string())
     }
 
@@ -214,76 +194,35 @@ impl TestDb {
         role: &str,
     ) -> Result<(), String> {
         let sql = "UPDATE users SET role = $1 WHERE username = $2";
-        let result = match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query(sql)
-                    .bind(role)
-                    .bind(username.as_str())
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                sqlx::query(sql)
-                    .bind(role)
-                    .bind(username.as_str())
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-            }
-        };
+        let result = on_raw_connection!(&self.raw, |conn| sqlx::query(sql)
+            .bind(role)
+            .bind(username.as_str())
+            .execute(conn)
+            .await
+            .map(drop));
         result.map_err(|e| e.to_string())
     }
 
     /// Rows in a table, counted directly.
     pub async fn raw_count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
-        match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap()
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap()
-            }
-        }
+        on_raw_connection!(&self.raw, |conn| sqlx::query_scalar(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .fetch_one(conn)
+        .await
+        .unwrap())
     }
 
     /// Runs one statement straight on the database (as an operator with a SQL prompt would),
     /// bypassing the store; the SQL must read the same on both databases.
     pub async fn raw_execute(&self, sql: &str) -> u64 {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        match &self.raw {
-            Raw::Sqlite(path) => {
-                let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                    .await
-                    .unwrap();
-                conn.execute(sqlx::raw_sql(sql))
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
-            Raw::Postgres { url, .. } => {
-                let mut conn = PgConnection::connect(url).await.unwrap();
-                conn.execute(sqlx::raw_sql(sql))
-                    .await
-                    .unwrap()
-                    .rows_affected()
-            }
-        }
+        on_raw_connection!(&self.raw, |conn| conn
+            .execute(sqlx::raw_sql(sql))
+            .await
+            .unwrap()
+            .rows_affected())
     }
 
     /// Names of the tables that exist.
