@@ -110,12 +110,7 @@ async fn me_accepts_bearer_and_cookie(app: TestApp) {
     let user = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&user).await;
 
-    let by_bearer: Value = app
-        .get("/api/v1/auth/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let by_bearer: Value = app.get_json("/api/v1/auth/me", &token).await;
     assert_eq!(by_bearer["username"], r"\COLLEGE\jdoe");
 
     let by_cookie = app
@@ -347,12 +342,7 @@ async fn odd_usernames_are_stored_and_returned_intact(app: TestApp) {
     let name = r#"\O'Brien&Co\<b>x";DROP_TABLE_users;--"#;
     let user = app.add_user(name, false).await;
     let token = app.token(&user).await;
-    let me: Value = app
-        .get("/api/v1/auth/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/api/v1/auth/me", &token).await;
     assert_eq!(me["username"], name);
 }
 

@@ -64,11 +64,7 @@ with_cloud_services_on_both_backends!(
 );
 
 async fn history_of(app: &TestApp, token: &str) -> Value {
-    app.get("/api/v1/sessions", token)
-        .await
-        .json()
-        .await
-        .unwrap()
+    app.get_json("/api/v1/sessions", token).await
 }
 
 /// A student holds one unjoined room at most (a new one replaces it), and a room nobody joins

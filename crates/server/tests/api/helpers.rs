@@ -172,6 +172,12 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET `path` as `token` and read its JSON body, whatever the status (tests of failures use
+    /// [`get`](Self::get) and [`error_of`]).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, token: &str) -> T {
+        self.get(path, token).await.json().await.unwrap()
+    }
+
     /// Signs out with `token` (which revokes every token of its account).
     pub async fn logout(&self, token: &str) -> Response {
         self.request(Method::POST, "/api/v1/auth/logout")

@@ -63,12 +63,7 @@ async fn the_owner_rates_a_finished_session_once(app: TestApp) {
     let rated_at = stored["rated_at"].as_str().unwrap().to_owned();
 
     // Shown in the history listing and on the session page.
-    let page: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/sessions", &token).await;
     assert_eq!(page["sessions"][0]["rating"], 4);
     assert_eq!(page["sessions"][0]["rated_at"], rated_at.as_str());
     assert!(
@@ -76,11 +71,8 @@ async fn the_owner_rates_a_finished_session_once(app: TestApp) {
         "the listing carries no private text"
     );
     let detail: Value = app
-        .get(&format!("/api/v1/sessions/{id}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sessions/{id}"), &token)
+        .await;
     assert_eq!(
         (detail["rating"].clone(), detail["rated_at"].clone()),
         (json!(4), json!(rated_at))
@@ -93,21 +85,13 @@ async fn the_owner_rates_a_finished_session_once(app: TestApp) {
     assert_eq!((status, code.as_str()), (409, "SESSION_003"));
     assert!(detail_text.contains("already rated"), "{detail_text}");
     let detail: Value = app
-        .get(&format!("/api/v1/sessions/{id}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sessions/{id}"), &token)
+        .await;
     assert_eq!(detail["rating"], 4);
 
     // An unrated session says so, and a rating without a comment has none.
     let other = finished_session(&app, me.id).await;
-    let page: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/sessions", &token).await;
     let unrated = page["sessions"]
         .as_array()
         .unwrap()
@@ -226,11 +210,8 @@ async fn a_bad_rating_names_what_is_wrong(app: TestApp) {
     assert_eq!(detail, "comment: must be at most 500 characters");
 
     let detail: Value = app
-        .get(&format!("/api/v1/sessions/{id}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sessions/{id}"), &token)
+        .await;
     assert_eq!(
         detail["rating"],
         Value::Null,

@@ -51,12 +51,7 @@ async fn history_is_newest_first_and_paged(app: TestApp) {
         .await;
     let token = app.token(&me).await;
 
-    let first: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = app.get_json("/api/v1/sessions", &token).await;
     assert_eq!(
         (
             first["total"].as_u64(),
@@ -77,19 +72,11 @@ async fn history_is_newest_first_and_paged(app: TestApp) {
     assert!(sessions.iter().all(|s| s["user_id"] == me.id.to_string()));
     assert!(sessions[0]["duration_seconds"].as_i64().unwrap() > 0);
 
-    let second: Value = app
-        .get("/api/v1/sessions?page=2", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second: Value = app.get_json("/api/v1/sessions?page=2", &token).await;
     assert_eq!(second["sessions"].as_array().unwrap().len(), 5);
     let beyond: Value = app
-        .get("/api/v1/sessions?page=9&per_page=100", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/v1/sessions?page=9&per_page=100", &token)
+        .await;
     assert_eq!(
         (
             beyond["sessions"].as_array().unwrap().len(),
@@ -122,11 +109,8 @@ async fn history_filters_by_category_mode_and_dates(app: TestApp) {
         let token = &token;
         async move {
             let page: Value = app
-                .get(&format!("/api/v1/sessions?{query}"), token)
-                .await
-                .json()
-                .await
-                .unwrap();
+                .get_json(&format!("/api/v1/sessions?{query}"), token)
+                .await;
             page["total"].as_u64().unwrap()
         }
     };
@@ -335,12 +319,7 @@ async fn delete_hides_the_session_and_erases_its_text(app: TestApp) {
             .1,
         "SESSION_001"
     );
-    let page: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/sessions", &token).await;
     assert_eq!(page["total"], 1);
     assert_eq!(page["sessions"][0]["id"], kept.to_string());
 
@@ -410,21 +389,13 @@ async fn nobody_can_reach_or_detect_another_students_session(app: TestApp) {
             "another's session looks exactly like no session"
         );
     }
-    let page: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/sessions", &token).await;
     assert_eq!(page["total"], 0);
 
     let owner_token = app.token(&owner).await;
     let still_there: Value = app
-        .get(&format!("/api/v1/sessions/{id}"), &owner_token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sessions/{id}"), &owner_token)
+        .await;
     assert_eq!(still_there["messages"].as_array().unwrap().len(), 3);
     assert!(
         app.audit_of(id)
@@ -451,11 +422,8 @@ async fn special_characters_survive_the_round_trip(app: TestApp) {
         .await;
     let token = app.token(&me).await;
     let detail: Value = app
-        .get(&format!("/api/v1/sessions/{id}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sessions/{id}"), &token)
+        .await;
     assert_eq!(detail["messages"][0]["text"], TRICKY);
     let file = app
         .get(&format!("/api/v1/sessions/{id}/download"), &token)
@@ -464,12 +432,7 @@ async fn special_characters_survive_the_round_trip(app: TestApp) {
         .await
         .unwrap();
     assert!(file.contains(&format!("[00:00:05] Student: {TRICKY}\n")));
-    let page: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/sessions", &token).await;
     assert_eq!(page["total"], 1, "the SQL in the text did nothing");
 }
 
@@ -550,19 +513,11 @@ async fn purge_erases_exactly_what_is_older_than_the_window(app: TestApp) {
     assert_eq!(app.stored_transcript_rows(recent).await.len(), 3);
 
     let token = app.token(&me).await;
-    let page: Value = app
-        .get("/api/v1/sessions", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/sessions", &token).await;
     assert_eq!(page["total"], 2, "metadata stays");
     let old_detail: Value = app
-        .get(&format!("/api/v1/sessions/{old}"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sessions/{old}"), &token)
+        .await;
     assert_eq!(old_detail["messages"].as_array().unwrap().len(), 0);
     assert!(old_detail["duration_seconds"].as_i64().unwrap() > 0);
 }
@@ -570,12 +525,7 @@ async fn purge_erases_exactly_what_is_older_than_the_window(app: TestApp) {
 async fn counselor_categories_are_listed_in_order(app: TestApp) {
     let me = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&me).await;
-    let list: Vec<Value> = app
-        .get("/api/v1/counselors/categories", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = app.get_json("/api/v1/counselors/categories", &token).await;
     let names: Vec<&str> = list.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
@@ -598,14 +548,11 @@ async fn counselor_categories_are_listed_in_order(app: TestApp) {
 
     let health_id = list[0]["id"].as_str().unwrap().to_owned();
     let one: Value = app
-        .get(
+        .get_json(
             &format!("/api/v1/counselors/categories/{health_id}"),
             &token,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(one["name"], "Health");
 
     // A change made in this process shows at once; one made elsewhere within the cache's TTL.
@@ -615,12 +562,7 @@ async fn counselor_categories_are_listed_in_order(app: TestApp) {
         .await
         .unwrap();
     app.state.categories.invalidate().await;
-    let list: Vec<Value> = app
-        .get("/api/v1/counselors/categories", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = app.get_json("/api/v1/counselors/categories", &token).await;
     assert_eq!(list.len(), 5);
     let (status, code, _) = error_of(
         app.get(

@@ -96,12 +96,7 @@ async fn students_and_strangers_get_404_on_every_staff_route(app: TestApp) {
     assert_eq!(staff_socket_refusal(&app, "not-a-token").await, Some(404));
 
     // The student's own view of themselves says what they are.
-    let me: Value = app
-        .get("/api/v1/auth/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/api/v1/auth/me", &token).await;
     assert_eq!(me["role"], "student");
     // Nothing was disclosed, so nothing about the event is in the audit trail.
     let trail = app
@@ -117,12 +112,7 @@ async fn a_blocked_or_demoted_staff_member_loses_access_at_once(app: TestApp) {
     let nurse = app.add_staff(r"\COLLEGE\nurse1").await;
     let token = app.token(&nurse).await;
     assert_eq!(app.get(QUEUE, &token).await.status(), 200);
-    let me: Value = app
-        .get("/api/v1/auth/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/api/v1/auth/me", &token).await;
     assert_eq!(me["role"], "staff");
 
     // The same, still valid token: the role is read from the database on every request.
@@ -198,19 +188,13 @@ async fn staff_see_the_queue_newest_first_with_who_said_what(app: TestApp) {
 
     // Paged like the session history; the alias path serves the same.
     let second: Value = app
-        .get("/api/staff/crisis-events?per_page=1&page=2", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/staff/crisis-events?per_page=1&page=2", &token)
+        .await;
     assert_eq!(second["events"][0]["id"], older.id.to_string());
     assert_eq!(second["total"], 2);
     let reviewed: Value = app
-        .get(&format!("{QUEUE}?status=reviewed"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("{QUEUE}?status=reviewed"), &token)
+        .await;
     assert_eq!(reviewed["total"], 0);
     for (query, field) in [
         ("status=closed", "status"),
@@ -321,14 +305,9 @@ async fn a_review_is_recorded_once_and_shown(app: TestApp) {
     assert_eq!(error_of(unknown).await.1, "CRISIS_001");
 
     // It left the open queue and shows, reviewed, in the others.
-    let open: Value = app.get(QUEUE, &token).await.json().await.unwrap();
+    let open: Value = app.get_json(QUEUE, &token).await;
     assert_eq!(open["total"], 0);
-    let all: Value = app
-        .get(&format!("{QUEUE}?status=all"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let all: Value = app.get_json(&format!("{QUEUE}?status=all"), &token).await;
     assert_eq!(all["events"][0]["outcome"], "contacted_student");
     assert_eq!(all["events"][0]["reviewed_by"], r"\COLLEGE\nurse1");
 
@@ -438,7 +417,7 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
     let stored = store.crisis_events(session.id).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(shown["id"], stored[0].id.to_string());
-    let queue: Value = app.get(QUEUE, &token).await.json().await.unwrap();
+    let queue: Value = app.get_json(QUEUE, &token).await;
     assert_eq!(queue["events"][0]["id"], shown["id"]);
 }
 
