@@ -4,12 +4,11 @@
 use chrono::{DateTime, Utc};
 use domain::UserId;
 use std::fmt;
-use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::model::{AuditAction, AuditEntry, AuditResource};
+use crate::model::AuditEntry;
 use crate::rows::to_micros;
-use crate::store::{with_pool, Store};
+use crate::store::{insert_audit, with_pool, Store};
 
 /// Which wording of the notice was shown: 1 to 64 lower-case letters and digits (the server
 /// uses a digest of the words).
@@ -73,8 +72,7 @@ impl Store {
     }
 
     /// Records that the account behind `audit.user_id` accepted `version`, once: the acceptance
-    /// and its audit entry (`audit` gives who and from where; its action and resource are set
-    /// here) are written in one transaction with the same time. Accepting again changes nothing
+    /// and its audit entry are written in one transaction with the same time. Accepting again changes nothing
     /// and returns the first acceptance.
     pub async fn accept_notice(
         &self,
@@ -99,20 +97,7 @@ impl Store {
             .rows_affected()
                 == 1;
             if inserted {
-                sqlx::query(
-                    "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, ip_address, user_agent, \"timestamp\") \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(Uuid::new_v4())
-                .bind(*user_id.as_uuid())
-                .bind(AuditAction::AcceptNotice.as_str())
-                .bind(AuditResource::Account.as_str())
-                .bind(*user_id.as_uuid())
-                .bind(audit.ip.map(|ip| ip.to_string()))
-                .bind(audit.user_agent.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                insert_audit!(&mut *tx, &audit, now)?;
             }
             let accepted_at: DateTime<Utc> = sqlx::query_scalar(
                 "SELECT accepted_at FROM notice_acceptances WHERE user_id = $1 AND notice_version = $2",

@@ -4,7 +4,7 @@ use crate::rows::{
     to_micros, AuditRow, CommentedSessionRow, CrisisEventRow, MessageRow, SessionRow,
     AUDIT_COLUMNS, CRISIS_EVENT_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS,
 };
-use crate::store::{with_pool, Store};
+use crate::store::{insert_audit, with_pool, Store};
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use domain::{ConnectionQuality, CrisisLevel, SessionId, UserId};
 use sqlx::{AssertSqlSafe, QueryBuilder};
@@ -733,21 +733,9 @@ impl Store {
 
     /// Adds an entry to the audit trail.
     pub async fn record_audit(&self, entry: AuditEntry) -> Result<()> {
+        let now = to_micros(Utc::now());
         with_pool!(self, writer, |pool| {
-            sqlx::query(
-                "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, ip_address, user_agent, \"timestamp\") \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(Uuid::new_v4())
-            .bind(entry.user_id.map(|u| *u.as_uuid()))
-            .bind(entry.action.as_str())
-            .bind(entry.resource_type.as_str())
-            .bind(entry.resource_id)
-            .bind(entry.ip.map(|ip| ip.to_string()))
-            .bind(entry.user_agent.as_deref())
-            .bind(to_micros(Utc::now()))
-            .execute(pool)
-            .await?;
+            insert_audit!(pool, &entry, now)?;
         });
         Ok(())
     }

@@ -64,6 +64,30 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Writes one [`AuditEntry`](crate::AuditEntry) stamped `$at` (microseconds) on `$executor`: a
+/// pool, or a transaction when the entry must land with the change it records. The one place
+/// the audit row's columns are spelled out for a single entry.
+macro_rules! insert_audit {
+    ($executor:expr, $entry:expr, $at:expr) => {{
+        let entry: &$crate::AuditEntry = $entry;
+        sqlx::query(
+            "INSERT INTO audit_log (id, user_id, action, resource_type, resource_id, ip_address, user_agent, \"timestamp\") \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(entry.user_id.map(|u| *u.as_uuid()))
+        .bind(entry.action.as_str())
+        .bind(entry.resource_type.as_str())
+        .bind(entry.resource_id)
+        .bind(entry.ip.map(|ip| ip.to_string()))
+        .bind(entry.user_agent.as_deref())
+        .bind($at)
+        .execute($executor)
+        .await
+    }};
+}
+pub(crate) use insert_audit;
+
 impl Store {
     /// Connects to `sqlite://PATH` (the file is created if missing), `sqlite::memory:` (one
     /// connection, for throwaway use) or `postgres://…` / `postgresql://…`.
