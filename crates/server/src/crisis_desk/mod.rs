@@ -86,6 +86,16 @@ impl CrisisDesk {
         }
     }
 
+    /// Whether a crisis reaches a person on duty: through the webhook when one is set, or through
+    /// the review queue and staff page when an account that may sign in is staff. The notice
+    /// students accept says so, in these terms.
+    pub async fn reaches_staff(&self, store: &store::Store) -> Result<bool, store::StoreError> {
+        if self.inner.webhook.is_some() {
+            return Ok(true);
+        }
+        store.has_active_staff().await
+    }
+
     /// Hands a stored event to staff: every open staff socket, and the webhook for crisis-level
     /// events (concern-level events go to the review queue and the staff page only). Never
     /// blocks; a full webhook queue drops the delivery, logs it and counts it.

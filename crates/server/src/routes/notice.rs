@@ -51,11 +51,9 @@ pub struct NoticeAcceptanceView {
     pub accepted_at: DateTime<Utc>,
 }
 
-/// The notice as this server words it now: staff alerts are on when an account that may sign
-/// in is staff or a crisis webhook is set.
+/// The notice as this server words it now (staff alerts as the crisis desk delivers them).
 async fn current_notice(state: &AppState) -> Result<Notice, ApiError> {
-    let staff_alerts =
-        state.config.crisis_webhook.is_some() || state.store.has_active_staff().await?;
+    let staff_alerts = state.crisis_desk.reaches_staff(&state.store).await?;
     Ok(Notice::for_facts(NoticeFacts {
         retention_days: state.config.transcript_retention_days,
         staff_alerts,
