@@ -62,3 +62,7 @@ id_type!(
     /// Identifies a row of `counselor_categories`.
     CategoryId
 );
+id_type!(
+    /// Identifies one running counsel server (a node); a new id each time a server starts.
+    NodeId
+);

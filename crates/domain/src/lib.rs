@@ -16,7 +16,7 @@ mod username;
 
 pub use category::{Category, UnknownCategory};
 pub use crisis::{CrisisLevel, CrisisSignal, DecidedBy, ReviewOutcome};
-pub use ids::{CategoryId, SessionId, UserId};
+pub use ids::{CategoryId, NodeId, SessionId, UserId};
 pub use millis::millis;
 pub use rating::{Rating, RatingComment, RatingError};
 pub use role::Role;

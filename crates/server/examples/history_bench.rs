@@ -254,6 +254,7 @@ async fn load(
                     },
                     room_name: format!("bench-{id}"),
                     started_at,
+                    node: None,
                 },
                 ended_at: Some(started_at + chrono::Duration::minutes(minutes)),
                 connection_quality: Some(ConnectionQuality::Good),

@@ -138,7 +138,10 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         let state = build_state(config).await?;
-        close_sessions_left_open(&state.store).await;
+        let listening_on = listener
+            .local_addr()
+            .map_err(|e| anyhow::anyhow!("cannot read the address listened on: {e}"))?;
+        crate::nodes::join(&state, listening_on).await;
         Ok(Self {
             listener,
             router: router(state.clone()),
@@ -172,6 +175,8 @@ impl Application {
     ) -> std::io::Result<()> {
         let jobs = crate::jobs::spawn(self.state.clone());
         let calls = crate::jobs::spawn_call_housekeeping(self.state.clone());
+        let heartbeat = crate::nodes::spawn_heartbeat(self.state.clone(), self.local_addr());
+        let stop_beating = heartbeat.abort_handle();
         let state = self.state.clone();
         let (drained, calls_ended) = tokio::sync::oneshot::channel::<()>();
         let serving = axum::serve(
@@ -188,6 +193,11 @@ impl Application {
             let left = state.calls.drain(SHUTDOWN_CALLS_WAIT).await;
             if left > 0 {
                 tracing::warn!(left, "shutting down with calls that did not end in time");
+            }
+            // Stopped first, so no late beat records the node again.
+            stop_beating.abort();
+            if left == 0 {
+                crate::nodes::leave(&state).await;
             }
             let _ = drained.send(());
         });
@@ -208,6 +218,7 @@ impl Application {
         };
         jobs.abort();
         calls.abort();
+        heartbeat.abort();
         tracing::info!("stopped");
         result
     }
@@ -218,24 +229,6 @@ impl Application {
 pub const SHUTDOWN_CALLS_WAIT: Duration = Duration::from_secs(10);
 /// How long, after the calls, open connections (requests under way, sockets) may take to close.
 pub const SHUTDOWN_CONNECTIONS_WAIT: Duration = Duration::from_secs(5);
-
-/// Closes what a server that stopped without ending its calls (a crash, `kill -9`) left open:
-/// nothing is live on a node that is only starting, so every open session is a leftover (one node
-/// per database; see [`store::Store::close_sessions_left_open`]). Each ends at its last stored
-/// line, so a student who ends it later does not stretch it to that moment. A failure is logged
-/// and the server starts anyway: serving students matters more than tidying old records.
-async fn close_sessions_left_open(store: &store::Store) {
-    match store.close_sessions_left_open().await {
-        Ok(closed) => {
-            for session in &closed {
-                tracing::warn!(session_id = %session.id, ended_at = ?session.ended_at, "closed a session a stopped server left open");
-            }
-        }
-        Err(error) => {
-            tracing::error!(%error, "could not close the sessions a stopped server left open")
-        }
-    }
-}
 
 async fn shutdown_signal() {
     let ctrl_c = async {

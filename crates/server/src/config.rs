@@ -124,6 +124,9 @@ pub struct Config {
     pub trusted_proxies: crate::client_address::TrustedProxies,
     /// The bearer token `GET /metrics` wants; without one there is no `/metrics`.
     pub metrics_token: Option<crate::metrics::MetricsToken>,
+    /// Where the other nodes of a deployment reach this one (`scheme://host[:port]`); `None`:
+    /// the address it listens on.
+    pub node_address: Option<String>,
     pub transcript_retention_days: u32,
     pub rate_limits: RateLimits,
     /// A `tracing` filter directive, e.g. `info` or `server=debug,info`.
@@ -290,6 +293,11 @@ impl Config {
             .transpose()
             .map_err(|p| problem("METRICS_TOKEN", p))?;
 
+        let node_address = get("NODE_ADDRESS")
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| parse_origin(a.trim()).map_err(|p| problem("NODE_ADDRESS", p)))
+            .transpose()?;
+
         let transcript_retention_days = parse_number::<u32>(
             "TRANSCRIPT_RETENTION_DAYS",
             get("TRANSCRIPT_RETENTION_DAYS"),
@@ -381,6 +389,7 @@ impl Config {
             allowed_origins,
             trusted_proxies,
             metrics_token,
+            node_address,
             transcript_retention_days,
             rate_limits,
             log_level,

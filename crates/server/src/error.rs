@@ -60,6 +60,9 @@ pub enum ApiError {
     /// The first-visit notice the student accepted is not the one the server shows now.
     #[error("notice changed")]
     NoticeChanged,
+    /// A call was asked for by a student who has not accepted the current first-visit notice.
+    #[error("notice not accepted")]
+    NoticeNotAccepted,
     /// Staff only: no crisis event with this id.
     #[error("crisis event not found")]
     CrisisEventNotFound,
@@ -164,6 +167,8 @@ error_table! {
     CategoryDisabled => "COUNSELOR_002", CONFLICT, "Counselor category is disabled";
     NoticeChanged => "NOTICE_001", CONFLICT,
         "The notice has changed since it was shown; read the current one and accept it";
+    NoticeNotAccepted => "NOTICE_002", FORBIDDEN,
+        "The first-visit notice must be read and accepted before a session starts";
     CrisisEventNotFound => "CRISIS_001", NOT_FOUND, "Crisis event not found (staff only)";
     CrisisEventAlreadyReviewed => "CRISIS_002", CONFLICT,
         "Crisis event already reviewed; reviews are final (staff only)";
@@ -244,6 +249,7 @@ impl ApiError {
             ApiError::CategoryNotFound => ErrorKind::CategoryNotFound,
             ApiError::CategoryDisabled => ErrorKind::CategoryDisabled,
             ApiError::NoticeChanged => ErrorKind::NoticeChanged,
+            ApiError::NoticeNotAccepted => ErrorKind::NoticeNotAccepted,
             ApiError::CrisisEventNotFound => ErrorKind::CrisisEventNotFound,
             ApiError::CrisisEventAlreadyReviewed => ErrorKind::CrisisEventAlreadyReviewed,
             ApiError::External { service, .. } => match service {
@@ -295,6 +301,9 @@ impl ApiError {
             ApiError::CategoryDisabled => "This counselor is currently unavailable".into(),
             ApiError::NoticeChanged => {
                 "This notice has changed since it was shown; please read it again".into()
+            }
+            ApiError::NoticeNotAccepted => {
+                "Please read and accept the notice about your sessions before starting one".into()
             }
             ApiError::CrisisEventNotFound => "Crisis event not found".into(),
             ApiError::CrisisEventAlreadyReviewed => {

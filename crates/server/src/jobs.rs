@@ -19,6 +19,18 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
         let mut ticks = tokio::time::interval_at(first, RETENTION_INTERVAL);
         loop {
             ticks.tick().await;
+            // Nodes sharing a database take turns: one purges while the others skip this run.
+            let lock = match state.store.lock_job(store::Job::TranscriptRetention).await {
+                Ok(Some(lock)) => lock,
+                Ok(None) => {
+                    tracing::info!("transcript retention is running on another node");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "transcript retention could not start");
+                    continue;
+                }
+            };
             if let Err(error) = purge_expired_transcripts(
                 &state.store,
                 state.config.transcript_retention_days,
@@ -28,6 +40,7 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             {
                 tracing::error!(%error, "transcript retention run failed");
             }
+            lock.release().await;
         }
     })
 }

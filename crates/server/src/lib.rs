@@ -7,6 +7,7 @@
 //! - [`calls`]: live calls — rooms, the in-process counselor agent, recording, crisis alerts.
 //! - [`crisis_desk`]: flagged events to staff on duty, live and by signed webhook.
 //! - [`notice`]: the first-visit notice students accept once.
+//! - [`nodes`]: this server as one node of a deployment (registry, heartbeat, dead nodes).
 //! - [`jobs`]: transcript retention. [`cli`]: the `counsel` subcommands.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod extract;
 pub mod jobs;
 pub mod metrics;
 pub mod middleware;
+pub mod nodes;
 pub mod notice;
 pub mod openapi;
 pub mod routes;

@@ -179,6 +179,7 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
             mode: SessionMode::Voice,
             room_name: "test-room".into(),
             started_at: Utc::now(),
+            node: None,
         })
         .await
         .unwrap();

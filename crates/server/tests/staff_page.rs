@@ -110,6 +110,7 @@ async fn a_crisis_in_a_call_reaches_the_open_staff_page_within_a_second() {
             mode: SessionMode::Voice,
             room_name: "browser-test-room".into(),
             started_at: Utc::now(),
+            node: None,
         })
         .await
         .unwrap();

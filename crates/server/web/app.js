@@ -454,6 +454,7 @@ function failureText(error, roomOpened) {
     return ["Microphone needed", "Microphone permission is needed to talk. Allow the microphone for this site, then start again."];
   }
   if (!roomOpened && error instanceof ApiError) {
+    if (error.code === "NOTICE_002") return ["Notice first", "Before your first session, please read the notice about what is recorded and who can see it. Go back to the counselors to read it."];
     if (error.status === 429) return ["Please wait", "You have started several sessions in the last minute. Wait a minute, then start again."];
     if (error.status === 404 || error.status === 409) return ["Unavailable", "This counselor is not available right now. Start again later, or choose another counselor."];
   }

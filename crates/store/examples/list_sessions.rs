@@ -147,6 +147,7 @@ async fn main() {
                 },
                 room_name: format!("bench-{i}"),
                 started_at,
+                node: None,
             },
             ended_at: Some(started_at + Duration::seconds(120 + rng.below(3000) as i64)),
             connection_quality: Some(ConnectionQuality::Good),

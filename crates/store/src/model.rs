@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{
-    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, Rating,
+    Category, CategoryId, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, NodeId, Rating,
     RatingComment, ReviewOutcome, Role, SessionId, SessionMode, Speaker, TranscriptText, UserId,
     Username,
 };
@@ -72,6 +72,8 @@ pub struct NewSession {
     /// The Daily / LiveKit / local room the call happens in (at most 255 characters).
     pub room_name: String,
     pub started_at: DateTime<Utc>,
+    /// The node that runs the call; `None` for a session no live call runs (imports, tools).
+    pub node: Option<NodeId>,
 }
 
 /// A session's metadata: everything but the transcript.
@@ -138,8 +140,8 @@ pub enum SessionEndReason {
     Failed,
     /// The server was shutting down and ended the call.
     ServerShutdown,
-    /// The server stopped without ending the call (a crash, `kill -9`, a lost machine) and closed
-    /// the session when it started again.
+    /// The server stopped without ending the call (a crash, `kill -9`, a lost machine), and the
+    /// session was closed when it started again or by another node that found it gone.
     ServerRestart,
 }
 

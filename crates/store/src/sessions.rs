@@ -142,8 +142,8 @@ impl Store {
         let created_at = to_micros(Utc::now());
         with_pool!(self, writer, |pool| {
             sqlx::query(
-                "INSERT INTO sessions (id, user_id, counselor_category, mode, room_name, started_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO sessions (id, user_id, counselor_category, mode, room_name, started_at, created_at, node_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(*new.id.as_uuid())
             .bind(*new.user_id.as_uuid())
@@ -152,6 +152,7 @@ impl Store {
             .bind(&new.room_name)
             .bind(started_at)
             .bind(created_at)
+            .bind(new.node.map(|n| *n.as_uuid()))
             .execute(pool)
             .await?;
         });
@@ -596,38 +597,6 @@ impl Store {
             sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await?
         });
         rows.into_iter().map(SessionRecord::try_from).collect()
-    }
-
-    /// Closes every session a stopped server left open, for a server that is starting: each ends
-    /// at its last stored line (at its start when it has none), never at the moment of the
-    /// restart, with [`SessionEndReason::ServerRestart`]. Returns the sessions it closed. A session
-    /// that something else ends meanwhile keeps that end (the update only touches open sessions).
-    ///
-    /// One node per database is assumed: every open session is taken to be a leftover, which is
-    /// true while the server starting is the only one that runs calls. With several nodes on one
-    /// PostgreSQL this would close the other nodes' live calls; it then needs the node registry
-    /// (sessions owned by a node whose heartbeat stopped), which does not exist yet.
-    pub async fn close_sessions_left_open(&self) -> Result<Vec<SessionRecord>> {
-        let mut closed = Vec::new();
-        for session in self.active_sessions().await? {
-            let lines: Vec<DateTime<Utc>> = with_pool!(self, writer, |pool| {
-                sqlx::query_scalar(
-                    "SELECT \"timestamp\" FROM transcript_messages WHERE session_id = $1",
-                )
-                .bind(*session.id.as_uuid())
-                .fetch_all(pool)
-                .await?
-            });
-            let last_line = lines.into_iter().max();
-            let ended_at = last_line.map_or(session.started_at, |t| t.max(session.started_at));
-            let record = self
-                .end_session_because(session.id, ended_at, None, SessionEndReason::ServerRestart)
-                .await?;
-            if record.end_reason == Some(SessionEndReason::ServerRestart) {
-                closed.push(record);
-            }
-        }
-        Ok(closed)
     }
 
     /// Deletes a student's session: it disappears from every student-facing query and its

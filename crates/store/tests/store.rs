@@ -2,11 +2,12 @@
 
 mod common;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, DurationRound, NaiveDate, TimeZone, Utc};
 use common::TestDb;
 use domain::{
-    Category, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, Rating, RatingComment,
-    ReviewOutcome, Role, SessionId, SessionMode, Speaker, TranscriptText, UserId, Username,
+    Category, ConnectionQuality, CrisisLevel, CrisisSignal, DecidedBy, NodeId, Rating,
+    RatingComment, ReviewOutcome, Role, SessionId, SessionMode, Speaker, TranscriptText, UserId,
+    Username,
 };
 use store::*;
 
@@ -45,6 +46,7 @@ async fn start(
         mode,
         room_name: format!("room-{id}"),
         started_at,
+        node: None,
     };
     store.create_session(new).await.unwrap();
     id
@@ -275,6 +277,7 @@ async fn sessions_end_once_and_never_before_they_start(db: &TestDb) {
         mode: SessionMode::Voice,
         room_name: "r".into(),
         started_at: started,
+        node: None,
     };
     assert!(matches!(
         store.create_session(orphan).await,
@@ -801,6 +804,7 @@ async fn session_totals_never_drift_through_deletes_and_purges(db: &TestDb) {
                 },
                 room_name: format!("bulk-{i}"),
                 started_at: t + Duration::hours(i as i64 * 7),
+                node: None,
             },
             ended_at: None,
             connection_quality: None,
@@ -892,14 +896,9 @@ async fn session_totals_never_drift_through_deletes_and_purges(db: &TestDb) {
     // migration counts what is there.
     store.migrate_down_to(TOKEN_EPOCH_SCHEMA).await.unwrap();
     let started_at = t + Duration::days(200);
-    let id = start(
-        store,
-        user,
-        Category::Career,
-        SessionMode::Video,
-        started_at,
-    )
-    .await;
+    let id = db
+        .raw_insert_session(user, Category::Career, SessionMode::Video, started_at)
+        .await;
     store.migrate().await.unwrap();
     sessions.push(Expected {
         id,
@@ -1324,6 +1323,7 @@ async fn bulk_loading_keeps_counts_right(db: &TestDb) {
                 },
                 room_name: format!("demo-{i}"),
                 started_at: t + Duration::minutes(i as i64),
+                node: None,
             },
             ended_at: Some(t + Duration::minutes(i as i64) + Duration::seconds(300)),
             connection_quality: Some(ConnectionQuality::Good),
@@ -1834,8 +1834,9 @@ async fn sessions_a_crash_left_open_are_closed_at_their_last_line(db: &TestDb) {
         .await
         .unwrap();
 
+    // A node starting on a database no other node uses: nothing else runs calls.
     let mut closed: Vec<SessionId> = store
-        .close_sessions_left_open()
+        .close_sessions_of_dead_nodes(Utc::now(), Unowned::Close)
         .await
         .unwrap()
         .into_iter()
@@ -1882,13 +1883,112 @@ async fn sessions_a_crash_left_open_are_closed_at_their_last_line(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(later, crashed_record);
-    assert!(store.close_sessions_left_open().await.unwrap().is_empty());
+    assert!(store
+        .close_sessions_of_dead_nodes(Utc::now(), Unowned::Close)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         store.session(crashed).await.unwrap().unwrap(),
         crashed_record
     );
 }
 on_both_databases!(sessions_a_crash_left_open_are_closed_at_their_last_line);
+
+async fn the_sessions_of_a_node_whose_heartbeat_stopped_are_closed(db: &TestDb) {
+    let store = &db.store;
+    let user = student(store, "jdoe").await;
+    let now = Utc::now().duration_trunc(Duration::seconds(1)).unwrap();
+    let (live, dead) = (NodeId::new(), NodeId::new());
+    for (node, port) in [(live, 8001), (dead, 8002)] {
+        let registration = NodeRegistration {
+            id: node,
+            address: format!("http://10.0.0.{port}:8000"),
+            capacity: 40,
+        };
+        store
+            .register_node(&registration, now - Duration::seconds(60))
+            .await
+            .unwrap();
+    }
+    // The live node still beats; the dead one stopped a minute ago, 20 s into a call.
+    assert!(store.node_heartbeat(live, 3, now).await.unwrap());
+    let call_on = |node: Option<NodeId>, category| {
+        let id = SessionId::new();
+        let new = NewSession {
+            id,
+            user_id: user,
+            category,
+            mode: SessionMode::Voice,
+            room_name: format!("counsel-voice-{id}"),
+            started_at: now - Duration::seconds(80),
+            node,
+        };
+        async move {
+            store.create_session(new).await.unwrap();
+            id
+        }
+    };
+    let on_live = call_on(Some(live), Category::Health).await;
+    let on_dead = call_on(Some(dead), Category::Career).await;
+    let unowned = call_on(None, Category::Social).await;
+    let heard = line(0, Speaker::Student, "words", now - Duration::seconds(60));
+    store.append_message(on_dead, heard).await.unwrap();
+
+    let alive_since = now - Duration::seconds(15);
+    let alive = store.nodes_alive_since(alive_since).await.unwrap();
+    assert_eq!(alive.len(), 1);
+    assert_eq!((alive[0].id, alive[0].live_calls), (*live.as_uuid(), 3));
+
+    // The periodic sweep: the dead node's session ends at its last line; a session no node
+    // runs may be a tool's, and is left to a node's start.
+    let closed = store
+        .close_sessions_of_dead_nodes(alive_since, Unowned::Keep)
+        .await
+        .unwrap();
+    assert_eq!(closed.iter().map(|s| s.id).collect::<Vec<_>>(), [on_dead]);
+    assert_eq!(closed[0].ended_at, Some(now - Duration::seconds(60)));
+    assert_eq!(closed[0].end_reason, Some(SessionEndReason::ServerRestart));
+    assert!(store.session(on_live).await.unwrap().unwrap().is_active());
+    assert!(store.session(unowned).await.unwrap().unwrap().is_active());
+
+    // The dead node is forgotten; if it was only slow, its next heartbeat says so.
+    assert!(!store.node_heartbeat(dead, 1, now).await.unwrap());
+    assert_eq!(
+        store
+            .nodes_alive_since(now - Duration::days(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A node's start also closes what names no node; the live node's call goes on.
+    let closed = store
+        .close_sessions_of_dead_nodes(alive_since, Unowned::Close)
+        .await
+        .unwrap();
+    assert_eq!(closed.iter().map(|s| s.id).collect::<Vec<_>>(), [unowned]);
+    assert!(store.session(on_live).await.unwrap().unwrap().is_active());
+
+    // A node that stops cleanly leaves the registry, and its address must be one.
+    store.remove_node(live).await.unwrap();
+    assert!(store
+        .nodes_alive_since(alive_since)
+        .await
+        .unwrap()
+        .is_empty());
+    let nameless = NodeRegistration {
+        id: NodeId::new(),
+        address: String::new(),
+        capacity: 1,
+    };
+    assert!(matches!(
+        store.register_node(&nameless, now).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+on_both_databases!(the_sessions_of_a_node_whose_heartbeat_stopped_are_closed);
 
 async fn every_end_reason_is_stored_and_read_back(db: &TestDb) {
     let store = &db.store;
@@ -2226,3 +2326,40 @@ async fn the_notice_migration_goes_down_and_up(db: &TestDb) {
     );
 }
 on_both_databases!(the_notice_migration_goes_down_and_up);
+
+async fn a_job_runs_on_one_node_at_a_time(db: &TestDb) {
+    let store = &db.store;
+    let first = store.lock_job(Job::TranscriptRetention).await.unwrap();
+    assert!(first.is_some());
+    let second = store.lock_job(Job::TranscriptRetention).await.unwrap();
+    let other_job = store.lock_job(Job::DeadNodeSweep).await.unwrap();
+    assert!(other_job.is_some(), "each job has its own lock");
+    match store.kind() {
+        // One node per SQLite database: nothing to wait for.
+        StoreKind::Sqlite => assert!(second.is_some()),
+        StoreKind::Postgres => assert!(second.is_none(), "another node holds it"),
+    }
+    if let Some(first) = first {
+        first.release().await;
+    }
+    let again = store.lock_job(Job::TranscriptRetention).await.unwrap();
+    assert!(again.is_some(), "released, it can be taken again");
+    // Dropped without a release (a job that panicked), the lock goes with its connection,
+    // once the server has seen it close.
+    drop(again);
+    let mut freed = false;
+    for _ in 0..50 {
+        if store
+            .lock_job(Job::TranscriptRetention)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the lock was not freed when its holder was dropped");
+}
+on_both_databases!(a_job_runs_on_one_node_at_a_time);

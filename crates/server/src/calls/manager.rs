@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use agent::transport::webrtc::{WebRtcConnection, WebRtcTransport};
 use agent::{Call, CallConfig, CallHandle, Services};
 use chrono::Utc;
-use domain::{Category, SessionId, SessionMode, UserId};
+use domain::{Category, NodeId, SessionId, SessionMode, UserId};
 use store::{CounselorCategory, NewSession, SessionEndReason, SessionRecord, Store};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -103,6 +103,8 @@ enum CallState {
 
 pub struct CallManager {
     store: Store,
+    /// This node in the deployment's registry: the sessions it opens name it.
+    node: NodeId,
     /// How to build the voice stack; `None` when it was handed over ready-made.
     settings: Option<VoiceSettings>,
     voice: OnceCell<Arc<VoiceStack>>,
@@ -121,6 +123,7 @@ impl CallManager {
         let max_calls = settings.max_calls;
         Self {
             store,
+            node: NodeId::new(),
             settings: Some(settings),
             voice: OnceCell::new(),
             max_calls,
@@ -134,6 +137,7 @@ impl CallManager {
     pub fn with_voice(store: Store, voice: VoiceStack, max_calls: usize, desk: CrisisDesk) -> Self {
         Self {
             store,
+            node: NodeId::new(),
             settings: None,
             voice: OnceCell::new_with(Some(Arc::new(voice))),
             max_calls,
@@ -171,6 +175,16 @@ impl CallManager {
             })
             .await
             .cloned()
+    }
+
+    /// This node's id in the registry (new each time the server starts).
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// How many calls this node runs at once.
+    pub fn capacity(&self) -> usize {
+        self.max_calls
     }
 
     /// Calls open or running on this node.
@@ -218,6 +232,7 @@ impl CallManager {
                 mode,
                 room_name: room_name.clone(),
                 started_at: Utc::now(),
+                node: Some(self.node),
             })
             .await?;
         let room_token = persona::room_token();

@@ -94,6 +94,7 @@ pub async fn seed_demo(store: &store::Store, hasher: &PasswordHasher) -> anyhow:
                     mode,
                     room_name: format!("demo-{id}"),
                     started_at,
+                    node: None,
                 })
                 .await?
                 .id;

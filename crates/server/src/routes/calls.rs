@@ -95,6 +95,7 @@ pub struct SessionDescription {
     request_body = CreateRoomRequest,
     responses(
         (status = 200, description = "Room ready", body = CreateRoomResponse),
+        (status = 403, description = "The student has not accepted the current first-visit notice (NOTICE_002)", body = ErrorBody),
         (status = 404, description = "No such counselor (COUNSELOR_001)", body = ErrorBody),
         (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
         (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
@@ -114,6 +115,7 @@ pub async fn create_voice_room(
     request_body = CreateRoomRequest,
     responses(
         (status = 200, description = "Room ready", body = CreateRoomResponse),
+        (status = 403, description = "The student has not accepted the current first-visit notice (NOTICE_002)", body = ErrorBody),
         (status = 404, description = "No such counselor (COUNSELOR_001)", body = ErrorBody),
         (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
         (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
@@ -204,6 +206,7 @@ async fn create_room(
     mode: SessionMode,
 ) -> Result<Json<CreateRoomResponse>, ApiError> {
     state.rate_limits.session_create.check(user.id)?;
+    crate::routes::notice::require_accepted(&state, &user).await?;
     let category = resolve_category(&state, &request.counselor_category).await?;
     let room = state
         .calls

@@ -61,6 +61,20 @@ async fn current_notice(state: &AppState) -> Result<Notice, ApiError> {
     }))
 }
 
+/// Refuses a student who has not accepted the notice as it is worded now: nobody starts a
+/// session without having been told what is recorded and who sees it.
+pub async fn require_accepted(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
+    let notice = current_notice(state).await?;
+    match state
+        .store
+        .notice_accepted_at(user.id, &notice.version)
+        .await?
+    {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NoticeNotAccepted),
+    }
+}
+
 /// What counsel records, who can see it, how long it is kept, that the counselor is an AI and
 /// what happens in a crisis, with whether the signed-in student has accepted it.
 #[utoipa::path(get, path = "/notice", tag = "Authentication",

@@ -104,6 +104,7 @@ async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) 
 
 /// Opens a voice room; returns (session id, room token).
 async fn open_room(app: &TestApp, token: &str) -> (String, String) {
+    app.accept_notice(token).await;
     let room: Value = app
         .request(Method::POST, "/api/v1/voice/create-room")
         .bearer_auth(token)

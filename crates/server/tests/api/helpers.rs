@@ -179,6 +179,19 @@ impl TestApp {
     }
 
     /// Signs out with `token` (which revokes every token of its account).
+    /// Accepts the first-visit notice as it is worded now (a student must before a call).
+    pub async fn accept_notice(&self, token: &str) {
+        let notice: serde_json::Value = self.get_json("/api/v1/notice", token).await;
+        let accepted = self
+            .request(Method::POST, "/api/v1/notice/acceptance")
+            .bearer_auth(token)
+            .json(&serde_json::json!({"version": notice["version"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 200, "the notice is accepted");
+    }
+
     pub async fn logout(&self, token: &str) -> Response {
         self.request(Method::POST, "/api/v1/auth/logout")
             .bearer_auth(token)
@@ -371,6 +384,7 @@ impl TestApp {
             mode,
             room_name: format!("test-{session}"),
             started_at,
+            node: None,
         };
         store.create_session(new).await.unwrap();
         for (i, (speaker, text)) in lines.iter().enumerate() {

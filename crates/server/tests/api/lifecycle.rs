@@ -2,14 +2,17 @@
 //! ends the live calls before the process goes.
 
 use chrono::{Duration, DurationRound, Utc};
-use domain::{Category, SessionId, SessionMode, Speaker, TranscriptText};
+use domain::{Category, NodeId, SessionId, SessionMode, Speaker, TranscriptText};
 use reqwest::Method;
 use serde_json::{json, Value};
-use store::SessionEndReason;
+use store::{NodeRegistration, SessionEndReason};
 
 use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 
-crate::on_both_backends!(a_restart_closes_the_sessions_a_crash_left_open);
+crate::on_both_backends!(
+    a_restart_closes_the_sessions_a_crash_left_open,
+    a_running_node_closes_the_sessions_of_a_node_that_went_silent,
+);
 
 // M1 of the outside security test: a crash mid-call left the session "in progress" forever, and
 // ending it later stamped the end then (a 17 s call recorded as 202 s).
@@ -30,6 +33,7 @@ async fn a_restart_closes_the_sessions_a_crash_left_open(app: TestApp) {
             mode: SessionMode::Voice,
             room_name: format!("counsel-voice-{crashed}"),
             started_at: started,
+            node: None,
         })
         .await
         .unwrap();
@@ -108,6 +112,7 @@ async fn a_shutdown_refuses_new_rooms_and_ends_the_live_calls_before_exiting() {
         let _ = stopped.await;
     }));
 
+    app.accept_notice(&token).await;
     let room = create_room(&app.client, &base, &token).await;
     assert_eq!(room.status(), 200);
     let room: Value = room.json().await.unwrap();
@@ -162,5 +167,97 @@ async fn a_shutdown_refuses_new_rooms_and_ends_the_live_calls_before_exiting() {
     assert!(
         reqwest::get(format!("{base}/health")).await.is_err(),
         "nothing listens any more"
+    );
+    let registered = state
+        .store
+        .nodes_alive_since(Utc::now() - Duration::days(1))
+        .await
+        .unwrap();
+    assert!(
+        registered
+            .iter()
+            .all(|n| n.id != *state.calls.node().as_uuid()),
+        "a node that ended its calls leaves the registry"
+    );
+}
+
+// Issue 14, item 5: a node that dies mid-call (a crash, a lost machine) leaves its sessions open;
+// the running node closes them once the dead one has been silent for `DEAD_AFTER`, each at its
+// last stored line, and leaves a live node's calls alone.
+async fn a_running_node_closes_the_sessions_of_a_node_that_went_silent(app: TestApp) {
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let store = &app.state.store;
+    let now = Utc::now().duration_trunc(Duration::seconds(1)).unwrap();
+    let silent_for = Duration::from_std(server::nodes::DEAD_AFTER).unwrap() + Duration::seconds(5);
+    let (dead, live) = (NodeId::new(), NodeId::new());
+    for (node, port, last_beat) in [(dead, 8101, now - silent_for), (live, 8102, now)] {
+        let registration = NodeRegistration {
+            id: node,
+            address: format!("http://10.0.0.2:{port}"),
+            capacity: 40,
+        };
+        store.register_node(&registration, last_beat).await.unwrap();
+    }
+    let call_on = |node: NodeId| {
+        let id = SessionId::new();
+        let new = store::NewSession {
+            id,
+            user_id: student.id,
+            category: Category::Health,
+            mode: SessionMode::Voice,
+            room_name: format!("counsel-voice-{id}"),
+            started_at: now - silent_for - Duration::seconds(40),
+            node: Some(node),
+        };
+        async move {
+            store.create_session(new).await.unwrap();
+            id
+        }
+    };
+    let on_dead = call_on(dead).await;
+    let on_live = call_on(live).await;
+    let last_heard = now - silent_for - Duration::seconds(3);
+    let line = store::NewMessage {
+        sequence: 0,
+        speaker: Speaker::Student,
+        text: TranscriptText::new("words"),
+        is_final: true,
+        timestamp: last_heard,
+    };
+    store.append_message(on_dead, line).await.unwrap();
+
+    // The live node keeps beating while the running node sweeps (every heartbeat).
+    let deadline = std::time::Instant::now()
+        + server::nodes::HEARTBEAT_INTERVAL
+        + std::time::Duration::from_secs(5);
+    let closed = loop {
+        assert!(store.node_heartbeat(live, 1, Utc::now()).await.unwrap());
+        let record = store.session(on_dead).await.unwrap().unwrap();
+        if !record.is_active() {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead node's session is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(closed.ended_at, Some(last_heard));
+    assert_eq!(closed.end_reason, Some(SessionEndReason::ServerRestart));
+    assert!(store.session(on_live).await.unwrap().unwrap().is_active());
+
+    // The running node is in the registry, at the address it listens on.
+    let alive = store
+        .nodes_alive_since(Utc::now() - Duration::seconds(10))
+        .await
+        .unwrap();
+    let this = alive
+        .iter()
+        .find(|n| n.id == *app.state.calls.node().as_uuid())
+        .expect("the running node is registered");
+    assert_eq!(this.address, app.address);
+    assert!(
+        alive.iter().all(|n| n.id != *dead.as_uuid()),
+        "the dead node is forgotten"
     );
 }

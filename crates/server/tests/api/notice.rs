@@ -12,7 +12,27 @@ on_both_backends!(
     the_notice_is_accepted_once_per_account_and_audited,
     only_the_notice_shown_can_be_accepted,
     staff_alerts_change_the_words_and_ask_again,
+    no_session_starts_before_the_notice_is_accepted,
 );
+
+async fn no_session_starts_before_the_notice_is_accepted(app: TestApp) {
+    let me = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&me).await;
+    for mode in ["voice", "video"] {
+        let refused = app
+            .request(Method::POST, &format!("/api/v1/{mode}/create-room"))
+            .bearer_auth(&token)
+            .json(&json!({"counselor_category": "Health"}))
+            .send()
+            .await
+            .unwrap();
+        let (status, code, _) = error_of(refused).await;
+        assert_eq!((status, code.as_str()), (403, "NOTICE_002"), "{mode}");
+    }
+    assert_eq!(app.state.calls.active_calls(), 0);
+    let history: Value = app.get_json("/api/v1/sessions", &token).await;
+    assert_eq!(history["total"], 0, "no session was recorded: {history}");
+}
 
 async fn notice(app: &TestApp, token: &str) -> Value {
     let response = app.get("/api/v1/notice", token).await;

@@ -236,6 +236,7 @@ async fn a_call_is_rated_once_it_has_ended(app: TestApp) {
             mode: SessionMode::Voice,
             room_name: format!("test-{id}"),
             started_at: Utc::now(),
+            node: None,
         })
         .await
         .unwrap();

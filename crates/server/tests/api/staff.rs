@@ -354,6 +354,7 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
             mode: SessionMode::Voice,
             room_name: "test-room".into(),
             started_at: Utc::now(),
+            node: None,
         })
         .await
         .unwrap();

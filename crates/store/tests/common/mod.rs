@@ -187,6 +187,32 @@ impl TestDb {
         result.map_err(|e| e.to_string())
     }
 
+    /// Records a session with the columns every schema version has (for a database migrated
+    /// down to an older schema, which the store's own insert no longer fits).
+    pub async fn raw_insert_session(
+        &self,
+        user: domain::UserId,
+        category: domain::Category,
+        mode: domain::SessionMode,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> domain::SessionId {
+        let id = domain::SessionId::new();
+        let sql = "INSERT INTO sessions (id, user_id, counselor_category, mode, room_name, started_at, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $6)";
+        on_raw_connection!(&self.raw, |conn| sqlx::query(sql)
+            .bind(*id.as_uuid())
+            .bind(*user.as_uuid())
+            .bind(category.name())
+            .bind(mode.as_str())
+            .bind(format!("counsel-{}-{id}", mode.as_str()))
+            .bind(started_at)
+            .execute(conn)
+            .await
+            .map(drop)
+            .unwrap());
+        id
+    }
+
     /// Sets a user's role straight in the database, so only its constraints decide.
     pub async fn raw_set_role(
         &self,

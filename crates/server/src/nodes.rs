@@ -1,0 +1,127 @@
+//! This server as one node of a deployment. Each node records itself in the store's registry
+//! when it starts, beats every [`HEARTBEAT_INTERVAL`], and leaves when it stops after ending its
+//! calls. A node silent for [`DEAD_AFTER`] is dead (a crash, `kill -9`, a lost machine): the first
+//! node to notice closes the sessions it ran, each at its last stored line, within
+//! `DEAD_AFTER + HEARTBEAT_INTERVAL` of its last beat.
+//!
+//! With SQLite there is one node per database, so a node that starts closes everything the
+//! registry still holds at once; with PostgreSQL the other nodes may be running calls, so only
+//! the silent ones' sessions are closed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use store::{Job, NodeRegistration, SessionRecord, Store, StoreKind, Unowned};
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// How often a node says it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a node may be silent before it is taken to be dead: three missed heartbeats, so a
+/// slow database or a long pause does not end live calls.
+pub const DEAD_AFTER: Duration = Duration::from_secs(15);
+
+/// Records this node, closing first what stopped nodes left open. A failure is logged and the
+/// server starts anyway: serving students matters more than tidying old records, and the
+/// heartbeat registers the node again.
+pub async fn join(state: &AppState, listening_on: SocketAddr) {
+    let store = &state.store;
+    let now = Utc::now();
+    let alive_since = match store.kind() {
+        // No other node shares the database: every node recorded is one that stopped.
+        StoreKind::Sqlite => now,
+        StoreKind::Postgres => now - DEAD_AFTER,
+    };
+    match store
+        .close_sessions_of_dead_nodes(alive_since, Unowned::Close)
+        .await
+    {
+        Ok(closed) => log_closed(&closed),
+        Err(error) => {
+            tracing::error!(%error, "could not close the sessions stopped nodes left open")
+        }
+    }
+    if let Err(error) = store
+        .register_node(&registration(state, listening_on), now)
+        .await
+    {
+        tracing::error!(%error, "could not record this node in the registry");
+    }
+}
+
+/// Beats every [`HEARTBEAT_INTERVAL`] and closes the sessions of nodes found dead.
+pub fn spawn_heartbeat(state: AppState, listening_on: SocketAddr) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            beat(&state, listening_on).await;
+            if let Err(error) = sweep_dead_nodes(&state.store).await {
+                tracing::error!(%error, "could not close the sessions of dead nodes");
+            }
+        }
+    })
+}
+
+/// Leaves the registry, for a node that has ended its calls and is stopping.
+pub async fn leave(state: &AppState) {
+    if let Err(error) = state.store.remove_node(state.calls.node()).await {
+        tracing::warn!(%error, "could not remove this node from the registry");
+    }
+}
+
+async fn beat(state: &AppState, listening_on: SocketAddr) {
+    let calls = &state.calls;
+    match state
+        .store
+        .node_heartbeat(calls.node(), calls.active_calls(), Utc::now())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another node found this one silent for too long (or the first registration
+            // failed) and closed its sessions; the calls still running here go on, and end as
+            // they would.
+            tracing::warn!("this node was missing from the registry; recording it again");
+            let again = registration(state, listening_on);
+            if let Err(error) = state.store.register_node(&again, Utc::now()).await {
+                tracing::error!(%error, "could not record this node in the registry");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "heartbeat not recorded"),
+    }
+}
+
+/// One node at a time closes what dead nodes left open (the others skip their turn).
+async fn sweep_dead_nodes(store: &Store) -> store::Result<()> {
+    let Some(lock) = store.lock_job(Job::DeadNodeSweep).await? else {
+        return Ok(());
+    };
+    let swept = store
+        .close_sessions_of_dead_nodes(Utc::now() - DEAD_AFTER, Unowned::Keep)
+        .await;
+    lock.release().await;
+    log_closed(&swept?);
+    Ok(())
+}
+
+fn registration(state: &AppState, listening_on: SocketAddr) -> NodeRegistration {
+    NodeRegistration {
+        id: state.calls.node(),
+        address: state
+            .config
+            .node_address
+            .clone()
+            .unwrap_or_else(|| format!("http://{listening_on}")),
+        capacity: u32::try_from(state.calls.capacity()).unwrap_or(u32::MAX),
+    }
+}
+
+fn log_closed(closed: &[SessionRecord]) {
+    for session in closed {
+        tracing::warn!(session_id = %session.id, ended_at = ?session.ended_at, "closed a session a stopped node left open");
+    }
+}
