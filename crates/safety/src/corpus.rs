@@ -28,6 +28,14 @@ pub const FILES: &[(&str, &str)] = &[
         "retired-blind3.tsv",
         include_str!("../corpus/retired-blind3.tsv"),
     ),
+    (
+        "retired-blind4.tsv",
+        include_str!("../corpus/retired-blind4.tsv"),
+    ),
+    (
+        "retired-blind5.tsv",
+        include_str!("../corpus/retired-blind5.tsv"),
+    ),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

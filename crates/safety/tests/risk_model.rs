@@ -5,16 +5,16 @@
 //! `COUNSEL_MODELS_DIR` (as `scripts/test` installs them) or are installed once into
 //! `target/models`.
 //!
-//! Which sets were used for what: `corpus/` is the training set. Three of its files,
+//! Which sets were used for what: `corpus/` is the training set. Five of its files,
 //! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
-//! (docs/benchmarks/safety.md) and then joined the corpus. The thresholds and the corpus's growth
-//! were chosen by holding one of them out (`examples/risk_tuning/`, `RISK_ADAPT_FOLD=FILE`).
-//! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at while
-//! choosing; `eval/holdout2.tsv` was a check. `eval/blind4.tsv` was written by a fifth author who
-//! saw neither the corpus, the rules nor the other sets, before this version's tuning began, and
-//! was scored once; `corpus/gaps.tsv` was then written from the kinds of its misses, so it is a
-//! tuning set since. `eval/blind5.tsv`, by a sixth author, was written before `gaps.tsv` and
-//! scored once, on what ships. The bars below only guard against regressions.
+//! (docs/benchmarks/safety.md) and then joined the corpus. `eval/utterances.tsv` and
+//! `eval/holdout.tsv` are the rules' tuning sets and were looked at while choosing;
+//! `eval/holdout2.tsv` was a check. `eval/blind6.tsv` and `eval/blind7.tsv` were written by two
+//! more authors who saw neither the corpus, the rules nor any other set, both before this
+//! version's tuning began. `eval/blind6.tsv` was scored once on the fourth version; its misses
+//! then guided this version (how long ordinary talk is read, the crisis threshold), so it is a
+//! tuning set since. `eval/blind7.tsv` was scored once, on what ships. The bars below only guard
+//! against regressions.
 
 use std::sync::OnceLock;
 
@@ -99,15 +99,15 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
 }
 
 #[test]
-fn the_fifth_blind_set() {
-    let s = score("eval/blind5.tsv", include_str!("../eval/blind5.tsv"));
-    assert_no_worse_than(&s, &FIFTH_BLIND);
+fn the_sixth_blind_set() {
+    let s = score("eval/blind6.tsv", include_str!("../eval/blind6.tsv"));
+    assert_no_worse_than(&s, &SIXTH_BLIND);
 }
 
 #[test]
-fn the_fourth_blind_set() {
-    let s = score("eval/blind4.tsv", include_str!("../eval/blind4.tsv"));
-    assert_no_worse_than(&s, &FOURTH_BLIND);
+fn the_seventh_blind_set() {
+    let s = score("eval/blind7.tsv", include_str!("../eval/blind7.tsv"));
+    assert_no_worse_than(&s, &SEVENTH_BLIND);
 }
 
 #[test]
@@ -182,7 +182,8 @@ fn a_call_reads_a_conversation_as_the_head_was_fitted_to_it() {
         .expect("the corpus has conversations");
     let trained =
         safety::model::training_vectors(model.encoder(), std::slice::from_ref(&conversation))
-            .expect("encoding")[0];
+            .expect("encoding")
+            .whole[0];
     let expected = model.head().scores(&trained);
     let read = model
         .read(conversation.text, &conversation.earlier, |_| true)
@@ -218,25 +219,25 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
-/// The first and only blind score of `eval/blind5.tsv` (2026-12-01, the fourth version with
-/// `corpus/gaps.tsv`) was crisis recall 0.865, crisis precision 0.919, concern caught 0.990,
-/// ordinary talk as crisis 0.053 (8 of 150). The bars sit a line or two below it.
-const FIFTH_BLIND: Score = Score {
-    crisis_recall: 0.85,
-    crisis_precision: 0.90,
-    concern_caught: 0.97,
+/// The first and only blind score of `eval/blind6.tsv` (2026-12-01, the fourth version) was
+/// crisis recall 0.853, crisis precision 0.806, concern caught 1.000, ordinary talk as crisis
+/// 0.160 (24 of 150, 20 of them long everyday rambles). Its misses then guided this version,
+/// which scores 0.871, 0.881, 1.000 and 0.053 (not blind). The bars sit a line or two below.
+const SIXTH_BLIND: Score = Score {
+    crisis_recall: 0.86,
+    crisis_precision: 0.86,
+    concern_caught: 0.98,
     none_as_crisis: 0.067,
 };
-/// The first and only blind score of `eval/blind4.tsv` (2026-12-01, the fourth version before
-/// `corpus/gaps.tsv`) was crisis recall 0.888, crisis precision 0.910, concern caught 0.990,
-/// ordinary talk as crisis 0.060 (9 of 150); with `gaps.tsv`, written from its misses (no
-/// longer blind), 0.906, 0.928, 1.000 and 0.047. The bars sit a line or two below the blind
-/// score, for the last bits another processor may change in the encoder's sums.
-const FOURTH_BLIND: Score = Score {
-    crisis_recall: 0.87,
-    crisis_precision: 0.89,
-    concern_caught: 0.97,
-    none_as_crisis: 0.075,
+/// The first and only blind score of `eval/blind7.tsv` (2026-12-01, the fifth version, what
+/// ships) was crisis recall 0.841, crisis precision 0.872, concern caught 0.970, ordinary talk as
+/// crisis 0.040 (6 of 150). The bars sit a line or two below it, for the last bits another
+/// processor may change in the encoder's sums.
+const SEVENTH_BLIND: Score = Score {
+    crisis_recall: 0.83,
+    crisis_precision: 0.85,
+    concern_caught: 0.95,
+    none_as_crisis: 0.054,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,

@@ -97,16 +97,30 @@ fn main() {
         examples.len(),
         started.elapsed().as_secs_f64()
     );
-    let training: Vec<[f32; DIMENSIONS]> = embeddings
-        .iter()
-        .map(|e| model::training_vector(&e.own[0], e.previous.as_ref()))
-        .collect();
+    let training = model::TrainingVectors {
+        whole: embeddings
+            .iter()
+            .map(|e| model::training_vector(&e.own[0], e.previous.as_ref()))
+            .collect(),
+        // `RISK_NO_WINDOWS` fits the head to whole utterances only, as the fourth version did.
+        windows: embeddings
+            .iter()
+            .zip(&examples)
+            .map(|(e, example)| {
+                if example.level == CrisisLevel::None && std::env::var("RISK_NO_WINDOWS").is_err() {
+                    e.own[1..].to_vec()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect(),
+    };
 
     if std::env::var("RISK_TRAINFIT").is_ok() {
         let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
         let mut right = 0;
         for (i, e) in examples.iter().enumerate() {
-            right += usize::from(full.scores(&training[i]).most_likely() == e.level);
+            right += usize::from(full.scores(&training.whole[i]).most_likely() == e.level);
         }
         println!(
             "training accuracy of the full head: {:.3}",
@@ -128,7 +142,7 @@ fn main() {
         let head = model::fit_on_with(&fit_settings(), &examples, &training, in_training);
         let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len())
             .filter(|&i| in_training(i))
-            .map(|i| (i, training[i]))
+            .map(|i| (i, training.whole[i]))
             .collect();
         for (i, example) in examples
             .iter()
@@ -174,8 +188,9 @@ fn main() {
     }
 
     let full = model::fit_on_with(&fit_settings(), &examples, &training, |_| true);
-    let bank: Vec<(usize, [f32; DIMENSIONS])> =
-        (0..examples.len()).map(|i| (i, training[i])).collect();
+    let bank: Vec<(usize, [f32; DIMENSIONS])> = (0..examples.len())
+        .map(|i| (i, training.whole[i]))
+        .collect();
     for set in sets {
         let text = std::fs::read_to_string(&set).expect("set");
         let name: &'static str = Box::leak(set.clone().into_boxed_str());
@@ -193,6 +208,17 @@ fn main() {
                 scored.len()
             );
             report(&scored, which, &Thresholds::CHOSEN, true);
+            if std::env::var("RISK_GRID").is_ok() {
+                for crisis in [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9] {
+                    let t = Thresholds {
+                        crisis,
+                        crisis_in_context: crisis,
+                        ..Thresholds::CHOSEN
+                    };
+                    print!("  crisis at {crisis:.2}: ");
+                    report(&scored, which, &t, false);
+                }
+            }
         }
     }
 }
@@ -332,6 +358,9 @@ fn cached_embed(encoder: &SentenceEncoder, texts: &[String]) -> Vec<[f32; DIMENS
             missing.len(),
             started.elapsed().as_secs_f64()
         );
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            std::fs::create_dir_all(dir).expect("the embedding cache's folder");
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -38,6 +38,18 @@ pub const HEAD_BYTES: &[u8] = include_bytes!("../../corpus/risk-head.bin");
 const WINDOW_WORDS: usize = 16;
 const WINDOW_STRIDE: usize = 8;
 const LONG_UTTERANCE_WORDS: usize = 24;
+/// A long utterance is read window by window only when the whole of it carries this much risk
+/// (concern and crisis together). Out of its ramble, a window of everyday talk can read like
+/// anything ("i dont want to be difficult but i also need sleep"); a risk statement buried in a
+/// ramble still lends the whole of it risk. Chosen on the corpus's cross-validation and the spent
+/// evaluation sets: the same crises found, a third to a half fewer false crises from long talk
+/// (docs/benchmarks/safety.md).
+pub const WINDOWS_GATE: f32 = 0.5;
+
+/// Whether a long utterance whose whole reads `whole` is read in windows too.
+pub fn reads_windows(whole: LevelScores) -> bool {
+    whole.risk() >= WINDOWS_GATE
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -164,10 +176,12 @@ impl RiskModel {
     ) -> Result<Reading, EncoderError> {
         let inputs = Inputs::of(utterance, earlier);
         let texts = inputs.texts();
-        // The whole utterance and its windows in two batches: one padded batch would pad every
-        // short window to the length of the whole.
+        // The whole utterance first, then its windows when it calls for them, in a batch of
+        // their own: one padded batch would pad every short window to the length of the whole.
         let mut own = self.encoder.embed(&texts[..1])?;
-        own.extend(self.encoder.embed(&texts[1..])?);
+        if texts.len() > 1 && reads_windows(self.head.scores(&own[0])) {
+            own.extend(self.encoder.embed(&texts[1..])?);
+        }
         self.recent_embeddings()
             .remember(&inputs.texts[0], own[0], Instant::now());
         let alone = reading(&self.head, &self.examples, &own, None);
@@ -202,15 +216,30 @@ impl RiskModel {
     /// checks: much faster per line than one at a time).
     pub fn read_each(&self, utterances: &[&str]) -> Result<Vec<Reading>, EncoderError> {
         let inputs: Vec<Inputs> = utterances.iter().map(|u| Inputs::of(u, &[])).collect();
-        let texts: Vec<String> = inputs.iter().flat_map(|i| i.texts.clone()).collect();
-        let embeddings = embed_all(&self.encoder, &texts)?;
-        let mut offset = 0;
+        let wholes: Vec<String> = inputs.iter().map(|i| i.texts[0].clone()).collect();
+        let wholes = embed_all(&self.encoder, &wholes)?;
+        let windowed: Vec<bool> = inputs
+            .iter()
+            .zip(&wholes)
+            .map(|(input, whole)| input.texts.len() > 1 && reads_windows(self.head.scores(whole)))
+            .collect();
+        let windows: Vec<String> = inputs
+            .iter()
+            .zip(&windowed)
+            .filter(|(_, &windowed)| windowed)
+            .flat_map(|(input, _)| input.texts[1..].iter().cloned())
+            .collect();
+        let mut windows = embed_all(&self.encoder, &windows)?.into_iter();
         Ok(inputs
             .iter()
-            .map(|input| {
-                let own = &embeddings[offset..offset + input.texts.len()];
-                offset += input.texts.len();
-                reading(&self.head, &self.examples, own, None)
+            .zip(wholes)
+            .zip(windowed)
+            .map(|((input, whole), windowed)| {
+                let mut own = vec![whole];
+                if windowed {
+                    own.extend(windows.by_ref().take(input.texts.len() - 1));
+                }
+                reading(&self.head, &self.examples, &own, None)
             })
             .collect())
     }
@@ -252,7 +281,8 @@ pub fn reading(
     reading_by(|e| head.scores(e), head, examples, own, previous)
 }
 
-/// [`reading`] with another way of scoring an embedding (cross-validation compares them).
+/// [`reading`] with another way of scoring an embedding (cross-validation compares them). The
+/// windows in `own` count only when the whole utterance calls for them ([`reads_windows`]).
 pub fn reading_by(
     score: impl Fn(&[f32; DIMENSIONS]) -> LevelScores,
     head: &Head,
@@ -260,6 +290,8 @@ pub fn reading_by(
     own: &[[f32; DIMENSIONS]],
     previous: Option<&[f32; DIMENSIONS]>,
 ) -> Reading {
+    let whole = score(&own[0]);
+    let own = if reads_windows(whole) { own } else { &own[..1] };
     let scored: Vec<(LevelScores, &[f32; DIMENSIONS])> =
         own.iter().map(|e| (score(e), e)).collect();
     // The window with the most crisis in it; when none leans to crisis, the one with the most
@@ -336,34 +368,70 @@ pub fn fit_head(encoder: &SentenceEncoder, adapters: &[u8]) -> Result<Head, Enco
     Ok(head)
 }
 
-/// What the head is fitted to for each example, read the way a call reads it: the whole
-/// utterance, and a conversation's last turn in the light of the one before it.
+/// What the head is fitted to, example by example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingVectors {
+    /// Each example read the way a call reads it: the whole utterance, and a conversation's last
+    /// turn in the light of the one before it.
+    pub whole: Vec<[f32; DIMENSIONS]>,
+    /// The windows of each ordinary (`none`) example long enough to be read in windows; empty
+    /// for the others. A call reads a long utterance window by window and takes the window with
+    /// the most crisis in it, so a fragment of everyday talk ("i dont want to be difficult but i
+    /// also need sleep") must read as everyday too. The windows of a risk example are left out:
+    /// which of them holds the risk is not labelled.
+    pub windows: Vec<Vec<[f32; DIMENSIONS]>>,
+}
+
+/// [`TrainingVectors`] for `examples`, embedded by `encoder`.
 pub fn training_vectors(
     encoder: &SentenceEncoder,
     examples: &[Example<'_>],
-) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
+) -> Result<TrainingVectors, EncoderError> {
     let inputs: Vec<Inputs> = examples
         .iter()
         .map(|e| Inputs::of(e.text, &e.earlier))
         .collect();
     let mut texts: Vec<String> = inputs.iter().map(|i| i.texts[0].clone()).collect();
     texts.extend(inputs.iter().filter_map(|i| i.previous.clone()));
-    let embeddings = embed_all(encoder, &texts)?;
-    let (own, mut previous) = (
-        &embeddings[..inputs.len()],
-        embeddings[inputs.len()..].iter(),
+    fn ordinary_windows<'a>((input, example): (&'a Inputs, &Example<'_>)) -> &'a [String] {
+        if example.level == CrisisLevel::None {
+            &input.texts[1..]
+        } else {
+            &[]
+        }
+    }
+    texts.extend(
+        inputs
+            .iter()
+            .zip(examples)
+            .flat_map(ordinary_windows)
+            .cloned(),
     );
-    Ok(inputs
+    let embeddings = embed_all(encoder, &texts)?;
+    let (own, rest) = embeddings.split_at(inputs.len());
+    let mut rest = rest.iter();
+    let whole = inputs
         .iter()
         .zip(own)
         .map(|(input, own)| {
             let previous = input
                 .previous
                 .as_ref()
-                .map(|_| previous.next().expect("one per previous turn"));
+                .map(|_| rest.next().expect("one per previous turn"));
             training_vector(own, previous)
         })
-        .collect())
+        .collect();
+    let windows = inputs
+        .iter()
+        .zip(examples)
+        .map(|pair| {
+            ordinary_windows(pair)
+                .iter()
+                .map(|_| *rest.next().expect("one per window"))
+                .collect()
+        })
+        .collect();
+    Ok(TrainingVectors { whole, windows })
 }
 
 /// Embeds many texts in batches of similar length (less padding).
@@ -388,34 +456,38 @@ pub fn embed_all(
 /// of a fold in cross-validation). The bank holds every kept example.
 pub fn fit_on(
     examples: &[Example<'_>],
-    embeddings: &[[f32; DIMENSIONS]],
+    training: &TrainingVectors,
     keep: impl Fn(usize) -> bool,
 ) -> Head {
-    fit_on_with(&head::FitSettings::CHOSEN, examples, embeddings, keep)
+    fit_on_with(&head::FitSettings::CHOSEN, examples, training, keep)
 }
 
 pub fn fit_on_with(
     settings: &head::FitSettings,
     examples: &[Example<'_>],
-    embeddings: &[[f32; DIMENSIONS]],
+    training: &TrainingVectors,
     keep: impl Fn(usize) -> bool,
 ) -> Head {
     let kept: Vec<usize> = (0..examples.len()).filter(|&i| keep(i)).collect();
-    let training: Vec<head::TrainingVector> = kept
+    let vectors: Vec<head::TrainingVector> = kept
         .iter()
-        .map(|&i| head::TrainingVector {
-            embedding: embeddings[i],
-            level: examples[i].level,
+        .flat_map(|&i| {
+            std::iter::once(&training.whole[i])
+                .chain(&training.windows[i])
+                .map(move |embedding| head::TrainingVector {
+                    embedding: *embedding,
+                    level: examples[i].level,
+                })
         })
         .collect();
     let bank = kept
         .iter()
         .map(|&i| head::BankEntry {
-            vector: head::quantize(&embeddings[i]),
+            vector: head::quantize(&training.whole[i]),
             example: i as u32,
         })
         .collect();
-    Head::fit_with(settings, &training, bank, head_fingerprint())
+    Head::fit_with(settings, &vectors, bank, head_fingerprint())
 }
 
 /// The vector the head is fitted to for one example: its whole utterance, read in the light of
