@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use domain::CrisisLevel;
+use resilience::BreakerState;
 
 use crate::state::AppState;
 
@@ -131,8 +132,15 @@ impl Metrics {
         }
     }
 
-    /// The text format, with the gauges read now.
-    pub fn render(&self, live_calls: usize, open_sockets: usize) -> String {
+    /// The text format, with the gauges read now: live calls, open sockets, and the state of
+    /// each cloud service's circuit breaker (none before the services are built, or with the
+    /// offline models alone).
+    pub fn render(
+        &self,
+        live_calls: usize,
+        open_sockets: usize,
+        breakers: &[(&'static str, BreakerState)],
+    ) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let singles: [(&str, &str, &str, u64); 7] = [
@@ -195,6 +203,21 @@ impl Metrics {
                 "counsel_service_errors_total{{stage=\"{}\"}} {}",
                 stage_name(*stage),
                 load(counter)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP counsel_service_breaker_state A cloud service's circuit breaker: 0 closed (calls go through), 1 half-open (one probe call allowed), 2 open (calls refused until it cools down).\n# TYPE counsel_service_breaker_state gauge"
+        );
+        for (service, state) in breakers {
+            let value = match state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open { .. } => 2,
+            };
+            let _ = writeln!(
+                out,
+                "counsel_service_breaker_state{{service=\"{service}\"}} {value}"
             );
         }
         self.voice_to_voice.render(
@@ -271,7 +294,11 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    let body = METRICS.render(state.calls.active_calls(), state.sockets.open());
+    let body = METRICS.render(
+        state.calls.active_calls(),
+        state.sockets.open(),
+        &state.calls.breaker_states(),
+    );
     (
         [
             (
@@ -297,13 +324,22 @@ mod tests {
         metrics.voice_to_voice.observe(Duration::from_secs(30));
         metrics.service_error(Stage::LanguageModel);
         metrics.verdict(CrisisLevel::Crisis);
-        let text = metrics.render(2, 1);
+        let open = BreakerState::Open {
+            retry_after: Duration::from_secs(30),
+        };
+        let text = metrics.render(
+            2,
+            1,
+            &[("deepgram", BreakerState::Closed), ("gemini", open)],
+        );
         for line in [
             "counsel_live_calls 2",
             "counsel_transcript_sockets 1",
             "counsel_crisis_alerts_total 1",
             "counsel_service_errors_total{stage=\"language_model\"} 1",
             "counsel_service_errors_total{stage=\"hook\"} 0",
+            "counsel_service_breaker_state{service=\"deepgram\"} 0",
+            "counsel_service_breaker_state{service=\"gemini\"} 2",
             "counsel_turn_voice_to_voice_seconds_bucket{le=\"0.1\"} 1",
             "counsel_turn_voice_to_voice_seconds_bucket{le=\"1\"} 1",
             "counsel_turn_voice_to_voice_seconds_bucket{le=\"1.5\"} 2",

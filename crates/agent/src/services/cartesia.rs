@@ -122,6 +122,11 @@ impl CartesiaTextToSpeech {
         self
     }
 
+    /// The breaker guarding this service (a clone shares its state), for monitoring.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
     /// The live connection's command queue, opening a socket if there is none.
     async fn connection(&self) -> Result<mpsc::Sender<Command>, ServiceError> {
         let mut connection = self.connection.lock().await;

@@ -128,6 +128,11 @@ impl DeepgramSpeechToText {
         self.breaker = breaker;
         self
     }
+
+    /// The breaker guarding this service (a clone shares its state), for monitoring.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
 }
 
 /// Room for ~1.3 s of 20 ms audio frames before the pipeline waits.

@@ -64,6 +64,9 @@ pub struct VoiceStack {
     pub timeouts: agent::Timeouts,
     /// Crisis detection, shared by every call.
     pub safety: Arc<safety::Classifier>,
+    /// The circuit breakers guarding the cloud services, by service name, for `/metrics`
+    /// (clones: they share state with the services' own).
+    pub breakers: Vec<(&'static str, resilience::CircuitBreaker)>,
 }
 
 /// What the student's browser needs to join a room.
@@ -175,6 +178,20 @@ impl CallManager {
             })
             .await
             .cloned()
+    }
+
+    /// The state of each cloud service's circuit breaker, once the services are built.
+    pub fn breaker_states(&self) -> Vec<(&'static str, resilience::BreakerState)> {
+        self.voice
+            .get()
+            .map(|voice| {
+                voice
+                    .breakers
+                    .iter()
+                    .map(|(service, breaker)| (*service, breaker.state()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// This node's id in the registry (new each time the server starts).

@@ -122,18 +122,23 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
     let models = models.as_ref();
     let local = |what: &str| models.with_context(|| format!("{what} needs the offline models"));
 
+    let mut breakers = Vec::new();
     // The LLM loads first: it sizes candle's thread pool for the whole process.
     let llm: Arc<dyn LanguageModel> = match &settings.llm {
         LlmChoice::Gemini { gemini, fallback } => {
             let primary: Arc<dyn LanguageModel> =
                 Arc::new(GeminiLanguageModel::new(gemini.clone())?);
             match fallback {
-                Some(openai) => Arc::new(FallbackLanguageModel::new(
-                    primary,
-                    agent::services::fallback::default_primary_breaker(),
-                    Arc::new(OpenAiLanguageModel::new(openai.clone())?),
-                    FallbackConfig::default(),
-                )),
+                Some(openai) => {
+                    let breaker = agent::services::fallback::default_primary_breaker();
+                    breakers.push(("gemini", breaker.clone()));
+                    Arc::new(FallbackLanguageModel::new(
+                        primary,
+                        breaker,
+                        Arc::new(OpenAiLanguageModel::new(openai.clone())?),
+                        FallbackConfig::default(),
+                    ))
+                }
                 None => primary,
             }
         }
@@ -144,14 +149,22 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
         )?),
     };
     let stt: Arc<dyn SpeechToText> = match &settings.stt {
-        SttChoice::Deepgram(config) => Arc::new(DeepgramSpeechToText::new(config.clone())),
+        SttChoice::Deepgram(config) => {
+            let deepgram = DeepgramSpeechToText::new(config.clone());
+            breakers.push(("deepgram", deepgram.breaker().clone()));
+            Arc::new(deepgram)
+        }
         SttChoice::Local => Arc::new(WhisperStt::load(
             &local("local speech recognition")?.whisper_dir,
             1,
         )?),
     };
     let tts: Arc<dyn TextToSpeech> = match &settings.tts {
-        TtsChoice::Cartesia(config) => Arc::new(CartesiaTextToSpeech::new(config.clone())?),
+        TtsChoice::Cartesia(config) => {
+            let cartesia = CartesiaTextToSpeech::new(config.clone())?;
+            breakers.push(("cartesia", cartesia.breaker().clone()));
+            Arc::new(cartesia)
+        }
         TtsChoice::Local => {
             let paths = local("the local voice")?;
             Arc::new(PiperVoice::load(
@@ -171,6 +184,7 @@ fn build_blocking(settings: &VoiceSettings) -> anyhow::Result<VoiceStack> {
         },
         transport: WebRtcTransport::new(settings.webrtc.clone())?,
         safety,
+        breakers,
         persona: if matches!(settings.llm, LlmChoice::Local) {
             PersonaStyle::Compact
         } else {

@@ -392,3 +392,59 @@ async fn metrics_are_served_only_to_the_bearer_of_the_metrics_token() {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
 }
+
+/// Once the voice services are built, `/metrics` shows each cloud service's circuit breaker.
+#[tokio::test]
+async fn metrics_show_the_cloud_services_breakers() {
+    let token = "a-long-scrape-token-for-tests";
+    let models = tempfile::tempdir().unwrap();
+    let models_dir = models.path().display().to_string();
+    // Cloud speech settings at addresses nothing listens on: rooms open without the offline models.
+    let settings = [
+        ("METRICS_TOKEN", token),
+        ("DEEPGRAM_API_KEY", "test-key"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+        ("CARTESIA_API_KEY", "test-key"),
+        ("MODELS_AUTO_INSTALL", "false"),
+        ("MODELS_DIR", &models_dir),
+    ];
+    let Some(app) = spawn_app_with(Backend::Sqlite, &settings).await else {
+        return;
+    };
+    let scrape = || async {
+        app.request(Method::GET, "/metrics")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    assert!(
+        !before.contains("counsel_service_breaker_state{"),
+        "no breakers before the services are built:\n{before}"
+    );
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let bearer = app.token(&student).await;
+    app.accept_notice(&bearer).await;
+    let room = app
+        .request(Method::POST, "/api/v1/voice/create-room")
+        .bearer_auth(&bearer)
+        .json(&serde_json::json!({"counselor_category": "Health"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(room.status(), 200);
+    let after = scrape().await;
+    for line in [
+        "counsel_service_breaker_state{service=\"deepgram\"} 0",
+        "counsel_service_breaker_state{service=\"cartesia\"} 0",
+    ] {
+        assert!(
+            after.lines().any(|l| l == line),
+            "{line} missing from\n{after}"
+        );
+    }
+}
