@@ -107,6 +107,43 @@ fn replay_after(history: &[LiveMessage], after: u64) -> Vec<LiveMessage> {
     }
 }
 
+/// What a screen is sent for one of its sessions that has ended while no call of it runs on this
+/// node (it ran on a node that stopped, or finished long ago): the stored final lines after
+/// `after`, the crisis alert when one was raised, and the end, as a live call's replay would
+/// have them.
+pub fn replay_of_ended(detail: &store::SessionDetail, after: Option<u64>) -> Vec<LiveMessage> {
+    let mut history: Vec<LiveMessage> = detail
+        .messages
+        .iter()
+        .filter(|m| m.is_final)
+        .map(|m| LiveMessage::Transcript {
+            speaker: m.speaker,
+            text: m.text.clone(),
+            is_final: true,
+            sequence: u64::from(m.sequence),
+            timestamp: m.timestamp,
+            interrupted: false,
+        })
+        .collect();
+    if detail.record.crisis_detected {
+        history.push(LiveMessage::CrisisAlert {
+            level: CrisisLevel::Crisis,
+            resources: CrisisResources::US,
+        });
+    }
+    history.push(LiveMessage::SessionEnded {
+        reason: detail
+            .record
+            .end_reason
+            .unwrap_or(store::SessionEndReason::Ended)
+            .as_str(),
+    });
+    match after {
+        Some(after) => replay_after(&history, after),
+        None => history,
+    }
+}
+
 /// A call's live feed.
 pub struct Feed {
     inner: Mutex<FeedInner>,

@@ -8,7 +8,7 @@ mod providers;
 mod recorder;
 mod safety_hook;
 
-pub use feed::{CrisisResources, Feed, LiveMessage};
+pub use feed::{replay_of_ended, CrisisResources, Feed, LiveMessage};
 pub use manager::{constant_time_eq, CallError, CallManager, OpenedRoom, VoiceStack};
 pub use persona::{greeting, PersonaStyle};
 pub use providers::{build_voice_stack, LlmChoice, SttChoice, TtsChoice, VoiceSettings};

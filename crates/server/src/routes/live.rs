@@ -109,7 +109,8 @@ impl Drop for SocketSlot {
 /// JSON messages: `transcript` (`speaker`, `text`, `is_final`, `sequence`, `timestamp`,
 /// `interrupted`), `crisis_alert`, `connection_quality`, `bot_state`, `session_ended`. A socket
 /// first gets what was said so far (final lines, the crisis alert, the end), or with `after` only
-/// what came after that line, then the live stream. A screen that falls behind the live stream is
+/// what came after that line, then the live stream. A session that has ended is replayed from the
+/// store and the socket closes. A screen that falls behind the live stream is
 /// closed with 1013 and reconnects with `after`; a blocked or signed-out account's socket is
 /// closed with 1008.
 #[utoipa::path(get, path = "/ws/sessions/{session_id}/transcript", tag = "Live Transcript",
@@ -118,7 +119,7 @@ impl Drop for SocketSlot {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "Not signed in (AUTH_004)", body = ErrorBody),
         (status = 403, description = "Opened from a page of a foreign origin (AUTH_005)", body = ErrorBody),
-        (status = 404, description = "No live call of the caller's with this id (SESSION_001)", body = ErrorBody),
+        (status = 404, description = "No session of the caller's with this id that is live on this node or has ended (SESSION_001)", body = ErrorBody),
         (status = 422, description = "`after` is not a whole number (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Five transcript sockets are open already (RATE_LIMIT_001)", body = ErrorBody),
     ))]
@@ -149,10 +150,17 @@ pub async fn transcript_socket(
         return Err(ApiError::OriginNotAllowed);
     }
     let id = crate::extract::session_id(&raw_id)?;
-    let feed = state
-        .calls
-        .feed(user, id)
-        .ok_or(ApiError::SessionNotFound)?;
+    let source = match state.calls.feed(user, id) {
+        Some(feed) => Source::Live(feed),
+        // No call of it runs here: a session that has ended (its node stopped, or it is over)
+        // is replayed from the store, so a screen that reconnects learns that it ended.
+        None => match state.store.session_for_user(user, id).await? {
+            Some(detail) if !detail.record.is_active() => {
+                Source::Ended(crate::calls::replay_of_ended(&detail, after))
+            }
+            _ => return Err(ApiError::SessionNotFound),
+        },
+    };
     let slot = state.sockets.take(user).ok_or(ApiError::RateLimited {
         retry_after_secs: 5,
     })?;
@@ -161,9 +169,32 @@ pub async fn transcript_socket(
         let _slot = slot;
         // The socket lives no longer than the token that opened it: a block or a sign-out
         // closes it within about a second.
-        let revoked = crate::auth::until_revoked(&store, user, account.token_epoch, false);
-        relay(socket, feed, after, user, revoked).await;
+        match source {
+            Source::Live(feed) => {
+                let revoked = crate::auth::until_revoked(&store, user, account.token_epoch, false);
+                relay(socket, feed, after, user, revoked).await;
+            }
+            Source::Ended(history) => replay_ended(socket, &history).await,
+        }
     }))
+}
+
+/// Where a transcript socket's messages come from.
+enum Source {
+    /// A call running on this node.
+    Live(Arc<crate::calls::Feed>),
+    /// A session that has ended, as stored: everything it will ever send.
+    Ended(Vec<LiveMessage>),
+}
+
+/// Sends an ended session's stored replay, then closes.
+async fn replay_ended(mut socket: WebSocket, history: &[LiveMessage]) {
+    for message in history {
+        if send(&mut socket, message).await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
 }
 
 /// The close frame of a socket whose account no longer honours the token that opened it:

@@ -12,6 +12,7 @@ use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
 crate::on_both_backends!(
     a_restart_closes_the_sessions_a_crash_left_open,
     a_running_node_closes_the_sessions_of_a_node_that_went_silent,
+    a_screen_reconnecting_to_a_session_closed_elsewhere_is_told_it_ended,
 );
 
 // M1 of the outside security test: a crash mid-call left the session "in progress" forever, and
@@ -260,4 +261,86 @@ async fn a_running_node_closes_the_sessions_of_a_node_that_went_silent(app: Test
         alive.iter().all(|n| n.id != *dead.as_uuid()),
         "the dead node is forgotten"
     );
+}
+
+// Issue 14, item 5: the student's screen of a call whose node died reconnects (to any node) and
+// learns from the store that the session ended: its lines, then the end. A session still open
+// on another node is not served here.
+async fn a_screen_reconnecting_to_a_session_closed_elsewhere_is_told_it_ended(app: TestApp) {
+    use futures::StreamExt;
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let started = Utc::now().duration_trunc(Duration::seconds(1)).unwrap() - Duration::minutes(5);
+    let lines = [
+        (Speaker::Counselor, "hello, how are you today"),
+        (Speaker::Student, "tired, mostly"),
+        (Speaker::Counselor, "tell me about tired"),
+    ];
+    let closed = app
+        .add_session(
+            student.id,
+            Category::Health,
+            SessionMode::Voice,
+            started,
+            &lines,
+        )
+        .await;
+    let messages = |after: &'static str| {
+        let url = app.ws_url(&format!(
+            "/ws/sessions/{closed}/transcript?token={token}{after}"
+        ));
+        async move {
+            let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            socket
+                .filter_map(|m| async move {
+                    match m.ok()? {
+                        tokio_tungstenite::tungstenite::Message::Text(text) => {
+                            Some(serde_json::from_str::<Value>(&text).unwrap())
+                        }
+                        _ => None,
+                    }
+                })
+                .collect::<Vec<Value>>()
+                .await
+        }
+    };
+    let all = tokio::time::timeout(std::time::Duration::from_secs(5), messages(""))
+        .await
+        .expect("the socket closes after the replay");
+    let kinds: Vec<&str> = all.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["transcript", "transcript", "transcript", "session_ended"]
+    );
+    assert_eq!(all[1]["text"], "tired, mostly");
+    assert_eq!(all[3]["reason"], "ended");
+    let rest = messages("&after=1").await;
+    let sequences: Vec<&Value> = rest.iter().map(|m| &m["sequence"]).collect();
+    assert_eq!(
+        sequences,
+        [&json!(2), &Value::Null],
+        "only what came after line 1: {rest:?}"
+    );
+
+    // Open, and run by no call on this node: not served here.
+    let elsewhere = SessionId::new();
+    let new = store::NewSession {
+        id: elsewhere,
+        user_id: student.id,
+        category: Category::Health,
+        mode: SessionMode::Voice,
+        room_name: format!("counsel-voice-{elsewhere}"),
+        started_at: started,
+        node: Some(NodeId::new()),
+    };
+    app.state.store.create_session(new).await.unwrap();
+    let url = app.ws_url(&format!(
+        "/ws/sessions/{elsewhere}/transcript?token={token}"
+    ));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 404)
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
 }
