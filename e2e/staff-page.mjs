@@ -8,25 +8,10 @@
 // words it should expect, prints `SEEN` the moment they are on the page, then one JSON line with
 // what it saw. Exits non-zero, saying why, on failure.
 
-import { existsSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
-
-// axe-core's source, from node_modules (no network), evaluated through the DevTools protocol:
-// the page's Content-Security-Policy refuses inline script.
-const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-
-// Serious and critical accessibility violations on the page as it is now.
-async function accessibilityViolations(page, where) {
-  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE_SOURCE);
-  const found = await page.evaluate(async () => {
-    const result = await window.axe.run(document, { resultTypes: ["violations"] });
-    return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => `${v.id} (${v.impact}): ${v.help}; at ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
-  });
-  return found.map((v) => `axe on ${where}: ${v}`);
-}
+import { accessibilityViolations } from "./accessibility.mjs";
 
 const [baseUrl, username, password] = process.argv.slice(2);
 if (!baseUrl || !username || !password) {

@@ -23,10 +23,10 @@
 //
 // Prints what it saw as one JSON line; exits non-zero, saying why, on failure.
 
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { accessibilityViolations } from "./accessibility.mjs";
 
 const [baseUrl, username, password, microphoneWav] = process.argv.slice(2);
 if (!baseUrl || !username || !password || !microphoneWav) {
@@ -40,9 +40,6 @@ if (!existsSync(executablePath)) {
 }
 const CALL_TIMEOUT_MS = Number(process.env.CALL_TIMEOUT_MS || 90_000);
 const RATING_COMMENT = "It helped me plan my evenings.";
-// axe-core's source, from node_modules (no network). The pages' Content-Security-Policy refuses
-// inline script, so it is evaluated through the DevTools protocol rather than added as a tag.
-const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const problems = [];
 const SCREENSHOTS = process.env.SCREENSHOTS || "";
 if (SCREENSHOTS) mkdirSync(SCREENSHOTS, { recursive: true });
@@ -54,13 +51,8 @@ async function screenshot(page, name) {
 
 // Runs axe-core on the page as it is now; serious and critical violations become problems.
 async function checkAccessibility(page, where) {
-  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE_SOURCE);
-  const violations = await page.evaluate(async () => {
-    const result = await window.axe.run(document, { resultTypes: ["violations"] });
-    return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => `${v.id} (${v.impact}): ${v.help}; at ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(", ")}`);
-  });
-  for (const v of violations) problems.push(`axe on ${where}: ${v}`);
+  const violations = await accessibilityViolations(page, where);
+  problems.push(...violations);
   return violations.length;
 }
 
