@@ -180,6 +180,12 @@ mod tests {
         assert_eq!(a.subject, Some(Subject::SomeoneElse));
         assert_eq!(level("my friend took a whole bottle of pills"), Crisis);
         assert_eq!(level("my cousin overdosed and hes breathing weird"), Crisis);
+        assert_eq!(
+            level("my roommate drank a lot and shes not waking up and her lips are blue"),
+            Crisis
+        );
+        assert_eq!(level("i think he is not breathing"), Crisis);
+        assert_eq!(level("my roommate is not waking up for her eight am"), Calm);
         assert_eq!(level("a patient came in after an overdose"), Concern);
         assert_eq!(
             level("my brother texted me he is going to kill himself tonight"),

@@ -115,6 +115,8 @@ crisis plan crisis | ^i *1 overdosed|overdosing
 crisis plan crisis | ( @want / going / gonna / plan / planning / planned / about / try / trying / tried ) to overdose
 crisis plan crisis | @take an? overdose
 crisis plan crisis | overdosed|overdosing|overdose *6 breathing|unresponsive|unconscious|blue|seizing
+crisis plan crisis | not waking|wake up *6 breathing|blue|pulse|lips|unresponsive
+crisis plan crisis | ( is / are / was ) not breathing
 crisis plan crisis | lethal|deadly|fatal dose|amount
 crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
