@@ -6,16 +6,7 @@ use serde_json::{json, Value};
 
 use tokio_tungstenite::tungstenite;
 
-use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
-
-/// Cloud speech, language and voice services at addresses nothing listens on: rooms can be
-/// opened without the offline models.
-const CLOUD_SERVICES: [(&str, &str); 4] = [
-    ("DEEPGRAM_API_KEY", "test-key"),
-    ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
-    ("CARTESIA_API_KEY", "test-key"),
-    ("MODELS_AUTO_INSTALL", "false"),
-];
+use crate::helpers::{error_of, spawn_app_with_cloud_services, Backend, TestApp};
 
 async fn app_with_cloud_services() -> TestApp {
     app_with_cloud_services_on(Backend::Sqlite)
@@ -25,11 +16,7 @@ async fn app_with_cloud_services() -> TestApp {
 
 /// As [`app_with_cloud_services`], on either database; `None` when PostgreSQL is not there.
 async fn app_with_cloud_services_on(backend: Backend) -> Option<TestApp> {
-    let models = tempfile::tempdir().unwrap();
-    let models_dir = models.path().display().to_string();
-    let mut settings = CLOUD_SERVICES.to_vec();
-    settings.push(("MODELS_DIR", &models_dir));
-    spawn_app_with(backend, &settings).await
+    spawn_app_with_cloud_services(backend, &[]).await
 }
 
 /// Runs each named `async fn(TestApp)` on SQLite and on PostgreSQL, with cloud services.

@@ -409,6 +409,29 @@ impl TestApp {
     }
 }
 
+/// Cloud speech, language and voice services at addresses nothing listens on: rooms can be
+/// opened without the offline models.
+pub const CLOUD_SERVICES: [(&str, &str); 4] = [
+    ("DEEPGRAM_API_KEY", "test-key"),
+    ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+    ("CARTESIA_API_KEY", "test-key"),
+    ("MODELS_AUTO_INSTALL", "false"),
+];
+
+/// A fresh app with [`CLOUD_SERVICES`], no offline models, and `extra` settings; `None` when
+/// the backend is PostgreSQL and no server answers.
+pub async fn spawn_app_with_cloud_services(
+    backend: Backend,
+    extra: &[(&str, &str)],
+) -> Option<TestApp> {
+    let models = tempfile::tempdir().unwrap();
+    let models_dir = models.path().display().to_string();
+    let mut settings = CLOUD_SERVICES.to_vec();
+    settings.push(("MODELS_DIR", &models_dir));
+    settings.extend_from_slice(extra);
+    spawn_app_with(backend, &settings).await
+}
+
 /// Runs each named `async fn(TestApp)` once on SQLite and once on PostgreSQL.
 #[macro_export]
 macro_rules! on_both_backends {

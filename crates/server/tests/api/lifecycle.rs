@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use store::{NodeRegistration, SessionEndReason};
 
-use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
+use crate::helpers::{error_of, spawn_app_with_cloud_services, Backend, TestApp};
 
 crate::on_both_backends!(
     a_restart_closes_the_sessions_a_crash_left_open,
@@ -73,14 +73,6 @@ async fn a_restart_closes_the_sessions_a_crash_left_open(app: TestApp) {
     assert_eq!(store.session(crashed).await.unwrap().unwrap(), closed);
 }
 
-/// Cloud speech settings at addresses nothing listens on: rooms open without the offline models.
-const CLOUD_SERVICES: [(&str, &str); 4] = [
-    ("DEEPGRAM_API_KEY", "test-key"),
-    ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
-    ("CARTESIA_API_KEY", "test-key"),
-    ("MODELS_AUTO_INSTALL", "false"),
-];
-
 async fn create_room(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
     client
         .post(format!("{base}/api/v1/voice/create-room"))
@@ -96,11 +88,9 @@ async fn create_room(client: &reqwest::Client, base: &str, token: &str) -> reqwe
 // by the same `CallManager::end` path a connected call's end takes.
 #[tokio::test]
 async fn a_shutdown_refuses_new_rooms_and_ends_the_live_calls_before_exiting() {
-    let models = tempfile::tempdir().unwrap();
-    let models_dir = models.path().display().to_string();
-    let mut settings = CLOUD_SERVICES.to_vec();
-    settings.push(("MODELS_DIR", &models_dir));
-    let app = spawn_app_with(Backend::Sqlite, &settings).await.unwrap();
+    let app = spawn_app_with_cloud_services(Backend::Sqlite, &[])
+        .await
+        .unwrap();
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
 
@@ -322,7 +312,19 @@ async fn a_screen_reconnecting_to_a_session_closed_elsewhere_is_told_it_ended(ap
         "only what came after line 1: {rest:?}"
     );
 
-    // Open, and run by no call on this node: not served here.
+    // Open, and run by a live node other than this one: not served here. (The other node is
+    // registered and beating, or this node's sweep would close its session as a dead node's.)
+    let other_node = NodeId::new();
+    let registration = NodeRegistration {
+        id: other_node,
+        address: "http://10.0.0.3:8000".to_owned(),
+        capacity: 40,
+    };
+    app.state
+        .store
+        .register_node(&registration, Utc::now())
+        .await
+        .unwrap();
     let elsewhere = SessionId::new();
     let new = store::NewSession {
         id: elsewhere,
@@ -331,7 +333,7 @@ async fn a_screen_reconnecting_to_a_session_closed_elsewhere_is_told_it_ended(ap
         mode: SessionMode::Voice,
         room_name: format!("counsel-voice-{elsewhere}"),
         started_at: started,
-        node: Some(NodeId::new()),
+        node: Some(other_node),
     };
     app.state.store.create_session(new).await.unwrap();
     let url = app.ws_url(&format!(

@@ -2,7 +2,7 @@ use reqwest::header::{CONTENT_TYPE, ORIGIN};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_of, spawn_app_with, Backend, TestApp};
+use crate::helpers::{error_of, spawn_app_with, spawn_app_with_cloud_services, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -397,18 +397,8 @@ async fn metrics_are_served_only_to_the_bearer_of_the_metrics_token() {
 #[tokio::test]
 async fn metrics_show_the_cloud_services_breakers() {
     let token = "a-long-scrape-token-for-tests";
-    let models = tempfile::tempdir().unwrap();
-    let models_dir = models.path().display().to_string();
-    // Cloud speech settings at addresses nothing listens on: rooms open without the offline models.
-    let settings = [
-        ("METRICS_TOKEN", token),
-        ("DEEPGRAM_API_KEY", "test-key"),
-        ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
-        ("CARTESIA_API_KEY", "test-key"),
-        ("MODELS_AUTO_INSTALL", "false"),
-        ("MODELS_DIR", &models_dir),
-    ];
-    let Some(app) = spawn_app_with(Backend::Sqlite, &settings).await else {
+    let settings = [("METRICS_TOKEN", token)];
+    let Some(app) = spawn_app_with_cloud_services(Backend::Sqlite, &settings).await else {
         return;
     };
     let scrape = || async {
