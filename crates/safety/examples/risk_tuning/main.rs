@@ -107,7 +107,7 @@ fn main() {
             .iter()
             .zip(&examples)
             .map(|(e, example)| {
-                if example.level == CrisisLevel::None && std::env::var("RISK_NO_WINDOWS").is_err() {
+                if model::learns_windows_of(example) && std::env::var("RISK_NO_WINDOWS").is_err() {
                     e.own[1..].to_vec()
                 } else {
                     Vec::new()

@@ -382,6 +382,12 @@ pub struct TrainingVectors {
     pub windows: Vec<Vec<[f32; DIMENSIONS]>>,
 }
 
+/// Whether the head learns `example`'s windows as well as the whole of it (see
+/// [`TrainingVectors::windows`]): only ordinary talk, whose every window is ordinary.
+pub fn learns_windows_of(example: &Example<'_>) -> bool {
+    example.level == CrisisLevel::None
+}
+
 /// [`TrainingVectors`] for `examples`, embedded by `encoder`.
 pub fn training_vectors(
     encoder: &SentenceEncoder,
@@ -394,7 +400,7 @@ pub fn training_vectors(
     let mut texts: Vec<String> = inputs.iter().map(|i| i.texts[0].clone()).collect();
     texts.extend(inputs.iter().filter_map(|i| i.previous.clone()));
     fn ordinary_windows<'a>((input, example): (&'a Inputs, &Example<'_>)) -> &'a [String] {
-        if example.level == CrisisLevel::None {
+        if learns_windows_of(example) {
             &input.texts[1..]
         } else {
             &[]
