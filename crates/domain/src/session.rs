@@ -108,6 +108,32 @@ pub enum BotState {
     Speaking,
 }
 
+impl BotState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BotState::Listening => "listening",
+            BotState::Thinking => "thinking",
+            BotState::Speaking => "speaking",
+        }
+    }
+}
+
+impl FromStr for BotState {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "listening" => Ok(Self::Listening),
+            "thinking" => Ok(Self::Thinking),
+            "speaking" => Ok(Self::Speaking),
+            _ => Err(UnknownValue {
+                kind: "bot state",
+                value: s.to_owned(),
+                expected: "listening, thinking, speaking",
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             config.voice.clone(),
             crisis_desk.clone(),
         )),
+        remote: Arc::default(),
         sockets: SocketSlots::default(),
         crisis_desk,
         passwords,
@@ -176,6 +177,7 @@ impl Application {
         let jobs = crate::jobs::spawn(self.state.clone());
         let calls = crate::jobs::spawn_call_housekeeping(self.state.clone());
         let heartbeat = crate::nodes::spawn_heartbeat(self.state.clone(), self.local_addr());
+        let remote_calls = tokio::spawn(self.state.remote.clone().listen(self.state.store.clone()));
         let stop_beating = heartbeat.abort_handle();
         let state = self.state.clone();
         let (drained, calls_ended) = tokio::sync::oneshot::channel::<()>();
@@ -219,6 +221,7 @@ impl Application {
         jobs.abort();
         calls.abort();
         heartbeat.abort();
+        remote_calls.abort();
         tracing::info!("stopped");
         result
     }

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
-use store::{Job, NodeRegistration, SessionRecord, Store, StoreKind, Unowned};
+use store::{
+    Job, LiveChange, LiveNotice, NodeRegistration, SessionRecord, Store, StoreKind, Unowned,
+};
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
@@ -38,7 +40,7 @@ pub async fn join(state: &AppState, listening_on: SocketAddr) {
         .close_sessions_of_dead_nodes(alive_since, Unowned::Close)
         .await
     {
-        Ok(closed) => log_closed(&closed),
+        Ok(closed) => closed_left_open(store, &closed).await,
         Err(error) => {
             tracing::error!(%error, "could not close the sessions stopped nodes left open")
         }
@@ -104,7 +106,7 @@ async fn sweep_dead_nodes(store: &Store) -> store::Result<()> {
         .close_sessions_of_dead_nodes(Utc::now() - DEAD_AFTER, Unowned::Keep)
         .await;
     lock.release().await;
-    log_closed(&swept?);
+    closed_left_open(store, &swept?).await;
     Ok(())
 }
 
@@ -120,8 +122,17 @@ fn registration(state: &AppState, listening_on: SocketAddr) -> NodeRegistration 
     }
 }
 
-fn log_closed(closed: &[SessionRecord]) {
+/// Logs the sessions closed for stopped nodes, and tells any screen following one, on any node,
+/// that it has ended.
+async fn closed_left_open(store: &Store, closed: &[SessionRecord]) {
     for session in closed {
         tracing::warn!(session_id = %session.id, ended_at = ?session.ended_at, "closed a session a stopped node left open");
+        let ended = LiveNotice {
+            session_id: session.id,
+            change: LiveChange::Ended,
+        };
+        if let Err(error) = store.announce(ended).await {
+            tracing::warn!(session_id = %session.id, %error, "could not tell the other nodes a session was closed");
+        }
     }
 }

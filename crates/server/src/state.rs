@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::{JwtKeys, PasswordHasher};
-use crate::calls::CallManager;
+use crate::calls::{CallManager, RemoteCalls};
 use crate::config::Config;
 use crate::counselors::CategoryCache;
 use crate::crisis_desk::CrisisDesk;
@@ -20,6 +20,8 @@ pub struct AppState {
     pub categories: CategoryCache,
     /// Live calls on this node.
     pub calls: Arc<CallManager>,
+    /// Calls running on other nodes that this node's transcript sockets follow.
+    pub remote: Arc<RemoteCalls>,
     /// Open transcript WebSockets per student.
     pub sockets: SocketSlots,
     /// Where flagged utterances reach staff on duty (staff page, webhook).

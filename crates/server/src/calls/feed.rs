@@ -107,11 +107,11 @@ fn replay_after(history: &[LiveMessage], after: u64) -> Vec<LiveMessage> {
     }
 }
 
-/// What a screen is sent for one of its sessions that has ended while no call of it runs on this
-/// node (it ran on a node that stopped, or finished long ago): the stored final lines after
-/// `after`, the crisis alert when one was raised, and the end, as a live call's replay would
-/// have them.
-pub fn replay_of_ended(detail: &store::SessionDetail, after: Option<u64>) -> Vec<LiveMessage> {
+/// What a screen is first sent for one of its sessions whose call does not run on this node (it
+/// runs on another, ran on a node that stopped, or finished long ago): the stored final lines
+/// after `after`, the crisis alert when one was raised, and the end when it has ended, as a live
+/// call's replay would have them.
+pub fn replay_of_stored(detail: &store::SessionDetail, after: Option<u64>) -> Vec<LiveMessage> {
     let mut history: Vec<LiveMessage> = detail
         .messages
         .iter()
@@ -131,13 +131,15 @@ pub fn replay_of_ended(detail: &store::SessionDetail, after: Option<u64>) -> Vec
             resources: CrisisResources::US,
         });
     }
-    history.push(LiveMessage::SessionEnded {
-        reason: detail
-            .record
-            .end_reason
-            .unwrap_or(store::SessionEndReason::Ended)
-            .as_str(),
-    });
+    if !detail.record.is_active() {
+        history.push(LiveMessage::SessionEnded {
+            reason: detail
+                .record
+                .end_reason
+                .unwrap_or(store::SessionEndReason::Ended)
+                .as_str(),
+        });
+    }
     match after {
         Some(after) => replay_after(&history, after),
         None => history,

@@ -6,11 +6,13 @@ mod manager;
 mod persona;
 mod providers;
 mod recorder;
+mod remote;
 mod safety_hook;
 
-pub use feed::{replay_of_ended, CrisisResources, Feed, LiveMessage};
+pub use feed::{replay_of_stored, CrisisResources, Feed, LiveMessage};
 pub use manager::{constant_time_eq, CallError, CallManager, OpenedRoom, VoiceStack};
 pub use persona::{greeting, PersonaStyle};
 pub use providers::{build_voice_stack, LlmChoice, SttChoice, TtsChoice, VoiceSettings};
 pub use recorder::Recorder;
-pub use safety_hook::SafetyHook;
+pub use remote::{Follower, Following, Next, RemoteCalls};
+pub use safety_hook::{JudgedUtterance, SafetyHook};

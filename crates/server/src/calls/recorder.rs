@@ -4,7 +4,8 @@
 //! crash loses nothing already said. The safety hook's verdict on each student line arrives on a
 //! channel of its own: a crisis puts the crisis alert on screen at once, and a crisis or concern
 //! is flagged for review. It is the verdict that chose the counselor's reply, never a second
-//! opinion. When the call ends, the session is finalized.
+//! opinion. When the call ends, the session is finalized. Each line stored, the alert, the bot's
+//! state and the end are also announced to the other nodes, whose screens may follow the call.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
 use domain::{ConnectionQuality, CrisisLevel, SessionId, TranscriptText, UserId, Username};
-use store::{NewCrisisEvent, NewMessage, SessionEndReason, Store, StoreError};
+use store::{
+    LiveChange, LiveNotice, NewCrisisEvent, NewMessage, SessionEndReason, Store, StoreError,
+};
 use tokio::sync::mpsc;
 
 use super::feed::{CrisisResources, Feed, LiveMessage};
@@ -69,11 +72,15 @@ impl Recorder {
             };
             match event {
                 AgentEvent::Transcript(line) => self.transcript(line).await,
-                AgentEvent::BotState(state) => self.feed.publish(LiveMessage::BotState { state }),
+                AgentEvent::BotState(state) => {
+                    self.feed.publish(LiveMessage::BotState { state });
+                    self.announce(LiveChange::BotState(state)).await;
+                }
                 AgentEvent::ConnectionQuality(q) => {
                     quality = Some(q);
                     self.feed
                         .publish(LiveMessage::ConnectionQuality { quality: q });
+                    self.announce(LiveChange::ConnectionQuality(q)).await;
                 }
                 AgentEvent::TurnMetrics(m) => {
                     crate::metrics::METRICS.turn(&m);
@@ -126,10 +133,14 @@ impl Recorder {
             is_final: true,
             timestamp,
         };
-        self.write("transcript line", || {
-            self.store.append_message(self.session_id, message.clone())
-        })
-        .await;
+        let stored = self
+            .write("transcript line", || {
+                self.store.append_message(self.session_id, message.clone())
+            })
+            .await;
+        if stored.is_some() {
+            self.announce(LiveChange::Line { sequence }).await;
+        }
     }
 
     /// Acts on the safety verdict for one student line.
@@ -164,6 +175,10 @@ impl Recorder {
                 self.store.record_crisis_event(event.clone())
             })
             .await;
+        if assessment.level == CrisisLevel::Crisis {
+            // After storing, so that a screen elsewhere that joins meanwhile finds it stored.
+            self.announce(LiveChange::Crisis).await;
+        }
         if let Some(record) = stored {
             self.desk.flagged(FlaggedEvent::stored(
                 &record,
@@ -201,7 +216,20 @@ impl Recorder {
         self.feed.publish(LiveMessage::SessionEnded {
             reason: reason.as_str(),
         });
+        self.announce(LiveChange::Ended).await;
         tracing::info!(session_id = %self.session_id, reason = reason.as_str(), "call ended");
+    }
+
+    /// Tells the other nodes, whose sockets may follow this call. A notice that cannot be sent
+    /// is logged, not retried: what it names is stored, and a screen gets it when it reconnects.
+    async fn announce(&self, change: LiveChange) {
+        let notice = LiveNotice {
+            session_id: self.session_id,
+            change,
+        };
+        if let Err(error) = self.store.announce(notice).await {
+            tracing::warn!(session_id = %self.session_id, %error, "could not tell the other nodes about the call");
+        }
     }
 
     /// Writes with a few retries; a write that still fails is logged (never with its text) and

@@ -17,7 +17,8 @@ use axum::routing::get;
 use axum::Router;
 use domain::UserId;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use store::StoreKind;
+use tokio::sync::broadcast::{self, error::RecvError};
 use utoipa::IntoParams;
 
 use crate::auth::AuthUser;
@@ -109,8 +110,9 @@ impl Drop for SocketSlot {
 /// JSON messages: `transcript` (`speaker`, `text`, `is_final`, `sequence`, `timestamp`,
 /// `interrupted`), `crisis_alert`, `connection_quality`, `bot_state`, `session_ended`. A socket
 /// first gets what was said so far (final lines, the crisis alert, the end), or with `after` only
-/// what came after that line, then the live stream. A session that has ended is replayed from the
-/// store and the socket closes. A screen that falls behind the live stream is
+/// what came after that line, then the live stream. A call running on another node of the
+/// deployment is followed from any node (its final lines, not the words still being recognized).
+/// A session that has ended is replayed from the store and the socket closes. A screen that falls behind the live stream is
 /// closed with 1013 and reconnects with `after`; a blocked or signed-out account's socket is
 /// closed with 1008.
 #[utoipa::path(get, path = "/ws/sessions/{session_id}/transcript", tag = "Live Transcript",
@@ -119,7 +121,7 @@ impl Drop for SocketSlot {
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "Not signed in (AUTH_004)", body = ErrorBody),
         (status = 403, description = "Opened from a page of a foreign origin (AUTH_005)", body = ErrorBody),
-        (status = 404, description = "No session of the caller's with this id that is live on this node or has ended (SESSION_001)", body = ErrorBody),
+        (status = 404, description = "No session of the caller's with this id (SESSION_001)", body = ErrorBody),
         (status = 422, description = "`after` is not a whole number (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Five transcript sockets are open already (RATE_LIMIT_001)", body = ErrorBody),
     ))]
@@ -152,14 +154,28 @@ pub async fn transcript_socket(
     let id = crate::extract::session_id(&raw_id)?;
     let source = match state.calls.feed(user, id) {
         Some(feed) => Source::Live(feed),
-        // No call of it runs here: a session that has ended (its node stopped, or it is over)
-        // is replayed from the store, so a screen that reconnects learns that it ended.
-        None => match state.store.session_for_user(user, id).await? {
-            Some(detail) if !detail.record.is_active() => {
-                Source::Ended(crate::calls::replay_of_ended(&detail, after))
+        // No call of it runs here. Following starts before the store is read, so nothing said
+        // in between is missed: a call on another node is followed through the live notices,
+        // and a session that has ended (its node stopped, or it is over) is replayed, so a
+        // screen that reconnects learns that it ended.
+        None => {
+            let following = state.remote.follow(id);
+            match state.store.session_for_user(user, id).await? {
+                // With SQLite, one node per database, an open session with no call here has
+                // no call anywhere (a tool made it, or a crash left it before the restart).
+                Some(detail) if detail.record.is_active() => match state.store.kind() {
+                    StoreKind::Postgres => Source::Remote(crate::calls::Follower::start(
+                        following,
+                        state.store.clone(),
+                        &detail,
+                        after,
+                    )),
+                    StoreKind::Sqlite => return Err(ApiError::SessionNotFound),
+                },
+                Some(detail) => Source::Ended(crate::calls::replay_of_stored(&detail, after)),
+                None => return Err(ApiError::SessionNotFound),
             }
-            _ => return Err(ApiError::SessionNotFound),
-        },
+        }
     };
     let slot = state.sockets.take(user).ok_or(ApiError::RateLimited {
         retry_after_secs: 5,
@@ -169,10 +185,14 @@ pub async fn transcript_socket(
         let _slot = slot;
         // The socket lives no longer than the token that opened it: a block or a sign-out
         // closes it within about a second.
+        let revoked = crate::auth::until_revoked(&store, user, account.token_epoch, false);
         match source {
             Source::Live(feed) => {
-                let revoked = crate::auth::until_revoked(&store, user, account.token_epoch, false);
-                relay(socket, feed, after, user, revoked).await;
+                let (history, live) = feed.resume(after);
+                relay(socket, history, Stream::Local(live), user, revoked).await;
+            }
+            Source::Remote((history, follower)) => {
+                relay(socket, history, Stream::Remote(follower), user, revoked).await;
             }
             Source::Ended(history) => replay_ended(socket, &history).await,
         }
@@ -183,8 +203,35 @@ pub async fn transcript_socket(
 enum Source {
     /// A call running on this node.
     Live(Arc<crate::calls::Feed>),
+    /// A call running on another node: what is stored so far, then its notices.
+    Remote((Vec<LiveMessage>, crate::calls::Follower)),
     /// A session that has ended, as stored: everything it will ever send.
     Ended(Vec<LiveMessage>),
+}
+
+/// The live messages after the replay, from this node's call or another's.
+enum Stream {
+    Local(broadcast::Receiver<LiveMessage>),
+    Remote(crate::calls::Follower),
+}
+
+impl Stream {
+    /// The next message, or `None` when the screen may have missed some and must resume.
+    async fn next(&mut self) -> Option<LiveMessage> {
+        match self {
+            Stream::Local(live) => match live.recv().await {
+                Ok(message) => Some(message),
+                // A slow screen missed messages, perhaps final lines.
+                Err(RecvError::Lagged(_)) => None,
+                // The call's feed went away without its end (it cannot, while held).
+                Err(RecvError::Closed) => None,
+            },
+            Stream::Remote(follower) => match follower.next().await {
+                crate::calls::Next::Send(message) => Some(message),
+                crate::calls::Next::Behind => None,
+            },
+        }
+    }
 }
 
 /// Sends an ended session's stored replay, then closes.
@@ -206,17 +253,16 @@ pub(crate) fn revoked_close(why: crate::auth::Revocation) -> Message {
     }))
 }
 
-/// Sends what was said so far (after line `after`, if given), then everything live, until the
-/// call ends, the socket closes or the account revokes the token (`revoked` resolves).
+/// Sends what was said so far, then everything live, until the call ends, the socket closes or
+/// the account revokes the token (`revoked` resolves).
 async fn relay(
     mut socket: WebSocket,
-    feed: Arc<crate::calls::Feed>,
-    after: Option<u64>,
+    history: Vec<LiveMessage>,
+    mut live: Stream,
     user: UserId,
     revoked: impl std::future::Future<Output = crate::auth::Revocation>,
 ) {
     tokio::pin!(revoked);
-    let (history, mut live) = feed.resume(after);
     for message in &history {
         if send(&mut socket, message).await.is_err() {
             return;
@@ -231,23 +277,22 @@ async fn relay(
     }
     loop {
         tokio::select! {
-            received = live.recv() => match received {
-                Ok(message) => {
+            received = live.next() => match received {
+                Some(message) => {
                     let ended = matches!(message, LiveMessage::SessionEnded { .. });
                     if send(&mut socket, &message).await.is_err() || ended {
                         break;
                     }
                 }
-                // A slow screen missed messages, perhaps final lines: it reconnects with
-                // `after` and gets them from the replay, so nothing is lost.
-                Err(RecvError::Lagged(_)) => {
+                // The screen reconnects with `after` and gets what it missed from the replay,
+                // so nothing is lost.
+                None => {
                     let _ = socket.send(Message::Close(Some(CloseFrame {
                         code: axum::extract::ws::close_code::AGAIN,
                         reason: "fell behind; reconnect".into(),
                     }))).await;
                     return;
                 }
-                Err(RecvError::Closed) => break,
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,

@@ -217,9 +217,10 @@ async fn a_running_node_closes_the_sessions_of_a_node_that_went_silent(app: Test
     };
     store.append_message(on_dead, line).await.unwrap();
 
-    // The live node keeps beating while the running node sweeps (every heartbeat).
+    // The live node keeps beating while the running node sweeps (every heartbeat; a loaded
+    // machine may make one sweep late).
     let deadline = std::time::Instant::now()
-        + server::nodes::HEARTBEAT_INTERVAL
+        + 2 * server::nodes::HEARTBEAT_INTERVAL
         + std::time::Duration::from_secs(5);
     let closed = loop {
         assert!(store.node_heartbeat(live, 1, Utc::now()).await.unwrap());
@@ -312,8 +313,12 @@ async fn a_screen_reconnecting_to_a_session_closed_elsewhere_is_told_it_ended(ap
         "only what came after line 1: {rest:?}"
     );
 
-    // Open, and run by a live node other than this one: not served here. (The other node is
-    // registered and beating, or this node's sweep would close its session as a dead node's.)
+    // With SQLite, one node per database, a session open with no call on this node has no
+    // call anywhere: not served. (With PostgreSQL it runs on another node and is followed; the
+    // nodes tests show that.)
+    if app.state.store.kind() == store::StoreKind::Postgres {
+        return;
+    }
     let other_node = NodeId::new();
     let registration = NodeRegistration {
         id: other_node,

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod calls;
 mod lifecycle;
+mod nodes;
 mod notice;
 mod platform;
 mod rate_limits;

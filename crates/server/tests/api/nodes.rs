@@ -1,0 +1,210 @@
+//! Several nodes on one PostgreSQL: a screen on one node follows a call that runs on another.
+//!
+//! The call's side is the real recorder of the node that runs it, fed the events its agent would
+//! send (a real WebRTC call is the browser tests' business); the screen's side is a real
+//! transcript socket on a second node of the same database.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::{AgentEvent, EndReason, TranscriptLine};
+use chrono::Utc;
+use domain::{BotState, Category, SessionId, SessionMode, Speaker};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{spawn_app, Backend, TestApp};
+
+/// The next JSON message a transcript socket receives, or `None` when it closes.
+async fn next_message<S>(socket: &mut S) -> Option<Value>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message within 5 s")?;
+        match message.ok()? {
+            Message::Text(text) => return Some(serde_json::from_str(&text).unwrap()),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+fn said(seq: u64, speaker: Speaker, text: &str) -> AgentEvent {
+    AgentEvent::Transcript(TranscriptLine {
+        seq,
+        speaker,
+        text: text.to_owned(),
+        is_final: true,
+        at: Duration::from_secs(seq * 5),
+        interrupted: false,
+    })
+}
+
+// Issue 14, item 3: `/ws/sessions/{id}/transcript` on a node that does not run the call gets its
+// lines (read from the store, never from the notice), the crisis alert, the bot's state and the
+// end; a screen that joins late gets what was said so far first, and no line twice.
+#[tokio::test]
+async fn a_screen_on_another_node_follows_the_call_live() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+
+    // Node B: the same database, serving only the screen.
+    let node_b = app.build_again().await;
+    let b = format!("ws://{}", node_b.local_addr());
+    let b_state = node_b.state().clone();
+    tokio::spawn(node_b.run_until(std::future::pending()));
+
+    // The call runs on node A (the test app): its session names A, its recorder is A's.
+    let session = SessionId::new();
+    let started_at = Utc::now();
+    app.state
+        .store
+        .create_session(store::NewSession {
+            id: session,
+            user_id: student.id,
+            category: Category::Health,
+            mode: SessionMode::Voice,
+            room_name: format!("counsel-voice-{session}"),
+            started_at,
+            node: Some(app.state.calls.node()),
+        })
+        .await
+        .unwrap();
+    let (events, agent_events) = tokio::sync::mpsc::channel(16);
+    let (verdicts, judged) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = server::calls::Recorder {
+        session_id: session,
+        started_at,
+        store: app.state.store.clone(),
+        feed: Arc::new(server::calls::Feed::new()),
+        student_id: student.id,
+        student: student.username.clone(),
+        desk: app.state.crisis_desk.clone(),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    let call = tokio::spawn(recorder.run(agent_events, judged));
+
+    events
+        .send(said(1, Speaker::Counselor, "hi, what's on your mind"))
+        .await
+        .unwrap();
+    let socket_url =
+        |after: &str| format!("{b}/ws/sessions/{session}/transcript?token={token}{after}");
+    // Line 1 is stored before the screen connects: it comes in the replay.
+    wait_for_lines(&app, session, 1).await;
+    let (mut screen, _) = tokio_tungstenite::connect_async(socket_url(""))
+        .await
+        .unwrap();
+    let first = next_message(&mut screen).await.unwrap();
+    assert_eq!(
+        (first["type"].as_str(), first["sequence"].as_u64()),
+        (Some("transcript"), Some(1))
+    );
+    assert_eq!(first["text"], "hi, what's on your mind");
+    await_followed(&b_state).await;
+
+    events
+        .send(AgentEvent::BotState(BotState::Listening))
+        .await
+        .unwrap();
+    let line = "i have the pills right here and i want to die";
+    events.send(said(2, Speaker::Student, line)).await.unwrap();
+    let verdict = safety::Classifier::rules_only().assess(line, &[]);
+    assert_eq!(verdict.level(), domain::CrisisLevel::Crisis);
+    verdicts
+        .send(server::calls::JudgedUtterance {
+            sequence: 2,
+            text: domain::TranscriptText::new(line),
+            verdict,
+        })
+        .unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(next_message(&mut screen).await.expect("the socket is open"));
+    }
+    let kinds: Vec<&str> = seen.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"bot_state"), "{kinds:?}");
+    assert!(kinds.contains(&"crisis_alert"), "{kinds:?}");
+    let line_two = seen.iter().find(|m| m["type"] == "transcript").unwrap();
+    assert_eq!(
+        (line_two["sequence"].as_u64(), line_two["text"].as_str()),
+        (Some(2), Some(line)),
+        "the line as stored, decrypted on node B"
+    );
+
+    // A second screen joining late on node B: everything so far, then live, once each.
+    let (mut late, _) = tokio_tungstenite::connect_async(socket_url("&after=1"))
+        .await
+        .unwrap();
+    let replay = [
+        next_message(&mut late).await.unwrap(),
+        next_message(&mut late).await.unwrap(),
+    ];
+    assert_eq!(replay[0]["sequence"], 2);
+    assert_eq!(replay[1]["type"], "crisis_alert");
+
+    events
+        .send(said(3, Speaker::Counselor, "i'm here with you"))
+        .await
+        .unwrap();
+    events
+        .send(AgentEvent::Ended(EndReason::Ended))
+        .await
+        .unwrap();
+    call.await.unwrap();
+    for screen in [&mut screen, &mut late] {
+        let mut rest = Vec::new();
+        while let Some(message) = next_message(screen).await {
+            rest.push(message);
+        }
+        let kinds: Vec<(&str, Option<u64>)> = rest
+            .iter()
+            .map(|m| (m["type"].as_str().unwrap(), m["sequence"].as_u64()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("transcript", Some(3)), ("session_ended", None)],
+            "line 3 once, then the end, then the socket closes"
+        );
+        assert_eq!(rest[1]["reason"], "ended");
+    }
+}
+
+/// Waits until the store holds `count` lines of the session.
+async fn wait_for_lines(app: &TestApp, session: SessionId, count: usize) {
+    for _ in 0..100 {
+        let stored = app
+            .state
+            .store
+            .session(session)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count;
+        if stored as usize >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the line was not stored");
+}
+
+/// Waits until node B's socket follows the session, so nothing sent next can fall before it.
+async fn await_followed(node: &server::AppState) {
+    for _ in 0..100 {
+        if node.remote.followed() > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node B does not follow the session");
+}
