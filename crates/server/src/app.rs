@@ -30,17 +30,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     store.migrate().await?;
     let passwords = PasswordHasher::new(config.bcrypt_cost).await?;
     let crisis_desk = CrisisDesk::new(config.crisis_webhook.clone());
+    let calls = Arc::new(CallManager::new(
+        store.clone(),
+        config.voice.clone(),
+        crisis_desk.clone(),
+    ));
     Ok(AppState {
         jwt: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_expiration)),
-        rate_limits: Arc::new(RateLimiters::new(&config.rate_limits)),
+        rate_limits: Arc::new(RateLimiters::new(&config.rate_limits, &store)),
         categories: CategoryCache::new(store.clone()),
-        calls: Arc::new(CallManager::new(
-            store.clone(),
-            config.voice.clone(),
-            crisis_desk.clone(),
-        )),
+        sockets: SocketSlots::new(&store, calls.node()),
+        calls,
         remote: Arc::default(),
-        sockets: SocketSlots::default(),
         crisis_desk,
         passwords,
         store,

@@ -97,7 +97,8 @@ async fn beat(state: &AppState, listening_on: SocketAddr) {
     }
 }
 
-/// One node at a time closes what dead nodes left open (the others skip their turn).
+/// One node at a time closes what dead nodes left open and forgets idle rate-limit buckets (the
+/// others skip their turn).
 async fn sweep_dead_nodes(store: &Store) -> store::Result<()> {
     let Some(lock) = store.lock_job(Job::DeadNodeSweep).await? else {
         return Ok(());
@@ -105,8 +106,13 @@ async fn sweep_dead_nodes(store: &Store) -> store::Result<()> {
     let swept = store
         .close_sessions_of_dead_nodes(Utc::now() - DEAD_AFTER, Unowned::Keep)
         .await;
+    // The deployment's rate-limit buckets that are full again are forgotten by the same node.
+    let forgotten = store
+        .forget_idle_buckets(Utc::now() - crate::middleware::rate_limit::FULL_AFTER)
+        .await;
     lock.release().await;
     closed_left_open(store, &swept?).await;
+    forgotten?;
     Ok(())
 }
 

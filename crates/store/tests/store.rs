@@ -2363,3 +2363,151 @@ async fn a_job_runs_on_one_node_at_a_time(db: &TestDb) {
     assert!(freed, "the lock was not freed when its holder was dropped");
 }
 on_both_databases!(a_job_runs_on_one_node_at_a_time);
+
+// Issue 14, item 4: a rate limit kept in the database holds for every node taking from it.
+async fn a_bucket_lets_its_limit_through_then_refuses_until_it_refills(db: &TestDb) {
+    let store = &db.store;
+    let size = BucketSize::per_minute(3);
+    let t0 = Utc::now();
+    for _ in 0..3 {
+        assert_eq!(
+            store
+                .take_from_bucket("history", "jdoe", size, t0)
+                .await
+                .unwrap(),
+            Taken::Allowed
+        );
+    }
+    match store
+        .take_from_bucket("history", "jdoe", size, t0)
+        .await
+        .unwrap()
+    {
+        Taken::Refused { retry_after_secs } => {
+            assert!((retry_after_secs - 20.0).abs() < 0.01, "{retry_after_secs}")
+        }
+        Taken::Allowed => panic!("a fourth request in the same instant"),
+    }
+    // Another client, and another limit of the same client, have buckets of their own.
+    let other = store.take_from_bucket("history", "asmith", size, t0).await;
+    assert_eq!(other.unwrap(), Taken::Allowed);
+    let other = store.take_from_bucket("transcript", "jdoe", size, t0).await;
+    assert_eq!(other.unwrap(), Taken::Allowed);
+    // One token a 20 s; a refused request took nothing.
+    let later = t0 + Duration::seconds(20);
+    let again = store.take_from_bucket("history", "jdoe", size, later).await;
+    assert_eq!(again.unwrap(), Taken::Allowed);
+    assert!(matches!(
+        store
+            .take_from_bucket("history", "jdoe", size, later)
+            .await
+            .unwrap(),
+        Taken::Refused { .. }
+    ));
+
+    // Many requests at once, as from several nodes: exactly the limit gets through.
+    let size = BucketSize::per_minute(5);
+    let takes: Vec<_> = (0..12)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .take_from_bucket("session_create", "jdoe", size, t0)
+                    .await
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for take in takes {
+        if take.await.unwrap().unwrap() == Taken::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5);
+
+    // Idle buckets are forgotten (full again, so nothing changes for their clients).
+    let forgotten = store
+        .forget_idle_buckets(later + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 4);
+    let bad = store
+        .take_from_bucket("history", "jdoe", BucketSize::per_minute(0), t0)
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+}
+on_both_databases!(a_bucket_lets_its_limit_through_then_refuses_until_it_refills);
+
+// Issue 14, item 4: a student's transcript sockets are counted on every node together, and a
+// node's sockets go when the node does.
+async fn socket_slots_are_counted_across_nodes(db: &TestDb) {
+    let store = &db.store;
+    let (alice, bob) = (student(store, "alice").await, student(store, "bob").await);
+    let (a, b) = (NodeId::new(), NodeId::new());
+    for (node, port) in [(a, 8101), (b, 8102)] {
+        let registration = NodeRegistration {
+            id: node,
+            address: format!("http://10.0.0.2:{port}"),
+            capacity: 40,
+        };
+        store
+            .register_node(&registration, Utc::now())
+            .await
+            .unwrap();
+    }
+    let now = Utc::now();
+    let mut on_a = Vec::new();
+    for node in [a, b, a, b, a] {
+        let slot = store.take_socket_slot(alice, node, 5, now).await.unwrap();
+        on_a.push((node, slot.expect("under the limit")));
+    }
+    for node in [a, b] {
+        let sixth = store.take_socket_slot(alice, node, 5, now).await.unwrap();
+        assert_eq!(sixth, None, "five on both nodes together");
+    }
+    assert!(store
+        .take_socket_slot(bob, a, 5, now)
+        .await
+        .unwrap()
+        .is_some());
+    store.release_socket_slot(on_a[0].1).await.unwrap();
+    assert!(store
+        .take_socket_slot(alice, b, 5, now)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.take_socket_slot(alice, a, 5, now).await.unwrap(),
+        None
+    );
+    // Node B leaves (or is found dead and removed): its three are free again.
+    store.remove_node(b).await.unwrap();
+    for _ in 0..3 {
+        assert!(store
+            .take_socket_slot(alice, a, 5, now)
+            .await
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(
+        store.take_socket_slot(alice, a, 5, now).await.unwrap(),
+        None
+    );
+
+    // Many at once, as from several nodes: exactly the limit.
+    let carol = student(store, "carol").await;
+    let takes: Vec<_> = (0..12)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_socket_slot(carol, a, 5, now).await })
+        })
+        .collect();
+    let mut taken = 0;
+    for take in takes {
+        if take.await.unwrap().unwrap().is_some() {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 5);
+}
+on_both_databases!(socket_slots_are_counted_across_nodes);

@@ -2,20 +2,30 @@
 //!
 //! A bucket holds up to `per_minute` requests and refills continuously at `per_minute / 60` per
 //! second, so a client may burst up to its limit and then sustain the limit's rate.
+//!
+//! With PostgreSQL, which several nodes may share, the buckets are kept in the database so that a
+//! limit holds for the whole deployment ([`store::Store::take_from_bucket`]: one statement per
+//! request). With SQLite one node serves the database, and keeps them in memory.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use chrono::Utc;
 use domain::UserId;
+use store::{BucketSize, Store, StoreKind, Taken};
 
 use crate::config::RateLimits;
 use crate::error::ApiError;
 
 /// Buckets idle long enough to be full again are dropped once the map grows past this.
 const PRUNE_ABOVE: usize = 10_000;
+/// How long an empty bucket takes to fill again: every tier is a limit per minute. A bucket idle
+/// this long is as good as absent.
+pub const FULL_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -25,54 +35,103 @@ struct Bucket {
 
 pub struct RateLimiter<K> {
     enabled: bool,
-    capacity: f64,
-    refill_per_sec: f64,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    /// The tier's name, as the database's buckets are keyed.
+    name: &'static str,
+    size: BucketSize,
+    buckets: Buckets<K>,
 }
 
-impl<K: Hash + Eq + Clone> RateLimiter<K> {
+/// Where a limiter keeps its buckets.
+enum Buckets<K> {
+    InMemory(Mutex<HashMap<K, Bucket>>),
+    /// Shared by every node of the deployment.
+    InStore(Store),
+}
+
+impl<K: Hash + Eq + Clone + Display> RateLimiter<K> {
+    /// A limiter whose buckets live in this process.
     pub fn per_minute(limit: u32, enabled: bool) -> Self {
         Self {
             enabled,
-            capacity: limit as f64,
-            refill_per_sec: limit as f64 / 60.0,
-            buckets: Mutex::new(HashMap::new()),
+            name: "local",
+            size: BucketSize::per_minute(limit),
+            buckets: Buckets::InMemory(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A limiter whose buckets every node shares, kept in `store` under `name`.
+    pub fn shared_per_minute(name: &'static str, limit: u32, enabled: bool, store: Store) -> Self {
+        Self {
+            enabled,
+            name,
+            size: BucketSize::per_minute(limit),
+            buckets: Buckets::InStore(store),
         }
     }
 
     /// Takes one request from `key`'s bucket, or says how many seconds until one is available.
-    pub fn check(&self, key: K) -> Result<(), ApiError> {
-        self.check_at(key, Instant::now())
-    }
-
-    fn check_at(&self, key: K, now: Instant) -> Result<(), ApiError> {
+    pub async fn check(&self, key: K) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
-        let mut buckets = self
-            .buckets
+        match &self.buckets {
+            Buckets::InMemory(buckets) => self.take_in_memory(buckets, key, Instant::now()),
+            Buckets::InStore(store) => {
+                let client = key.to_string();
+                match store
+                    .take_from_bucket(self.name, &client, self.size, Utc::now())
+                    .await
+                {
+                    Ok(Taken::Allowed) => Ok(()),
+                    Ok(Taken::Refused { retry_after_secs }) => Err(refused(retry_after_secs)),
+                    // A limit the database cannot count lets the request through: the request
+                    // needs the database too, and answers for its failure itself.
+                    Err(error) => {
+                        tracing::warn!(limit = self.name, %error, "rate limit not counted");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_in_memory(
+        &self,
+        buckets: &Mutex<HashMap<K, Bucket>>,
+        key: K,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let BucketSize {
+            capacity,
+            refill_per_sec,
+        } = self.size;
+        let mut buckets = buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() > PRUNE_ABOVE {
-            let full_after = self.capacity / self.refill_per_sec;
+            let full_after = self.size.full_after_secs();
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < full_after);
         }
         let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: self.capacity,
+            tokens: capacity,
             updated: now,
         });
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.refill_per_sec).min(self.capacity);
+        bucket.tokens = (bucket.tokens + elapsed * refill_per_sec).min(capacity);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            let retry_after_secs = ((1.0 - bucket.tokens) / self.refill_per_sec)
-                .ceil()
-                .max(1.0) as u64;
-            Err(ApiError::RateLimited { retry_after_secs })
+            Err(refused((1.0 - bucket.tokens) / refill_per_sec))
         }
+    }
+}
+
+/// The answer to a refused request: try again in whole seconds, at least one.
+fn refused(retry_after_secs: f64) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_secs: retry_after_secs.ceil().max(1.0) as u64,
     }
 }
 
@@ -94,15 +153,39 @@ pub struct RateLimiters {
 }
 
 impl RateLimiters {
-    pub fn new(limits: &RateLimits) -> Self {
+    /// The tiers, counted in `store` when nodes may share it (PostgreSQL), else in memory.
+    pub fn new(limits: &RateLimits, store: &Store) -> Self {
         let on = limits.enabled;
+        let shared = store.kind() == StoreKind::Postgres;
+        fn tier<K: Hash + Eq + Clone + Display>(
+            name: &'static str,
+            limit: u32,
+            on: bool,
+            shared: Option<&Store>,
+        ) -> RateLimiter<K> {
+            match shared {
+                Some(store) => RateLimiter::shared_per_minute(name, limit, on, store.clone()),
+                None => RateLimiter::per_minute(limit, on),
+            }
+        }
+        let shared = shared.then_some(store);
         Self {
-            auth: RateLimiter::per_minute(limits.auth_per_minute, on),
-            auth_account: RateLimiter::per_minute(limits.auth_per_account_per_minute, on),
-            session_create: RateLimiter::per_minute(limits.session_create_per_minute, on),
-            history: RateLimiter::per_minute(limits.history_per_minute, on),
-            transcript: RateLimiter::per_minute(limits.transcript_per_minute, on),
-            default: RateLimiter::per_minute(limits.default_per_minute, on),
+            auth: tier("auth", limits.auth_per_minute, on, shared),
+            auth_account: tier(
+                "auth_account",
+                limits.auth_per_account_per_minute,
+                on,
+                shared,
+            ),
+            session_create: tier(
+                "session_create",
+                limits.session_create_per_minute,
+                on,
+                shared,
+            ),
+            history: tier("history", limits.history_per_minute, on, shared),
+            transcript: tier("transcript", limits.transcript_per_minute, on, shared),
+            default: tier("default", limits.default_per_minute, on, shared),
         }
     }
 }
@@ -111,6 +194,15 @@ impl RateLimiters {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    impl<K: Hash + Eq + Clone + Display> RateLimiter<K> {
+        fn check_at(&self, key: K, now: Instant) -> Result<(), ApiError> {
+            match &self.buckets {
+                Buckets::InMemory(buckets) => self.take_in_memory(buckets, key, now),
+                Buckets::InStore(_) => unreachable!("these tests keep buckets in memory"),
+            }
+        }
+    }
 
     fn retry_after(result: Result<(), ApiError>) -> u64 {
         match result {
@@ -144,11 +236,11 @@ mod tests {
         assert!(limiter.check_at(1, t0 + Duration::from_secs(1)).is_err());
     }
 
-    #[test]
-    fn disabled_limiter_lets_everything_through() {
+    #[tokio::test]
+    async fn disabled_limiter_lets_everything_through() {
         let limiter = RateLimiter::per_minute(1, false);
         for _ in 0..100 {
-            limiter.check("a").unwrap();
+            limiter.check("a").await.unwrap();
         }
     }
 }

@@ -85,10 +85,14 @@ pub async fn login(
     client: ClientInfo,
     Json(request): Json<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.rate_limits.auth.check(client.ip)?;
+    state.rate_limits.auth.check(client.ip).await?;
     let username = Username::parse(&request.username)
         .map_err(|e| ApiError::validation("username", e.to_string()))?;
-    state.rate_limits.auth_account.check(username.clone())?;
+    state
+        .rate_limits
+        .auth_account
+        .check(username.clone())
+        .await?;
     if request.password.is_empty() {
         return Err(ApiError::validation("password", "is required"));
     }
@@ -171,7 +175,7 @@ pub async fn logout(
         (status = 403, description = "Account blocked (AUTH_002)", body = ErrorBody),
     ))]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let record = state
         .store
         .user(user.id)

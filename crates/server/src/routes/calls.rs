@@ -205,7 +205,7 @@ async fn create_room(
     request: CreateRoomRequest,
     mode: SessionMode,
 ) -> Result<Json<CreateRoomResponse>, ApiError> {
-    state.rate_limits.session_create.check(user.id)?;
+    state.rate_limits.session_create.check(user.id).await?;
     crate::routes::notice::require_accepted(&state, &user).await?;
     let category = resolve_category(&state, &request.counselor_category).await?;
     let room = state
@@ -240,7 +240,7 @@ async fn end_session(
     user: AuthUser,
     request: EndSessionRequest,
 ) -> Result<Json<EndSessionResponse>, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let id = session_id(&request.session_id)?;
     let record: SessionRecord = state.calls.end(user.id, id).await.map_err(call_error)?;
     Ok(Json(EndSessionResponse {

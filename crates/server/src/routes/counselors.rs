@@ -49,7 +49,7 @@ pub async fn list_categories(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<Vec<CounselorCategoryView>>, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     Ok(Json(
         state
             .categories
@@ -74,7 +74,7 @@ pub async fn get_category(
     user: AuthUser,
     Path(raw_id): Path<String>,
 ) -> Result<Json<CounselorCategoryView>, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let id = raw_id
         .parse()
         .map_err(|_| ApiError::validation("category_id", "must be a UUID"))?;

@@ -15,9 +15,10 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use domain::UserId;
+use chrono::Utc;
+use domain::{NodeId, UserId};
 use serde::Deserialize;
-use store::StoreKind;
+use store::{SocketSlotId, Store, StoreKind};
 use tokio::sync::broadcast::{self, error::RecvError};
 use utoipa::IntoParams;
 
@@ -63,43 +64,109 @@ fn resume_point(raw: Option<&str>) -> Result<Option<u64>, ApiError> {
     .transpose()
 }
 
-/// Counts open sockets per student.
+/// Counts open sockets per student. With PostgreSQL, which several nodes may share, each socket
+/// is also counted in the store, so the limit holds for the whole deployment; with SQLite (one
+/// node) the count in memory is the limit.
 #[derive(Clone, Default)]
-pub struct SocketSlots(Arc<Mutex<HashMap<UserId, usize>>>);
+pub struct SocketSlots(Arc<SlotsInner>);
+
+#[derive(Default)]
+struct SlotsInner {
+    /// Sockets open on this node, per student.
+    here: Mutex<HashMap<UserId, usize>>,
+    /// Where the deployment's count is kept, and this node's name in it.
+    shared: Option<(Store, NodeId)>,
+}
 
 /// One held slot; dropping it frees the slot.
 pub struct SocketSlot {
     slots: SocketSlots,
     user: UserId,
+    in_store: Option<SocketSlotId>,
 }
 
 impl SocketSlots {
-    /// Student sockets open now, all students together.
-    pub fn open(&self) -> usize {
-        self.0.lock().expect("socket slots lock").values().sum()
+    /// Slots counted in `store` as well when nodes may share it (PostgreSQL).
+    pub fn new(store: &Store, node: NodeId) -> Self {
+        let shared = (store.kind() == StoreKind::Postgres).then(|| (store.clone(), node));
+        Self(Arc::new(SlotsInner {
+            here: Mutex::default(),
+            shared,
+        }))
     }
 
-    pub fn take(&self, user: UserId) -> Option<SocketSlot> {
-        let mut open = self.0.lock().expect("socket slots lock");
-        let count = open.entry(user).or_default();
-        if *count >= SOCKETS_PER_USER {
-            return None;
+    /// Student sockets open now on this node, all students together.
+    pub fn open(&self) -> usize {
+        self.0
+            .here
+            .lock()
+            .expect("socket slots lock")
+            .values()
+            .sum()
+    }
+
+    /// A slot for one more of `user`'s sockets, or `None` when they hold
+    /// [`SOCKETS_PER_USER`] already (on every node together).
+    pub async fn take(&self, user: UserId) -> Option<SocketSlot> {
+        let in_store = match &self.0.shared {
+            None => None,
+            Some((store, node)) => {
+                match store
+                    .take_socket_slot(user, *node, SOCKETS_PER_USER as u32, Utc::now())
+                    .await
+                {
+                    Ok(Some(slot)) => Some(slot),
+                    Ok(None) => return None,
+                    // Not counted across nodes (the database is failing, or this node is not
+                    // registered yet): this node's own count still holds.
+                    Err(error) => {
+                        tracing::warn!(%error, "socket not counted across nodes");
+                        None
+                    }
+                }
+            }
+        };
+        {
+            let mut open = self.0.here.lock().expect("socket slots lock");
+            let count = open.entry(user).or_default();
+            if *count < SOCKETS_PER_USER {
+                *count += 1;
+                return Some(SocketSlot {
+                    slots: self.clone(),
+                    user,
+                    in_store,
+                });
+            }
         }
-        *count += 1;
-        Some(SocketSlot {
-            slots: self.clone(),
-            user,
-        })
+        if let (Some(slot), Some((store, _))) = (in_store, &self.0.shared) {
+            if let Err(error) = store.release_socket_slot(slot).await {
+                tracing::warn!(%error, "socket slot not given back");
+            }
+        }
+        None
     }
 }
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        let mut open = self.slots.0.lock().expect("socket slots lock");
-        if let Some(count) = open.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.user);
+        {
+            let mut open = self.slots.0.here.lock().expect("socket slots lock");
+            if let Some(count) = open.get_mut(&self.user) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&self.user);
+                }
+            }
+        }
+        if let (Some(slot), Some((store, _))) = (self.in_store.take(), &self.slots.0.shared) {
+            let store = store.clone();
+            // Outside a runtime (the process is ending) the node's slots go with its registry row.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(error) = store.release_socket_slot(slot).await {
+                        tracing::warn!(%error, "socket slot not given back");
+                    }
+                });
             }
         }
     }
@@ -177,9 +244,13 @@ pub async fn transcript_socket(
             }
         }
     };
-    let slot = state.sockets.take(user).ok_or(ApiError::RateLimited {
-        retry_after_secs: 5,
-    })?;
+    let slot = state
+        .sockets
+        .take(user)
+        .await
+        .ok_or(ApiError::RateLimited {
+            retry_after_secs: 5,
+        })?;
     let store = state.store.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _slot = slot;

@@ -86,7 +86,7 @@ pub async fn get_notice(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<NoticeView>, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let notice = current_notice(&state).await?;
     let accepted_at = state
         .store
@@ -122,7 +122,7 @@ pub async fn accept_notice(
     client: ClientInfo,
     Json(request): Json<AcceptNoticeRequest>,
 ) -> Result<Json<NoticeAcceptanceView>, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let notice = current_notice(&state).await?;
     // Only the words the student could have read can be accepted.
     if request.version.trim() != notice.version.as_str() {

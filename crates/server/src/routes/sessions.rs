@@ -271,7 +271,7 @@ pub async fn list_sessions(
     user: AuthUser,
     Query(query): Query<SessionListQuery>,
 ) -> Result<Json<SessionPage>, ApiError> {
-    state.rate_limits.history.check(user.id)?;
+    state.rate_limits.history.check(user.id).await?;
     let HistoryQuery {
         filter,
         page,
@@ -317,7 +317,7 @@ async fn read_transcript(
     raw_id: &str,
     action: AuditAction,
 ) -> Result<SessionDetail, ApiError> {
-    state.rate_limits.transcript.check(user.id)?;
+    state.rate_limits.transcript.check(user.id).await?;
     let id = session_id(raw_id)?;
     let detail = state
         .store
@@ -342,7 +342,7 @@ pub async fn delete_session(
     client: ClientInfo,
     Path(raw_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let id = session_id(&raw_id)?;
     if !state.store.soft_delete_session(user.id, id).await? {
         return Err(ApiError::SessionNotFound);
@@ -394,7 +394,7 @@ pub async fn rate_session(
     SessionPath(id): SessionPath,
     Json(request): Json<RatingRequest>,
 ) -> Result<(StatusCode, Json<RatingView>), ApiError> {
-    state.rate_limits.default.check(user.id)?;
+    state.rate_limits.default.check(user.id).await?;
     let comment = request
         .comment
         .as_deref()

@@ -208,7 +208,7 @@ pub async fn list_crisis_events(
     client: ClientInfo,
     Query(query): Query<CrisisQueueQuery>,
 ) -> Result<Json<CrisisEventPage>, ApiError> {
-    state.rate_limits.default.check(staff.0.id)?;
+    state.rate_limits.default.check(staff.0.id).await?;
     let (status, page, per_page) = query.validate()?;
     let (items, total) = state
         .store
@@ -255,7 +255,7 @@ pub async fn review_crisis_event(
     Path(raw_id): Path<String>,
     Json(request): Json<ReviewRequest>,
 ) -> Result<Json<CrisisEventView>, ApiError> {
-    state.rate_limits.default.check(staff.0.id)?;
+    state.rate_limits.default.check(staff.0.id).await?;
     let id: Uuid = raw_id
         .parse()
         .map_err(|_| ApiError::validation("event_id", "must be a UUID"))?;

@@ -208,3 +208,108 @@ async fn await_followed(node: &server::AppState) {
     }
     panic!("node B does not follow the session");
 }
+
+// Issue 14, item 4: a limit holds for the deployment, not per node. The history limit (here 4 a
+// minute) is spent by requests that alternate between two nodes.
+#[tokio::test]
+async fn a_rate_limit_is_counted_across_nodes() {
+    let Some(app) = crate::helpers::spawn_app_with(
+        Backend::Postgres,
+        &[
+            ("RATE_LIMIT_ENABLED", "true"),
+            ("RATE_LIMIT_HISTORY_PER_MINUTE", "4"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let node_b = app.build_again().await;
+    let b = format!("http://{}", node_b.local_addr());
+    tokio::spawn(node_b.run_until(std::future::pending()));
+
+    let history = |base: String| {
+        let request = app
+            .client
+            .get(format!("{base}/api/v1/sessions"))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap() }
+    };
+    for (attempt, base) in [&app.address, &b, &app.address, &b].into_iter().enumerate() {
+        assert_eq!(
+            history(base.clone()).await.status(),
+            200,
+            "request {attempt}"
+        );
+    }
+    for base in [&app.address, &b] {
+        let refused = history(base.clone()).await;
+        assert!(refused.headers().contains_key("retry-after"));
+        let (status, code, _) = crate::helpers::error_of(refused).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (429, "RATE_LIMIT_001"),
+            "at {base}"
+        );
+    }
+}
+
+// Issue 14, item 4: a student's five transcript sockets are five on all nodes together.
+#[tokio::test]
+async fn five_transcript_sockets_are_five_across_nodes() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let node_b = app.build_again().await;
+    let b = format!("ws://{}", node_b.local_addr());
+    tokio::spawn(node_b.run_until(std::future::pending()));
+    let a = app.ws_url("");
+    let a = a.as_str();
+
+    // An open session: each socket stays open, following it.
+    let session = SessionId::new();
+    app.state
+        .store
+        .create_session(store::NewSession {
+            id: session,
+            user_id: student.id,
+            category: Category::Health,
+            mode: SessionMode::Voice,
+            room_name: format!("counsel-voice-{session}"),
+            started_at: Utc::now(),
+            node: Some(app.state.calls.node()),
+        })
+        .await
+        .unwrap();
+    let url = |base: &str| format!("{base}/ws/sessions/{session}/transcript?token={token}");
+    let mut open = Vec::new();
+    for base in [a, &b, a, &b, a] {
+        let (socket, _) = tokio_tungstenite::connect_async(url(base)).await.unwrap();
+        open.push(socket);
+    }
+    for base in [a, &b] {
+        match tokio_tungstenite::connect_async(url(base)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 429, "a sixth at {base}")
+            }
+            other => panic!("a sixth socket at {base}: {other:?}"),
+        }
+    }
+    // One closes on node B: its slot is free again, on either node.
+    let mut closed = open.remove(1);
+    closed.close(None).await.unwrap();
+    drop(closed);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok((socket, _)) = tokio_tungstenite::connect_async(url(a)).await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reopened.is_some(), "the freed slot is taken again");
+}
