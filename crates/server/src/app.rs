@@ -42,6 +42,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         sockets: SocketSlots::new(&store, calls.node()),
         calls,
         remote: Arc::default(),
+        peers: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()?,
         crisis_desk,
         passwords,
         store,
@@ -178,7 +181,12 @@ impl Application {
         let jobs = crate::jobs::spawn(self.state.clone());
         let calls = crate::jobs::spawn_call_housekeeping(self.state.clone());
         let heartbeat = crate::nodes::spawn_heartbeat(self.state.clone(), self.local_addr());
-        let remote_calls = tokio::spawn(self.state.remote.clone().listen(self.state.store.clone()));
+        let remote_calls = tokio::spawn(
+            self.state
+                .remote
+                .clone()
+                .listen(self.state.store.clone(), self.state.calls.clone()),
+        );
         let stop_beating = heartbeat.abort_handle();
         let state = self.state.clone();
         let (drained, calls_ended) = tokio::sync::oneshot::channel::<()>();

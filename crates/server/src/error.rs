@@ -101,6 +101,9 @@ pub enum ApiError {
     /// The speech services could not be started (models missing, provider misconfigured).
     #[error("voice service unavailable")]
     VoiceUnavailable,
+    /// The node that runs a call did not answer a request passed on to it.
+    #[error("node unreachable")]
+    NodeUnreachable,
     /// Anything unexpected. The cause is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -192,6 +195,8 @@ error_table! {
         "The server is shutting down and opens no new calls; see `Retry-After`";
     VoiceUnavailable => "VOICE_001", SERVICE_UNAVAILABLE,
         "The voice services could not be started (see the server log)";
+    NodeUnreachable => "NODE_001", BAD_GATEWAY,
+        "The node that runs this call did not answer in time; try again";
     Internal => "INTERNAL", INTERNAL_SERVER_ERROR,
         "Unexpected server error (details are in the server log under the request id)";
 }
@@ -268,6 +273,7 @@ impl ApiError {
             ApiError::AtCapacity => ErrorKind::AtCapacity,
             ApiError::ShuttingDown => ErrorKind::ShuttingDown,
             ApiError::VoiceUnavailable => ErrorKind::VoiceUnavailable,
+            ApiError::NodeUnreachable => ErrorKind::NodeUnreachable,
             ApiError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -341,6 +347,9 @@ impl ApiError {
             }
             ApiError::VoiceUnavailable => {
                 "Voice counseling is unavailable on this server right now".into()
+            }
+            ApiError::NodeUnreachable => {
+                "The server running this call did not answer; please try again".into()
             }
             ApiError::Internal(_) => "Internal server error".into(),
         }

@@ -142,3 +142,72 @@ async fn closed_left_open(store: &Store, closed: &[SessionRecord]) {
         }
     }
 }
+
+/// Marks a request that a node passed on to the node running its call. That node answers it
+/// itself: a request is passed on once at most.
+pub const FORWARDED_BY: &str = "x-counsel-forwarded-by";
+/// How long a node waits for the node it passed a request on to (a WebRTC answer takes a
+/// moment: the call's speech services start with it).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Whether a request was passed on by another node.
+pub fn was_forwarded(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(FORWARDED_BY)
+}
+
+/// The node other than this one that runs `session`'s call, if a live one does.
+pub async fn runner_elsewhere(
+    state: &AppState,
+    session: domain::SessionId,
+) -> Result<Option<store::NodeRecord>, crate::error::ApiError> {
+    let runner = state
+        .store
+        .node_running(session, Utc::now() - DEAD_AFTER)
+        .await?;
+    Ok(runner.filter(|node| node.id != *state.calls.node().as_uuid()))
+}
+
+/// Passes a request on to `node` (its path, the caller's credentials and its JSON body) and
+/// returns the node's answer as it came. A node that does not answer within
+/// [`FORWARD_TIMEOUT`] gets `502 NODE_001`.
+pub async fn forward(
+    state: &AppState,
+    node: &store::NodeRecord,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: Vec<u8>,
+) -> Result<axum::response::Response, crate::error::ApiError> {
+    use axum::http::header;
+    let url = format!("{}{path}", node.address.trim_end_matches('/'));
+    let mut request = state
+        .peers
+        .post(url)
+        .timeout(FORWARD_TIMEOUT)
+        .header(FORWARDED_BY, state.calls.node().to_string())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body);
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(id) = headers.get(&crate::middleware::request_id::REQUEST_ID_HEADER) {
+        request = request.header(crate::middleware::request_id::REQUEST_ID_HEADER.clone(), id);
+    }
+    let unreachable = |error: reqwest::Error| {
+        tracing::warn!(node = %node.id, %error, "the node running the call did not answer");
+        crate::error::ApiError::NodeUnreachable
+    };
+    let answer = request.send().await.map_err(unreachable)?;
+    let status = answer.status();
+    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let body = answer.bytes().await.map_err(unreachable)?;
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    Ok(response)
+}

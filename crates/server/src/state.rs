@@ -22,6 +22,8 @@ pub struct AppState {
     pub calls: Arc<CallManager>,
     /// Calls running on other nodes that this node's transcript sockets follow.
     pub remote: Arc<RemoteCalls>,
+    /// Requests passed on to the node that runs a call.
+    pub peers: reqwest::Client,
     /// Open transcript WebSockets per student.
     pub sockets: SocketSlots,
     /// Where flagged utterances reach staff on duty (staff page, webhook).

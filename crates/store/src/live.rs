@@ -41,6 +41,9 @@ pub enum LiveChange {
     ConnectionQuality(ConnectionQuality),
     /// The session has ended; its end is stored.
     Ended,
+    /// The student asked a node that does not run the call to end it (the session's end is
+    /// stored): the node that runs it ends the call.
+    EndRequested,
 }
 
 /// What a listener heard.
@@ -61,6 +64,7 @@ impl fmt::Display for LiveNotice {
             LiveChange::BotState(state) => write!(f, "bot {}", state.as_str()),
             LiveChange::ConnectionQuality(quality) => write!(f, "quality {}", quality.as_str()),
             LiveChange::Ended => f.write_str("ended"),
+            LiveChange::EndRequested => f.write_str("end_requested"),
         }
     }
 }
@@ -85,6 +89,7 @@ impl FromStr for LiveNotice {
                 LiveChange::ConnectionQuality(quality.parse().map_err(|_| bad())?)
             }
             (Some("ended"), None) => LiveChange::Ended,
+            (Some("end_requested"), None) => LiveChange::EndRequested,
             _ => return Err(bad()),
         };
         if words.next().is_some() {
@@ -180,6 +185,7 @@ mod tests {
             LiveChange::BotState(BotState::Thinking),
             LiveChange::ConnectionQuality(ConnectionQuality::Fair),
             LiveChange::Ended,
+            LiveChange::EndRequested,
         ] {
             let notice = LiveNotice { session_id, change };
             assert_eq!(notice.to_string().parse::<LiveNotice>().unwrap(), notice);

@@ -107,6 +107,26 @@ impl Store {
         }))
     }
 
+    /// The live node (heartbeat no older than `alive_since`) that runs an open session's call;
+    /// `None` when the session is over, names no node, or its node is dead.
+    pub async fn node_running(
+        &self,
+        session: domain::SessionId,
+        alive_since: DateTime<Utc>,
+    ) -> Result<Option<NodeRecord>> {
+        Ok(with_pool!(self, reader, |pool| {
+            sqlx::query_as(
+                "SELECT n.id, n.address, n.capacity, n.live_calls, n.started_at, n.heartbeat_at \
+                 FROM sessions s JOIN nodes n ON n.id = s.node_id \
+                 WHERE s.id = $1 AND s.ended_at IS NULL AND n.heartbeat_at >= $2",
+            )
+            .bind(*session.as_uuid())
+            .bind(to_micros(alive_since))
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
+
     /// Removes a node that stopped after ending its calls.
     pub async fn remove_node(&self, id: NodeId) -> Result<()> {
         with_pool!(self, writer, |pool| {

@@ -410,6 +410,19 @@ impl CallManager {
         self.end_because(owner, id, SessionEndReason::Ended).await
     }
 
+    /// Ends the call of `id` if it runs on this node (another node was asked to end it).
+    pub async fn end_if_here(&self, id: SessionId) {
+        let owner = {
+            let calls = self.calls.lock().expect("calls lock");
+            calls.get(&id).map(|call| call.owner)
+        };
+        if let Some(owner) = owner {
+            if let Err(error) = self.end(owner, id).await {
+                tracing::warn!(session_id = %id, %error, "could not end a call another node was asked to end");
+            }
+        }
+    }
+
     /// [`CallManager::end`], recording `reason` unless the call's own end gets there first.
     async fn end_because(
         &self,
@@ -428,6 +441,7 @@ impl CallManager {
                 _ => None,
             }
         };
+        let here = live.is_some();
         if let Some(LiveCall {
             state:
                 CallState::Running {
@@ -442,6 +456,15 @@ impl CallManager {
             // The recorder finalizes the session when the agent reports its end.
             let _ = tokio::time::timeout(END_WAIT, recorder).await;
             drop(_media);
+        } else if !here && record.is_active() {
+            // Not running here: perhaps on another node, which ends it when told.
+            let asked = store::LiveNotice {
+                session_id: id,
+                change: store::LiveChange::EndRequested,
+            };
+            if let Err(error) = self.store.announce(asked).await {
+                tracing::warn!(session_id = %id, %error, "could not ask the other nodes to end a call");
+            }
         }
         Ok(self
             .store

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::{CrisisLevel, SessionId};
-use store::{Heard, LiveChange, SessionDetail, SessionEndReason, Store};
+use store::{Heard, LiveChange, LiveNotice, SessionDetail, SessionEndReason, Store};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::feed::{replay_of_stored, CrisisResources, LiveMessage};
+use super::manager::CallManager;
 
 /// Notices buffered per following socket before a slow one must resume from the store.
 const FOLLOW_BUFFER: usize = 256;
@@ -31,12 +32,20 @@ impl RemoteCalls {
     /// Listens to the deployment's notices until the task is stopped, starting again a second
     /// after each loss of the database (the sockets following then resume from the store).
     /// Returns at once with SQLite: there, every call runs on this node.
-    pub async fn listen(self: Arc<Self>, store: Store) {
+    /// A request to end a call that runs here is handed to `calls`.
+    pub async fn listen(self: Arc<Self>, store: Store, calls: Arc<CallManager>) {
         loop {
             match store.live_notices().await {
                 Ok(None) => return,
                 Ok(Some(mut notices)) => loop {
                     match notices.next().await {
+                        Ok(Heard::Notice(LiveNotice {
+                            session_id,
+                            change: LiveChange::EndRequested,
+                        })) => {
+                            let calls = calls.clone();
+                            tokio::spawn(async move { calls.end_if_here(session_id).await });
+                        }
                         Ok(heard) => self.deliver(heard),
                         Err(error) => {
                             tracing::warn!(%error, "lost the other nodes' live notices");
@@ -203,6 +212,8 @@ impl Follower {
                 LiveChange::ConnectionQuality(quality) => {
                     return Next::Send(LiveMessage::ConnectionQuality { quality })
                 }
+                // For the node running the call; the end follows as `Ended`.
+                LiveChange::EndRequested => {}
                 LiveChange::Ended => {
                     let reason = match self.store.session(session_id).await {
                         Ok(Some(record)) => record.end_reason,

@@ -6,6 +6,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::{Category, CategoryId, SessionId, SessionMode};
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,8 @@ pub async fn end_video_session(
 }
 
 /// The WebRTC handshake: the browser's SDP offer in, the server's answer out. Authenticated by
-/// the room token from `create-room` (`Authorization: Bearer <user_token>`).
+/// the room token from `create-room` (`Authorization: Bearer <user_token>`). Any node takes it: an
+/// offer for a room on another node is passed on to that node, which answers.
 #[utoipa::path(post, path = "/rtc/sessions/{session_id}/offer", tag = "Voice Sessions",
     params(("session_id" = uuid::Uuid, Path, description = "The session's id")),
     request_body = SessionDescription,
@@ -171,13 +173,14 @@ pub async fn end_video_session(
         (status = 404, description = "No such room, the token is not its room token, or the account has been blocked or signed out since the room was opened (the room is then closed): the same answer for all (SESSION_001)", body = ErrorBody),
         (status = 409, description = "Already connected or ended (SESSION_002)", body = ErrorBody),
         (status = 422, description = "Not a usable offer (VALIDATION_001)", body = ErrorBody),
+        (status = 502, description = "The room is on another node, which did not answer in time (NODE_001)", body = ErrorBody),
     ))]
 pub async fn answer_offer(
     State(state): State<AppState>,
     headers: HeaderMap,
     SessionPath(id): SessionPath,
     Json(offer): Json<SessionDescription>,
-) -> Result<Json<SessionDescription>, ApiError> {
+) -> Result<Response, ApiError> {
     let token = crate::auth::bearer_token(&headers).ok_or(ApiError::NotAuthenticated)?;
     if offer.kind != "offer" {
         return Err(ApiError::validation("type", "must be \"offer\""));
@@ -188,15 +191,25 @@ pub async fn answer_offer(
             "must be a WebRTC session description",
         ));
     }
-    let answer = state
-        .calls
-        .connect(id, token, &offer.sdp)
-        .await
-        .map_err(call_error)?;
+    let answer = match state.calls.connect(id, token, &offer.sdp).await {
+        Ok(answer) => answer,
+        // The room may be on another node: it checks the token and answers, and the browser's
+        // media then goes straight to that node.
+        Err(CallError::NotFound) if !crate::nodes::was_forwarded(&headers) => {
+            let Some(node) = crate::nodes::runner_elsewhere(&state, id).await? else {
+                return Err(ApiError::SessionNotFound);
+            };
+            let body = serde_json::to_vec(&offer).expect("an offer serializes");
+            let path = format!("/api/v1/rtc/sessions/{id}/offer");
+            return crate::nodes::forward(&state, &node, &path, &headers, body).await;
+        }
+        Err(error) => return Err(call_error(error)),
+    };
     Ok(Json(SessionDescription {
         kind: "answer".to_owned(),
         sdp: answer,
-    }))
+    })
+    .into_response())
 }
 
 async fn create_room(

@@ -313,3 +313,82 @@ async fn five_transcript_sockets_are_five_across_nodes() {
     }
     assert!(reopened.is_some(), "the freed slot is taken again");
 }
+
+// Issue 14, item 2: the offer and the end of a call reach the node that runs it from any node.
+// The offer here is well formed but not one a browser makes: the node running the room refuses
+// it as an offer (422), after checking its room token, where a node without the room would
+// answer 404.
+#[tokio::test]
+async fn the_offer_and_the_end_reach_the_node_running_the_call() {
+    let Some(app) = crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[]).await
+    else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let node_b = app.build_again().await;
+    let b = format!("http://{}", node_b.local_addr());
+    let b_state = node_b.state().clone();
+    tokio::spawn(node_b.run_until(std::future::pending()));
+
+    app.accept_notice(&token).await;
+    let room: Value = app
+        .client
+        .post(format!("{}/api/v1/voice/create-room", app.address))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"counselor_category": "Health"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = room["session_id"].as_str().unwrap().to_owned();
+    let room_token = room["user_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.state.calls.active_calls(), 1, "the room is on node A");
+
+    let offer = |base: String, session: String, room_token: String| {
+        let request = app
+            .client
+            .post(format!("{base}/api/v1/rtc/sessions/{session}/offer"))
+            .bearer_auth(room_token)
+            .json(&serde_json::json!({"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}));
+        async move { crate::helpers::error_of(request.send().await.unwrap()).await }
+    };
+    let at_b = offer(b.clone(), session.clone(), room_token.clone()).await;
+    let at_a = offer(app.address.clone(), session.clone(), room_token.clone()).await;
+    assert_eq!(at_b, at_a, "node B passes the offer on to node A");
+    assert_eq!((at_b.0, at_b.1.as_str()), (422, "VALIDATION_001"));
+    // A wrong token, or no room at all, is told apart nowhere.
+    let wrong = offer(b.clone(), session.clone(), "not-the-room-token".into()).await;
+    let nowhere = offer(b.clone(), SessionId::new().to_string(), room_token.clone()).await;
+    assert_eq!((wrong.0, wrong.1.as_str()), (404, "SESSION_001"));
+    assert_eq!(wrong, nowhere);
+
+    // The student ends the session through node B: node A closes the room.
+    let ended = app
+        .client
+        .post(format!("{b}/api/v1/voice/end-session"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    for _ in 0..100 {
+        if app.state.calls.active_calls() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.state.calls.active_calls(), 0, "node A closed the room");
+    assert_eq!(b_state.calls.active_calls(), 0);
+    let record = app
+        .state
+        .store
+        .session(session.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!record.is_active());
+}
