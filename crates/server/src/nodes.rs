@@ -167,6 +167,21 @@ pub async fn runner_elsewhere(
     Ok(runner.filter(|node| node.id != *state.calls.node().as_uuid()))
 }
 
+/// The live node other than this one with the most calls to spare, if any has one (by the
+/// registry's counts, a heartbeat old at most).
+pub async fn with_calls_to_spare(
+    state: &AppState,
+) -> Result<Option<store::NodeRecord>, crate::error::ApiError> {
+    let alive = state
+        .store
+        .nodes_alive_since(Utc::now() - DEAD_AFTER)
+        .await?;
+    Ok(alive
+        .into_iter()
+        .filter(|node| node.id != *state.calls.node().as_uuid() && node.live_calls < node.capacity)
+        .max_by_key(|node| node.capacity - node.live_calls))
+}
+
 /// Passes a request on to `node` (its path, the caller's credentials and its JSON body) and
 /// returns the node's answer as it came. A node that does not answer within
 /// [`FORWARD_TIMEOUT`] gets `502 NODE_001`.
@@ -200,14 +215,13 @@ pub async fn forward(
     };
     let answer = request.send().await.map_err(unreachable)?;
     let status = answer.status();
-    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let kept: Vec<_> = [header::CONTENT_TYPE, header::RETRY_AFTER]
+        .into_iter()
+        .filter_map(|name| Some((name.clone(), answer.headers().get(&name)?.clone())))
+        .collect();
     let body = answer.bytes().await.map_err(unreachable)?;
     let mut response = axum::response::Response::new(axum::body::Body::from(body));
     *response.status_mut() = status;
-    if let Some(content_type) = content_type {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
-    }
+    response.headers_mut().extend(kept);
     Ok(response)
 }

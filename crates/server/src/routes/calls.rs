@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(answer_offer))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct CreateRoomRequest {
     /// The counselor: its name (`"Health"`, `"Personal Development"`) or its id.
     pub counselor_category: String,
@@ -101,14 +101,16 @@ pub struct SessionDescription {
         (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
         (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Too many sessions started (RATE_LIMIT_001)", body = ErrorBody),
-        (status = 503, description = "This server is at its call capacity (CAPACITY_001), or shutting down (SHUTDOWN_001); `Retry-After` says when to try again", body = ErrorBody),
+        (status = 502, description = "This node was full and passed the request on to another, which did not answer in time (NODE_001)", body = ErrorBody),
+        (status = 503, description = "Every node is at its call capacity (CAPACITY_001), or this one is shutting down (SHUTDOWN_001); `Retry-After` says when to try again", body = ErrorBody),
     ))]
 pub async fn create_voice_room(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Json(request): Json<CreateRoomRequest>,
-) -> Result<Json<CreateRoomResponse>, ApiError> {
-    create_room(state, user, request, SessionMode::Voice).await
+) -> Result<Response, ApiError> {
+    create_room(state, user, &headers, request, SessionMode::Voice).await
 }
 
 /// Creates a video session with a talking avatar. Limited to 10 per minute per student.
@@ -121,14 +123,16 @@ pub async fn create_voice_room(
         (status = 409, description = "The counselor is disabled (COUNSELOR_002)", body = ErrorBody),
         (status = 422, description = "`counselor_category` is neither a counselor's name nor an id (VALIDATION_001)", body = ErrorBody),
         (status = 429, description = "Too many sessions started (RATE_LIMIT_001)", body = ErrorBody),
-        (status = 503, description = "This server is at its call capacity (CAPACITY_001), or shutting down (SHUTDOWN_001); `Retry-After` says when to try again", body = ErrorBody),
+        (status = 502, description = "This node was full and passed the request on to another, which did not answer in time (NODE_001)", body = ErrorBody),
+        (status = 503, description = "Every node is at its call capacity (CAPACITY_001), or this one is shutting down (SHUTDOWN_001); `Retry-After` says when to try again", body = ErrorBody),
     ))]
 pub async fn create_video_room(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     Json(request): Json<CreateRoomRequest>,
-) -> Result<Json<CreateRoomResponse>, ApiError> {
-    create_room(state, user, request, SessionMode::Video).await
+) -> Result<Response, ApiError> {
+    create_room(state, user, &headers, request, SessionMode::Video).await
 }
 
 /// Ends a voice session. Idempotent.
@@ -215,9 +219,23 @@ pub async fn answer_offer(
 async fn create_room(
     state: AppState,
     user: AuthUser,
+    headers: &HeaderMap,
     request: CreateRoomRequest,
     mode: SessionMode,
-) -> Result<Json<CreateRoomResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    // A node that runs all the calls it can passes the request on to one with calls to spare,
+    // which counts it against the student's limit: it is counted once.
+    let full = state.calls.active_calls() >= state.calls.capacity();
+    if full && !state.calls.is_draining() && !crate::nodes::was_forwarded(headers) {
+        if let Some(node) = crate::nodes::with_calls_to_spare(&state).await? {
+            let path = match mode {
+                SessionMode::Voice => "/api/v1/voice/create-room",
+                SessionMode::Video => "/api/v1/video/create-room",
+            };
+            let body = serde_json::to_vec(&request).expect("a request serializes");
+            return crate::nodes::forward(&state, &node, path, headers, body).await;
+        }
+    }
     state.rate_limits.session_create.check(user.id).await?;
     crate::routes::notice::require_accepted(&state, &user).await?;
     let category = resolve_category(&state, &request.counselor_category).await?;
@@ -245,7 +263,8 @@ async fn create_room(
             })
             .collect(),
         avatar_id: None,
-    }))
+    })
+    .into_response())
 }
 
 async fn end_session(

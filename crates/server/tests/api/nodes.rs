@@ -392,3 +392,53 @@ async fn the_offer_and_the_end_reach_the_node_running_the_call() {
         .unwrap();
     assert!(!record.is_active());
 }
+
+// Issue 14, item 2: a node that runs all the calls it can opens the next room on a node with
+// calls to spare; `503 CAPACITY_001` only when every node is full.
+#[tokio::test]
+async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
+    let Some(app) =
+        crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[("MAX_CALLS", "1")])
+            .await
+    else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let node_b = app.build_again().await;
+    let b_state = node_b.state().clone();
+    tokio::spawn(node_b.run_until(std::future::pending()));
+    app.accept_notice(&token).await;
+    let create_room = || {
+        let request = app
+            .client
+            .post(format!("{}/api/v1/voice/create-room", app.address))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"counselor_category": "Health"}));
+        async move { request.send().await.unwrap() }
+    };
+
+    assert_eq!(create_room().await.status(), 200);
+    assert_eq!(app.state.calls.active_calls(), 1, "node A opened the first");
+    let second = create_room().await;
+    assert_eq!(second.status(), 200, "node A is full; node B opens it");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(b_state.calls.active_calls(), 1);
+    let session: SessionId = second["session_id"].as_str().unwrap().parse().unwrap();
+    let runner = app
+        .state
+        .store
+        .node_running(session, Utc::now() - chrono::Duration::seconds(15))
+        .await
+        .unwrap()
+        .expect("the session names its node");
+    assert_eq!(runner.id, *b_state.calls.node().as_uuid());
+
+    let third = create_room().await;
+    let (status, code, _) = crate::helpers::error_of(third).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "CAPACITY_001"),
+        "both are full"
+    );
+}
