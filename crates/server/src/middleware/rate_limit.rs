@@ -45,7 +45,7 @@ pub struct RateLimiter<K> {
 enum Buckets<K> {
     InMemory(Mutex<HashMap<K, Bucket>>),
     /// Shared by every node of the deployment.
-    InStore(Store),
+    InStore(Box<Store>),
 }
 
 impl<K: Hash + Eq + Clone + Display> RateLimiter<K> {
@@ -65,7 +65,7 @@ impl<K: Hash + Eq + Clone + Display> RateLimiter<K> {
             enabled,
             name,
             size: BucketSize::per_minute(limit),
-            buckets: Buckets::InStore(store),
+            buckets: Buckets::InStore(Box::new(store)),
         }
     }
 

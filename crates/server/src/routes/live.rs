@@ -231,12 +231,12 @@ pub async fn transcript_socket(
                 // With SQLite, one node per database, an open session with no call here has
                 // no call anywhere (a tool made it, or a crash left it before the restart).
                 Some(detail) if detail.record.is_active() => match state.store.kind() {
-                    StoreKind::Postgres => Source::Remote(crate::calls::Follower::start(
+                    StoreKind::Postgres => Source::Remote(Box::new(crate::calls::Follower::start(
                         following,
                         state.store.clone(),
                         &detail,
                         after,
-                    )),
+                    ))),
                     StoreKind::Sqlite => return Err(ApiError::SessionNotFound),
                 },
                 Some(detail) => Source::Ended(crate::calls::replay_of_stored(&detail, after)),
@@ -262,8 +262,16 @@ pub async fn transcript_socket(
                 let (history, live) = feed.resume(after);
                 relay(socket, history, Stream::Local(live), user, revoked).await;
             }
-            Source::Remote((history, follower)) => {
-                relay(socket, history, Stream::Remote(follower), user, revoked).await;
+            Source::Remote(remote) => {
+                let (history, follower) = *remote;
+                relay(
+                    socket,
+                    history,
+                    Stream::Remote(Box::new(follower)),
+                    user,
+                    revoked,
+                )
+                .await;
             }
             Source::Ended(history) => replay_ended(socket, &history).await,
         }
@@ -275,7 +283,7 @@ enum Source {
     /// A call running on this node.
     Live(Arc<crate::calls::Feed>),
     /// A call running on another node: what is stored so far, then its notices.
-    Remote((Vec<LiveMessage>, crate::calls::Follower)),
+    Remote(Box<(Vec<LiveMessage>, crate::calls::Follower)>),
     /// A session that has ended, as stored: everything it will ever send.
     Ended(Vec<LiveMessage>),
 }
@@ -283,7 +291,7 @@ enum Source {
 /// The live messages after the replay, from this node's call or another's.
 enum Stream {
     Local(broadcast::Receiver<LiveMessage>),
-    Remote(crate::calls::Follower),
+    Remote(Box<crate::calls::Follower>),
 }
 
 impl Stream {
