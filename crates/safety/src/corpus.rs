@@ -36,6 +36,18 @@ pub const FILES: &[(&str, &str)] = &[
         "retired-blind5.tsv",
         include_str!("../corpus/retired-blind5.tsv"),
     ),
+    (
+        "retired-blind6.tsv",
+        include_str!("../corpus/retired-blind6.tsv"),
+    ),
+    (
+        "retired-blind7.tsv",
+        include_str!("../corpus/retired-blind7.tsv"),
+    ),
+    (
+        "retired-blind8.tsv",
+        include_str!("../corpus/retired-blind8.tsv"),
+    ),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

@@ -66,7 +66,7 @@ crisis indirect concern | ( no / not see the / not see a / what is the ) point (
 crisis indirect concern | not ( @be / going to be ) ( around / here ) *2 ( next / much longer / for long / tomorrow / anymore )
 crisis indirect concern | not *3 be ( around / here ) *2 ( next week / much longer / for long / tomorrow )
 crisis indirect concern | @give away *2 ^my? stuff|things|belongings|possessions|clothes|cat|dog|games|everything
-crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions away
+crisis indirect concern | @give all? ^my *2 stuff|things|belongings|possessions|clothes away
 crisis indirect concern | @give ^my *2 stuff|things|belongings|possessions|cat|dog|pet|clothes|games|guitar|laptop|car to
 crisis indirect concern | not need *3 ( anymore / where i am going / much longer )
 crisis indirect concern | say|saying|said goodbye to ( everyone / everybody / people / my family / you / all )
@@ -79,6 +79,8 @@ concern indirect concern | no hope
 concern indirect concern | ( lost / losing ) *1 hope
 concern indirect concern | nothing *4 get|gets|getting better
 concern indirect concern | never *2 get|gets|getting better
+crisis indirect concern | not @be a burden *1 ( much longer / for long / for much longer )
+crisis indirect concern | ( only / one ) way out of this
 concern indirect concern | burden to|on|for
 concern indirect concern | @be a burden
 concern indirect concern | @feel like a burden
@@ -108,7 +110,7 @@ crisis plan crisis | @pills to ( @die / @end / overdose )
 crisis plan crisis | @pills *2 to @kill ^@refl
 crisis plan crisis | enough @pills
 crisis plan crisis | ( @pills / rope / gun / note ) ( is / are )? ready
-crisis plan crisis | saving|stockpiling|stockpiled|hoarding|collecting|collected|saved|stocking *3 @pills
+crisis plan crisis | saving|stockpiling|stockpiled|hoarding|collecting|collected|saved|stocking *5 @pills
 crisis plan crisis | @take|swallow|swallowed|swallowing *2 all|bunch|bottle|handful|whole|entire|twenty|thirty|forty|fifty|hundred|dozen|dozens|many *3 @pills
 concern plan concern framable | overdose|overdosing|overdosed
 crisis plan crisis | ^i *1 overdosed|overdosing
@@ -117,6 +119,7 @@ crisis plan crisis | @take an? overdose
 crisis plan crisis | overdosed|overdosing|overdose *6 breathing|unresponsive|unconscious|blue|seizing
 crisis plan crisis | not waking|wake up *6 breathing|blue|pulse|lips|unresponsive
 crisis plan crisis | ( is / are / was ) not breathing
+crisis plan crisis | barely|hardly breathing
 crisis plan crisis | lethal|deadly|fatal dose|amount
 crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
@@ -144,6 +147,9 @@ crisis self_harm concern | ^i self_harm
 crisis self_harm concern | urge|urges|urged to @cut|@hurt|self_harm|@burn
 crisis self_harm concern | @be|started|start|keep|still|back *1 cutting
 crisis self_harm concern | @cut again
+crisis self_harm concern | @cut for the first time in
+crisis self_harm concern | carve|carved|carving *3 into ^@poss arms|arm|legs|leg|wrists|wrist|thighs|thigh|skin|stomach|hip|hips
+crisis self_harm concern | back to ( the / my ) blade|blades|razor|razors
 crisis self_harm concern | @cut ( last night / today / yesterday / tonight )
 crisis self_harm concern | relapsed|relapse *3 @cut|cutting|self_harm|self_harming
 crisis self_harm concern | hide|hiding|cover|covering *3 cuts|scars|marks|burns
@@ -192,6 +198,7 @@ suppress | @die|dying of|from embarrassment|shame|laughter|laughing|boredom|crin
 suppress | @die laughing
 suppress | ( almost / nearly ) ( @kill ^@refl / died ) *3 ( trying / carrying / lifting / running / falling / skiing / skating / biking / laughing / tripping / slipping / moving )
 suppress | shoot|shooting|shot @poss shot
+suppress | shoot|shooting|shot *3 email|emails|text|texts|message|messages|dm|dms|note|line|question|questions
 suppress | @die *2 hair|shirt|clothes|color|colour|red|blue|pink|black|blonde|purple|green
 suppress | @end things|it with
 suppress | @end it *2 with
@@ -219,13 +226,19 @@ suppress | hopeless at|with
 suppress | suicide squad|doors|door|sprints|sprint|drills|runs|run
 suppress | suicides
 suppress | assisted suicide
-suppress | around *5 trip|vacation|travel|traveling|travelling|break|conference|visiting|flight|holiday|holidays|thanksgiving|christmas|spring
+suppress | around *8 trip|vacation|travel|traveling|travelling|break|conference|visiting|flight|holiday|holidays|thanksgiving|christmas|spring
 suppress | here *5 transfer|transferring|graduating|graduate|moving|semester|abroad|internship|trip|break
 suppress | say|saying|said goodbye *5 before|flight|flying|trip|graduation|graduating|moving|semester|summer|break|flew
+suppress | wrote|write|writing|written *1 goodbye *8 graduating|graduation|seniors|retiring|retirement|farewell
+suppress | lethal|deadly|fatal dose|doses|amount|amounts *8 lab|report|pharmacology|toxicology|lecture|homework|assignment|paper|quiz|course|exam|class
+suppress | pharmacology|toxicology|pharm *8 lethal|deadly|fatal dose|doses|amount
+suppress | @kill my? instagram|insta|account|tiktok|snapchat|twitter|facebook|phone|battery|vibe|buzz|plant|plants|streak|ig
 suppress | burden to|on|for *2 proof
 suppress | financial|money|debt|tuition|student burden
 suppress | @give away *5 charity|donate|donating|donation|moving|declutter|decluttering|graduation|graduating|free
 suppress | @give *4 to goodwill|charity|donation|thrift|salvation
+suppress | @give *6 thrift|goodwill|charity|donation|donations
+suppress | way out of this|the building|room|hall|maze|level|game|lot|garage|class|lecture|dorm|house|store|mall|parking|airport|station
 suppress | around|here *10 wedding|weddings|reunion|tournament|festival|concert|retreat|thanksgiving
 suppress | @feel *2 empty stomach
 suppress | do something stupid *2 ( like / at / at the party / in class )
@@ -237,6 +250,7 @@ cap concern | would|will @kill ^@refl if|when
 cap concern | rather ( @kill ^@refl / @die ) than
 cap concern | told|tell|tells|telling|said ^me to *1 @kill ^@refl
 cap concern | @kill ^yourself
+cap concern | boring|embarrassing|awkward|cringe|cringy *3 ^i @want to @die
 "#;
 
 /// What a rule says when it matches, before negation, tense and subject are applied.

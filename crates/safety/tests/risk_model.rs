@@ -5,16 +5,14 @@
 //! `COUNSEL_MODELS_DIR` (as `scripts/test` installs them) or are installed once into
 //! `target/models`.
 //!
-//! Which sets were used for what: `corpus/` is the training set. Five of its files,
+//! Which sets were used for what: `corpus/` is the training set. Eight of its files,
 //! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
 //! (docs/benchmarks/safety.md) and then joined the corpus. `eval/utterances.tsv` and
 //! `eval/holdout.tsv` are the rules' tuning sets and were looked at while choosing;
-//! `eval/holdout2.tsv` was a check. `eval/blind6.tsv` and `eval/blind7.tsv` were written by two
-//! more authors who saw neither the corpus, the rules nor any other set, both before this
-//! version's tuning began. `eval/blind6.tsv` was scored once on the fourth version; its misses
-//! then guided this version (how long ordinary talk is read, the crisis threshold), so it is a
-//! tuning set since. `eval/blind7.tsv` was scored once, on what ships. The bars below only guard
-//! against regressions.
+//! `eval/holdout2.tsv` was a check. `eval/blind9.tsv` was written by another author who saw
+//! neither the corpus, the rules nor any other set, before this version's tuning began, and was
+//! scored once, on this version; its misses then gave four rules, so it is a tuning set since.
+//! The bars below only guard against regressions.
 
 use std::sync::OnceLock;
 
@@ -99,15 +97,9 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
 }
 
 #[test]
-fn the_sixth_blind_set() {
-    let s = score("eval/blind6.tsv", include_str!("../eval/blind6.tsv"));
-    assert_no_worse_than(&s, &SIXTH_BLIND);
-}
-
-#[test]
-fn the_seventh_blind_set() {
-    let s = score("eval/blind7.tsv", include_str!("../eval/blind7.tsv"));
-    assert_no_worse_than(&s, &SEVENTH_BLIND);
+fn the_ninth_blind_set() {
+    let s = score("eval/blind9.tsv", include_str!("../eval/blind9.tsv"));
+    assert_no_worse_than(&s, &NINTH_BLIND);
 }
 
 #[test]
@@ -136,7 +128,7 @@ fn the_rules_tuning_sets_keep_every_crisis() {
 fn the_model_reads_what_no_rule_names() {
     for text in [
         "i keep going up to the top floor of the parking garage",
-        "there's only one way out of this",
+        "i just want to sleep and not wake up",
         "make it permanent",
     ] {
         assert_eq!(
@@ -219,25 +211,16 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
-/// The first and only blind score of `eval/blind6.tsv` (2026-12-01, the fourth version) was
-/// crisis recall 0.853, crisis precision 0.806, concern caught 1.000, ordinary talk as crisis
-/// 0.160 (24 of 150, 20 of them long everyday rambles). Its misses then guided this version,
-/// which scores 0.871, 0.881, 1.000 and 0.053 (not blind). The bars sit a line or two below.
-const SIXTH_BLIND: Score = Score {
-    crisis_recall: 0.86,
-    crisis_precision: 0.86,
-    concern_caught: 0.98,
-    none_as_crisis: 0.067,
-};
-/// The first and only blind score of `eval/blind7.tsv` (2026-12-01, the fifth version, what
-/// ships) was crisis recall 0.841, crisis precision 0.872, concern caught 0.970, ordinary talk as
-/// crisis 0.040 (6 of 150). The bars sit a line or two below it, for the last bits another
-/// processor may change in the encoder's sums.
-const SEVENTH_BLIND: Score = Score {
-    crisis_recall: 0.83,
-    crisis_precision: 0.85,
-    concern_caught: 0.95,
-    none_as_crisis: 0.054,
+/// The first and only blind score of `eval/blind9.tsv` (2026-12-02, the sixth version, before
+/// the last rule changes) was crisis recall 0.888, crisis precision 0.921, concern caught 0.930,
+/// ordinary talk as crisis 0.027 (4 of 150). Its misses then gave four rules (0.894 since; not
+/// blind). The bars sit a line or two below, for the last bits another processor may change in
+/// the encoder's sums.
+const NINTH_BLIND: Score = Score {
+    crisis_recall: 0.88,
+    crisis_precision: 0.90,
+    concern_caught: 0.91,
+    none_as_crisis: 0.04,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
