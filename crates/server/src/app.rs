@@ -181,12 +181,11 @@ impl Application {
         let jobs = crate::jobs::spawn(self.state.clone());
         let calls = crate::jobs::spawn_call_housekeeping(self.state.clone());
         let heartbeat = crate::nodes::spawn_heartbeat(self.state.clone(), self.local_addr());
-        let remote_calls = tokio::spawn(
-            self.state
-                .remote
-                .clone()
-                .listen(self.state.store.clone(), self.state.calls.clone()),
-        );
+        let remote_calls = tokio::spawn(self.state.remote.clone().listen(
+            self.state.store.clone(),
+            self.state.calls.clone(),
+            self.state.crisis_desk.clone(),
+        ));
         let stop_beating = heartbeat.abort_handle();
         let state = self.state.clone();
         let (drained, calls_ended) = tokio::sync::oneshot::channel::<()>();

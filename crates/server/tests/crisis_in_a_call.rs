@@ -212,6 +212,7 @@ async fn third_turn_in_crisis(crisis_line: &'static str, classifier: Arc<Classif
         student_id: student.id,
         student: student.username.clone(),
         desk,
+        node: domain::NodeId::new(),
         draining: Default::default(),
     };
     let recording = tokio::spawn(recorder.run(call.events().unwrap(), verdicts));

@@ -129,6 +129,7 @@ async fn a_crisis_in_a_call_reaches_the_open_staff_page_within_a_second() {
             student_id: student.id,
             student: student.username.clone(),
             desk: state.crisis_desk.clone(),
+            node: state.calls.node(),
             draining: Default::default(),
         }
         .run(agent, verdicts),

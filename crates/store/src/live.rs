@@ -11,8 +11,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use domain::{BotState, ConnectionQuality, SessionId};
+use domain::{BotState, ConnectionQuality, NodeId, SessionId};
 use sqlx::postgres::PgListener;
+use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
 use crate::model::TranscriptMessage;
@@ -44,6 +45,12 @@ pub enum LiveChange {
     /// The student asked a node that does not run the call to end it (the session's end is
     /// stored): the node that runs it ends the call.
     EndRequested,
+    /// Node `by` stored the crisis event `event` and showed it on its own staff pages; the other
+    /// nodes show it on theirs.
+    Flagged {
+        event: Uuid,
+        by: NodeId,
+    },
 }
 
 /// What a listener heard.
@@ -65,6 +72,7 @@ impl fmt::Display for LiveNotice {
             LiveChange::ConnectionQuality(quality) => write!(f, "quality {}", quality.as_str()),
             LiveChange::Ended => f.write_str("ended"),
             LiveChange::EndRequested => f.write_str("end_requested"),
+            LiveChange::Flagged { event, by } => write!(f, "flagged {event} {by}"),
         }
     }
 }
@@ -80,6 +88,13 @@ impl FromStr for LiveNotice {
             .and_then(|id| id.parse().ok())
             .ok_or_else(bad)?;
         let change = match (words.next(), words.next()) {
+            (Some("flagged"), Some(event)) => LiveChange::Flagged {
+                event: event.parse().map_err(|_| bad())?,
+                by: words
+                    .next()
+                    .and_then(|by| by.parse().ok())
+                    .ok_or_else(bad)?,
+            },
             (Some("line"), Some(n)) => LiveChange::Line {
                 sequence: n.parse().map_err(|_| bad())?,
             },
@@ -186,6 +201,10 @@ mod tests {
             LiveChange::ConnectionQuality(ConnectionQuality::Fair),
             LiveChange::Ended,
             LiveChange::EndRequested,
+            LiveChange::Flagged {
+                event: Uuid::new_v4(),
+                by: NodeId::new(),
+            },
         ] {
             let notice = LiveNotice { session_id, change };
             assert_eq!(notice.to_string().parse::<LiveNotice>().unwrap(), notice);
@@ -202,6 +221,7 @@ mod tests {
             format!("{id} line -1"),
             format!("{id} bot asleep"),
             format!("{id} ended now"),
+            format!("{id} flagged {id}"),
         ] {
             let error = payload.parse::<LiveNotice>().unwrap_err();
             assert!(error.to_string().contains("not a live notice"), "{error}");

@@ -371,6 +371,7 @@ impl CallManager {
             student_id: student.id,
             student: student.username,
             desk: self.desk.clone(),
+            node: self.node,
             draining: self.draining.clone(),
         };
         let recorder = tokio::spawn(

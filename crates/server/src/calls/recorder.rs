@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
-use domain::{ConnectionQuality, CrisisLevel, SessionId, TranscriptText, UserId, Username};
+use domain::{ConnectionQuality, CrisisLevel, NodeId, SessionId, TranscriptText, UserId, Username};
 use store::{
     LiveChange, LiveNotice, NewCrisisEvent, NewMessage, SessionEndReason, Store, StoreError,
 };
@@ -43,6 +43,8 @@ pub struct Recorder {
     pub student: Username,
     /// Where stored crisis events go to staff on duty.
     pub desk: CrisisDesk,
+    /// The node running the call: the other nodes' staff pages show its crisis events too.
+    pub node: NodeId,
     /// Set while the server shuts down: a call that ends then ended for that reason.
     pub draining: Arc<AtomicBool>,
 }
@@ -186,6 +188,11 @@ impl Recorder {
                 self.student.clone(),
                 judged.text,
             ));
+            self.announce(LiveChange::Flagged {
+                event: record.id,
+                by: self.node,
+            })
+            .await;
         }
         tracing::warn!(
             session_id = %self.session_id,

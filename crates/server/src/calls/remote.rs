@@ -16,6 +16,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::feed::{replay_of_stored, CrisisResources, LiveMessage};
 use super::manager::CallManager;
+use crate::crisis_desk::{CrisisDesk, FlaggedEvent};
 
 /// Notices buffered per following socket before a slow one must resume from the store.
 const FOLLOW_BUFFER: usize = 256;
@@ -32,8 +33,9 @@ impl RemoteCalls {
     /// Listens to the deployment's notices until the task is stopped, starting again a second
     /// after each loss of the database (the sockets following then resume from the store).
     /// Returns at once with SQLite: there, every call runs on this node.
-    /// A request to end a call that runs here is handed to `calls`.
-    pub async fn listen(self: Arc<Self>, store: Store, calls: Arc<CallManager>) {
+    /// A request to end a call that runs here is handed to `calls`; a crisis event another node
+    /// stored is shown on this node's staff pages (`desk`).
+    pub async fn listen(self: Arc<Self>, store: Store, calls: Arc<CallManager>, desk: CrisisDesk) {
         loop {
             match store.live_notices().await {
                 Ok(None) => return,
@@ -45,6 +47,18 @@ impl RemoteCalls {
                         })) => {
                             let calls = calls.clone();
                             tokio::spawn(async move { calls.end_if_here(session_id).await });
+                        }
+                        Ok(Heard::Notice(LiveNotice {
+                            change: LiveChange::Flagged { event, by },
+                            ..
+                        })) => {
+                            if by != calls.node() {
+                                tokio::spawn(show_on_staff_pages(
+                                    store.clone(),
+                                    desk.clone(),
+                                    event,
+                                ));
+                            }
                         }
                         Ok(heard) => self.deliver(heard),
                         Err(error) => {
@@ -98,6 +112,35 @@ impl RemoteCalls {
         self.followed.lock().expect("followed lock").len()
     }
 }
+
+/// Reads a crisis event another node stored (its words decrypted here) for this node's staff
+/// pages.
+async fn show_on_staff_pages(store: Store, desk: CrisisDesk, event: uuid::Uuid) {
+    // A call's recorder stores the verdict on a line before the line itself (the alert is what
+    // the student must see soonest), so its words may take a moment to be there.
+    for _ in 0..WORDS_WAIT_STEPS {
+        match store.crisis_event(event).await {
+            Ok(Some(item)) => {
+                if let Some(event) = FlaggedEvent::queued(item) {
+                    desk.flagged_elsewhere(event);
+                    return;
+                }
+            }
+            // Deleted meanwhile: nothing to show.
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not read a crisis event another node stored");
+                return;
+            }
+        }
+        tokio::time::sleep(WORDS_WAIT_STEP).await;
+    }
+    // Its words are erased (the student deleted the session): the review queue says so.
+}
+
+/// How long a node waits, in steps, for the words of a crisis event another node stored.
+const WORDS_WAIT_STEP: Duration = Duration::from_millis(50);
+const WORDS_WAIT_STEPS: usize = 40;
 
 /// One socket's subscription to a session's notices; dropping it stops following.
 pub struct Following {
@@ -212,8 +255,8 @@ impl Follower {
                 LiveChange::ConnectionQuality(quality) => {
                     return Next::Send(LiveMessage::ConnectionQuality { quality })
                 }
-                // For the node running the call; the end follows as `Ended`.
-                LiveChange::EndRequested => {}
+                // For the node running the call (the end follows as `Ended`), and for staff pages.
+                LiveChange::EndRequested | LiveChange::Flagged { .. } => {}
                 LiveChange::Ended => {
                     let reason = match self.store.session(session_id).await {
                         Ok(Some(record)) => record.end_reason,

@@ -1,6 +1,8 @@
 //! The crisis desk: where a flagged utterance goes the moment it is stored, so that staff on duty
 //! hear of it within a second — live on the staff page (a broadcast to every staff WebSocket on
-//! this node) and, for crisis-level events, through an optional signed webhook.
+//! this node; the other nodes of a deployment hear of it through the store's live notices and
+//! show it on theirs) and, for crisis-level events, through an optional signed webhook, sent
+//! once, by the node that stored the event.
 //!
 //! [`CrisisDesk::flagged`] is called from a live call's recorder: it never waits (a broadcast
 //! send and a `try_send` into the webhook's bounded queue) and never fails the call.
@@ -38,6 +40,21 @@ pub struct FlaggedEvent {
 }
 
 impl FlaggedEvent {
+    /// An event as the review queue holds it; `None` once its words are erased.
+    pub fn queued(item: store::CrisisQueueItem) -> Option<Self> {
+        Some(FlaggedEvent {
+            event_id: item.event.id,
+            session_id: item.event.session_id,
+            student_id: item.student_id,
+            student: item.student,
+            level: item.event.level,
+            signal: item.event.signal,
+            decided_by: item.event.decided_by,
+            text: item.text?,
+            created_at: item.event.created_at,
+        })
+    }
+
     /// The event as just stored by [`store::Store::record_crisis_event`].
     pub fn stored(
         record: &store::CrisisEventRecord,
@@ -94,6 +111,11 @@ impl CrisisDesk {
             return Ok(true);
         }
         store.has_active_staff().await
+    }
+
+    /// Shows an event another node stored (and sent to the webhook) on this node's staff pages.
+    pub fn flagged_elsewhere(&self, event: FlaggedEvent) {
+        let _ = self.inner.live.send(Arc::new(event));
     }
 
     /// Hands a stored event to staff: every open staff socket, and the webhook for crisis-level

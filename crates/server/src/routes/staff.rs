@@ -304,7 +304,7 @@ enum StaffMessage<'a> {
     Resync,
 }
 
-/// `GET /ws/staff/crisis`: every event flagged on this node from now on, as it is stored.
+/// `GET /ws/staff/crisis`: every event flagged from now on, on any node, as it is stored.
 /// Signed in like the transcript socket (cookie, bearer or `?token=`); audited once per
 /// connection.
 async fn crisis_socket(

@@ -254,7 +254,44 @@ impl TestApp {
             .expect("application starts again")
     }
 
-    fn database_url(&self) -> String {
+    /// A second node on the same database (and secrets), running until the test ends: its
+    /// address (`http://…`) and its state.
+    pub async fn another_node(&self) -> (String, AppState) {
+        let node = self.build_again().await;
+        let address = format!("http://{}", node.local_addr());
+        let state = node.state().clone();
+        tokio::spawn(node.run_until(std::future::pending()));
+        (address, state)
+    }
+
+    /// An open session of `user`'s whose call runs on `node`, as create-room records it.
+    pub async fn open_session_on(&self, user: UserId, node: domain::NodeId) -> SessionId {
+        let id = SessionId::new();
+        let new = store::NewSession {
+            id,
+            user_id: user,
+            category: Category::Health,
+            mode: SessionMode::Voice,
+            room_name: format!("counsel-voice-{id}"),
+            started_at: Utc::now(),
+            node: Some(node),
+        };
+        self.state.store.create_session(new).await.unwrap();
+        id
+    }
+
+    /// The stored record of a session (given as the API spells its id).
+    pub async fn stored_session(&self, id: &str) -> store::SessionRecord {
+        let id: SessionId = id.parse().expect("a session id");
+        self.state
+            .store
+            .session(id)
+            .await
+            .unwrap()
+            .expect("the session is stored")
+    }
+
+    pub fn database_url(&self) -> String {
         let admin = postgres_admin_url();
         let base = admin
             .rsplit_once('/')

@@ -11,4 +11,5 @@ mod platform;
 mod rate_limits;
 mod ratings;
 mod sessions;
+mod several_nodes;
 mod staff;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::Utc;
-use domain::{BotState, Category, SessionId, SessionMode, Speaker};
+use domain::{BotState, SessionId, Speaker};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -47,7 +47,8 @@ fn said(seq: u64, speaker: Speaker, text: &str) -> AgentEvent {
 
 // Issue 14, item 3: `/ws/sessions/{id}/transcript` on a node that does not run the call gets its
 // lines (read from the store, never from the notice), the crisis alert, the bot's state and the
-// end; a screen that joins late gets what was said so far first, and no line twice.
+// end; a screen that joins late gets what was said so far first, and no line twice. The staff
+// page on that node shows the crisis too.
 #[tokio::test]
 async fn a_screen_on_another_node_follows_the_call_live() {
     let Some(app) = spawn_app(Backend::Postgres).await else {
@@ -57,27 +58,20 @@ async fn a_screen_on_another_node_follows_the_call_live() {
     let token = app.token(&student).await;
 
     // Node B: the same database, serving only the screen.
-    let node_b = app.build_again().await;
-    let b = format!("ws://{}", node_b.local_addr());
-    let b_state = node_b.state().clone();
-    tokio::spawn(node_b.run_until(std::future::pending()));
+    let (b, b_state) = app.another_node().await;
+    let b = b.replacen("http://", "ws://", 1);
+    let nurse = app.add_staff(r"\COLLEGE\nurse1").await;
+    let nurse_token = app.token(&nurse).await;
+    let (mut staff_page, _) =
+        tokio_tungstenite::connect_async(format!("{b}/ws/staff/crisis?token={nurse_token}"))
+            .await
+            .unwrap();
 
     // The call runs on node A (the test app): its session names A, its recorder is A's.
-    let session = SessionId::new();
-    let started_at = Utc::now();
-    app.state
-        .store
-        .create_session(store::NewSession {
-            id: session,
-            user_id: student.id,
-            category: Category::Health,
-            mode: SessionMode::Voice,
-            room_name: format!("counsel-voice-{session}"),
-            started_at,
-            node: Some(app.state.calls.node()),
-        })
-        .await
-        .unwrap();
+    let session = app
+        .open_session_on(student.id, app.state.calls.node())
+        .await;
+    let started_at = app.stored_session(&session.to_string()).await.started_at;
     let (events, agent_events) = tokio::sync::mpsc::channel(16);
     let (verdicts, judged) = tokio::sync::mpsc::unbounded_channel();
     let recorder = server::calls::Recorder {
@@ -88,6 +82,7 @@ async fn a_screen_on_another_node_follows_the_call_live() {
         student_id: student.id,
         student: student.username.clone(),
         desk: app.state.crisis_desk.clone(),
+        node: app.state.calls.node(),
         draining: Arc::new(AtomicBool::new(false)),
     };
     let call = tokio::spawn(recorder.run(agent_events, judged));
@@ -140,6 +135,14 @@ async fn a_screen_on_another_node_follows_the_call_live() {
         (Some(2), Some(line)),
         "the line as stored, decrypted on node B"
     );
+
+    let flagged = next_message(&mut staff_page)
+        .await
+        .expect("node B's staff page");
+    assert_eq!(flagged["session_id"], session.to_string());
+    assert_eq!(flagged["level"], "crisis");
+    assert_eq!(flagged["text"], line, "decrypted on node B");
+    assert_eq!(flagged["student_username"], r"\COLLEGE\jdoe");
 
     // A second screen joining late on node B: everything so far, then live, once each.
     let (mut late, _) = tokio_tungstenite::connect_async(socket_url("&after=1"))
@@ -226,9 +229,7 @@ async fn a_rate_limit_is_counted_across_nodes() {
     };
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let node_b = app.build_again().await;
-    let b = format!("http://{}", node_b.local_addr());
-    tokio::spawn(node_b.run_until(std::future::pending()));
+    let (b, _) = app.another_node().await;
 
     let history = |base: String| {
         let request = app
@@ -264,27 +265,15 @@ async fn five_transcript_sockets_are_five_across_nodes() {
     };
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let node_b = app.build_again().await;
-    let b = format!("ws://{}", node_b.local_addr());
-    tokio::spawn(node_b.run_until(std::future::pending()));
+    let (b, _) = app.another_node().await;
+    let b = b.replacen("http://", "ws://", 1);
     let a = app.ws_url("");
     let a = a.as_str();
 
     // An open session: each socket stays open, following it.
-    let session = SessionId::new();
-    app.state
-        .store
-        .create_session(store::NewSession {
-            id: session,
-            user_id: student.id,
-            category: Category::Health,
-            mode: SessionMode::Voice,
-            room_name: format!("counsel-voice-{session}"),
-            started_at: Utc::now(),
-            node: Some(app.state.calls.node()),
-        })
-        .await
-        .unwrap();
+    let session = app
+        .open_session_on(student.id, app.state.calls.node())
+        .await;
     let url = |base: &str| format!("{base}/ws/sessions/{session}/transcript?token={token}");
     let mut open = Vec::new();
     for base in [a, &b, a, &b, a] {
@@ -326,10 +315,7 @@ async fn the_offer_and_the_end_reach_the_node_running_the_call() {
     };
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let node_b = app.build_again().await;
-    let b = format!("http://{}", node_b.local_addr());
-    let b_state = node_b.state().clone();
-    tokio::spawn(node_b.run_until(std::future::pending()));
+    let (b, b_state) = app.another_node().await;
 
     app.accept_notice(&token).await;
     let room: Value = app
@@ -383,14 +369,7 @@ async fn the_offer_and_the_end_reach_the_node_running_the_call() {
     }
     assert_eq!(app.state.calls.active_calls(), 0, "node A closed the room");
     assert_eq!(b_state.calls.active_calls(), 0);
-    let record = app
-        .state
-        .store
-        .session(session.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!record.is_active());
+    assert!(!app.stored_session(&session).await.is_active());
 }
 
 // Issue 14, item 2: a node that runs all the calls it can opens the next room on a node with
@@ -405,9 +384,7 @@ async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
     };
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let node_b = app.build_again().await;
-    let b_state = node_b.state().clone();
-    tokio::spawn(node_b.run_until(std::future::pending()));
+    let (_, b_state) = app.another_node().await;
     app.accept_notice(&token).await;
     let create_room = || {
         let request = app

@@ -370,6 +370,7 @@ async fn the_staff_socket_shows_a_calls_crisis_as_it_is_stored(app: TestApp) {
             student_id: student.id,
             student: student.username.clone(),
             desk: app.state.crisis_desk.clone(),
+            node: app.state.calls.node(),
             draining: Default::default(),
         }
         .run(agent, verdicts),

@@ -1,0 +1,291 @@
+//! Three `counsel serve` processes on one PostgreSQL behind nginx, with the configuration the
+//! README gives (`deploy/nginx/counsel.conf`): a student's visit whose requests land on different
+//! nodes, a limit counted across them, and a node killed with a room open.
+//!
+//! The room has no browser connected (a WebRTC call is the browser tests' business): its offer
+//! is one the node running the room refuses as an offer (422) after checking the room token,
+//! where a node without the room would answer 404.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{error_of, spawn_app_with_cloud_services, Backend, CLOUD_SERVICES};
+
+/// A child process killed (with SIGKILL) when dropped, so a failing test leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// nginx in the foreground with the shipped site configuration, its upstream pointed at `nodes`
+/// and listening on `port`. Each response names the node that answered it (`x-upstream`). One
+/// process (no master), so that killing it leaves no worker behind.
+fn start_nginx(binary: &Path, dir: &Path, port: u16, nodes: &[u16]) -> Running {
+    let shipped = include_str!("../../../../deploy/nginx/counsel.conf");
+    let servers: String = nodes
+        .iter()
+        .map(|p| format!("    server 127.0.0.1:{p} max_fails=2 fail_timeout=5s;\n"))
+        .collect();
+    let mut site = String::new();
+    let mut in_upstream = false;
+    for line in shipped.lines() {
+        if line.starts_with("upstream counsel_nodes") {
+            in_upstream = true;
+            site.push_str(line);
+            site.push('\n');
+            site.push_str(&servers);
+            continue;
+        }
+        if in_upstream && line.trim_start().starts_with("server ") {
+            continue;
+        }
+        if line.starts_with('}') {
+            in_upstream = false;
+        }
+        site.push_str(&line.replace("listen 80;", &format!("listen 127.0.0.1:{port};")));
+        site.push('\n');
+    }
+    std::fs::write(dir.join("counsel.conf"), site).unwrap();
+    let main = format!(
+        "master_process off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+         \n  add_header x-upstream $upstream_addr always;\n  include {dir}/counsel.conf;\n}}\n",
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), main).unwrap();
+    let child = Command::new(binary)
+        .args(["-p", &dir.display().to_string(), "-c"])
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    Running(child)
+}
+
+async fn wait_until_up(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        // Any answer from a counsel node (health may say degraded without the offline models).
+        if let Ok(response) = client.get(url).send().await {
+            if response.status() != reqwest::StatusCode::BAD_GATEWAY {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+fn upstream_of(response: &reqwest::Response) -> String {
+    response.headers()["x-upstream"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+// Issue 14's multi-process test.
+#[tokio::test]
+async fn a_visit_across_three_nodes_behind_nginx() {
+    let Some(nginx) = nginx() else {
+        eprintln!("\n==== SKIPPED the three-node test: no nginx (scripts/install-system-deps --test) ====\n");
+        return;
+    };
+    // The test app makes the database, the accounts and the secrets the nodes share (its data
+    // directory); it is a node too, but nginx sends it nothing.
+    let Some(app) = spawn_app_with_cloud_services(Backend::Postgres, &[]).await else {
+        return;
+    };
+    app.add_user(r"\COLLEGE\jdoe", false).await;
+
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes: Vec<Option<Running>> = Vec::new();
+    for port in ports {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_counsel"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", app.database_url())
+            .env("DATA_DIR", app.data_dir.path())
+            .env("BCRYPT_COST_FOR_TESTS", "4")
+            .env("LOG_LEVEL", "warn")
+            .env("RATE_LIMIT_ENABLED", "true")
+            .env("RATE_LIMIT_HISTORY_PER_MINUTE", "6")
+            .stdout(Stdio::null());
+        for (key, value) in CLOUD_SERVICES {
+            command.env(key, value);
+        }
+        nodes.push(Some(Running(
+            command.spawn().expect("counsel serve starts"),
+        )));
+    }
+    let client = reqwest::Client::new();
+    for port in ports {
+        wait_until_up(&client, &format!("http://127.0.0.1:{port}/api/v1/health")).await;
+    }
+    let proxy_port = free_port();
+    let nginx_dir = tempfile::tempdir().unwrap();
+    let _nginx = start_nginx(&nginx, nginx_dir.path(), proxy_port, &ports);
+    let base = format!("http://127.0.0.1:{proxy_port}");
+    wait_until_up(&client, &format!("{base}/api/v1/health")).await;
+
+    // Sign in, accept the notice, open a room: through nginx, one node after another.
+    let login = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": r"\COLLEGE\jdoe", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let token = login.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let notice: Value = client
+        .get(format!("{base}/api/v1/notice"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let accepted = client
+        .post(format!("{base}/api/v1/notice/acceptance"))
+        .bearer_auth(&token)
+        .json(&json!({"version": notice["version"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(accepted.status().is_success(), "{}", accepted.status());
+    let open_room = || {
+        let request = client
+            .post(format!("{base}/api/v1/voice/create-room"))
+            .bearer_auth(&token)
+            .json(&json!({"counselor_category": "Health"}));
+        async move { request.send().await.unwrap() }
+    };
+    let room = open_room().await;
+    assert_eq!(room.status(), 200);
+    let room_node = upstream_of(&room);
+    let room: Value = room.json().await.unwrap();
+    let session = room["session_id"].as_str().unwrap().to_owned();
+    let room_token = room["user_token"].as_str().unwrap().to_owned();
+
+    // The offer lands on another node, which passes it on to the room's.
+    let offer = client
+        .post(format!("{base}/api/v1/rtc/sessions/{session}/offer"))
+        .bearer_auth(&room_token)
+        .json(
+            &json!({"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(upstream_of(&offer), room_node, "round robin moved on");
+    let (status, code, _) = error_of(offer).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (422, "VALIDATION_001"),
+        "it reached the room"
+    );
+
+    // The end lands on yet another node; the room's node closes the room.
+    let ended = client
+        .post(format!("{base}/api/v1/voice/end-session"))
+        .bearer_auth(&token)
+        .json(&json!({"session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    assert!(!app.stored_session(&session).await.is_active());
+
+    // The history limit (6 a minute here) is one count for all three nodes.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let listed = client
+            .get(format!("{base}/api/v1/sessions"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(listed.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429]);
+
+    // A second room; two screens follow it through nginx; its node is killed (SIGKILL).
+    let room = open_room().await;
+    assert_eq!(room.status(), 200);
+    let room_port: u16 = upstream_of(&room)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let room: Value = room.json().await.unwrap();
+    let session = room["session_id"].as_str().unwrap().to_owned();
+    let ws = format!("ws://127.0.0.1:{proxy_port}/ws/sessions/{session}/transcript?token={token}");
+    let mut screens = Vec::new();
+    for _ in 0..2 {
+        let (screen, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+        screens.push(screen);
+    }
+    let killed = ports.iter().position(|p| *p == room_port).unwrap();
+    let killed_at = Instant::now();
+    drop(nodes[killed].take());
+
+    // A surviving node closes the session within 30 s and tells the screens that survive.
+    let told = futures::future::select_all(screens.into_iter().map(|mut screen| {
+        Box::pin(async move {
+            while let Some(Ok(message)) = screen.next().await {
+                if let Message::Text(text) = message {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if message["type"] == "session_ended" {
+                        return Some(message);
+                    }
+                }
+            }
+            // This screen's node was the one killed: its socket just closed.
+            std::future::pending::<Option<Value>>().await
+        })
+    }));
+    let (ended, _, _) = tokio::time::timeout(Duration::from_secs(30), told)
+        .await
+        .expect("a screen is told within 30 s of the kill");
+    assert_eq!(ended.unwrap()["reason"], "server_restart");
+    assert!(killed_at.elapsed() < Duration::from_secs(30));
+    let record = app.stored_session(&session).await;
+    assert_eq!(
+        record.end_reason,
+        Some(store::SessionEndReason::ServerRestart)
+    );
+}
