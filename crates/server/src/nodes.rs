@@ -201,7 +201,15 @@ pub async fn forward(
         .header(FORWARDED_BY, state.calls.node().to_string())
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
-    for name in [header::AUTHORIZATION, header::COOKIE] {
+    // The caller's credentials, and what a cookie-signed request is checked by: its Origin (or
+    // Referer) against the Host it was sent to.
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::ORIGIN,
+        header::REFERER,
+        header::HOST,
+    ] {
         if let Some(value) = headers.get(&name) {
             request = request.header(name, value);
         }

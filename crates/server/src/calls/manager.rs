@@ -443,6 +443,7 @@ impl CallManager {
             }
         };
         let here = live.is_some();
+        let mut recorder_ran = false;
         if let Some(LiveCall {
             state:
                 CallState::Running {
@@ -454,23 +455,36 @@ impl CallManager {
         }) = live
         {
             handle.end();
-            // The recorder finalizes the session when the agent reports its end.
+            // The recorder finalizes the session when the agent reports its end, and tells the
+            // other nodes.
             let _ = tokio::time::timeout(END_WAIT, recorder).await;
             drop(_media);
-        } else if !here && record.is_active() {
-            // Not running here: perhaps on another node, which ends it when told.
-            let asked = store::LiveNotice {
-                session_id: id,
-                change: store::LiveChange::EndRequested,
-            };
-            if let Err(error) = self.store.announce(asked).await {
-                tracing::warn!(session_id = %id, %error, "could not ask the other nodes to end a call");
-            }
+            recorder_ran = true;
         }
-        Ok(self
+        let ended = self
             .store
             .end_session_because(id, Utc::now().max(record.started_at), None, reason)
-            .await?)
+            .await?;
+        if record.is_active() {
+            if !here {
+                // Not running here: perhaps on another node, which ends the call when told.
+                self.announce(id, store::LiveChange::EndRequested).await;
+            }
+            if !recorder_ran {
+                // No recorder tells the screens elsewhere (a room nobody joined, or a call on
+                // another node, whose own end may never come if that node is gone).
+                self.announce(id, store::LiveChange::Ended).await;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Tells every node what happened to a session (logged, not retried, when it cannot).
+    async fn announce(&self, session_id: SessionId, change: store::LiveChange) {
+        let notice = store::LiveNotice { session_id, change };
+        if let Err(error) = self.store.announce(notice).await {
+            tracing::warn!(%session_id, %error, "could not tell the other nodes about a session");
+        }
     }
 
     /// The live feed of a session the caller owns, if it is running on this node.

@@ -36,43 +36,57 @@ impl RemoteCalls {
     /// A request to end a call that runs here is handed to `calls`; a crisis event another node
     /// stored is shown on this node's staff pages (`desk`).
     pub async fn listen(self: Arc<Self>, store: Store, calls: Arc<CallManager>, desk: CrisisDesk) {
+        let mut listened_before = false;
         loop {
             match store.live_notices().await {
                 Ok(None) => return,
-                Ok(Some(mut notices)) => loop {
-                    match notices.next().await {
-                        Ok(Heard::Notice(LiveNotice {
-                            session_id,
-                            change: LiveChange::EndRequested,
-                        })) => {
-                            let calls = calls.clone();
-                            tokio::spawn(async move { calls.end_if_here(session_id).await });
-                        }
-                        Ok(Heard::Notice(LiveNotice {
-                            change: LiveChange::Flagged { event, by },
-                            ..
-                        })) => {
-                            if by != calls.node() {
-                                tokio::spawn(show_on_staff_pages(
-                                    store.clone(),
-                                    desk.clone(),
-                                    event,
-                                ));
-                            }
-                        }
-                        Ok(heard) => self.deliver(heard),
-                        Err(error) => {
-                            tracing::warn!(%error, "lost the other nodes' live notices");
-                            self.deliver(Heard::Gap);
-                            break;
-                        }
+                Ok(Some(mut notices)) => {
+                    // Listening again after a loss: only now may the sockets that follow resume
+                    // from the store, or they would miss what is said before this point.
+                    if std::mem::replace(&mut listened_before, true) {
+                        self.deliver(Heard::Gap);
                     }
-                },
+                    self.hear(&mut notices, &store, &calls, &desk).await;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot listen to the other nodes' live notices")
                 }
             }
             tokio::time::sleep(RELISTEN_AFTER).await;
+        }
+    }
+
+    /// Acts on every notice until the connection fails.
+    async fn hear(
+        &self,
+        notices: &mut store::LiveNotices,
+        store: &Store,
+        calls: &Arc<CallManager>,
+        desk: &CrisisDesk,
+    ) {
+        loop {
+            match notices.next().await {
+                Ok(Heard::Notice(LiveNotice {
+                    session_id,
+                    change: LiveChange::EndRequested,
+                })) => {
+                    let calls = calls.clone();
+                    tokio::spawn(async move { calls.end_if_here(session_id).await });
+                }
+                Ok(Heard::Notice(LiveNotice {
+                    change: LiveChange::Flagged { event, by },
+                    ..
+                })) => {
+                    if by != calls.node() {
+                        tokio::spawn(show_on_staff_pages(store.clone(), desk.clone(), event));
+                    }
+                }
+                Ok(heard) => self.deliver(heard),
+                Err(error) => {
+                    tracing::warn!(%error, "lost the other nodes' live notices");
+                    return;
+                }
+            }
         }
     }
 
@@ -135,12 +149,14 @@ async fn show_on_staff_pages(store: Store, desk: CrisisDesk, event: uuid::Uuid) 
         }
         tokio::time::sleep(WORDS_WAIT_STEP).await;
     }
-    // Its words are erased (the student deleted the session): the review queue says so.
+    // Its words are not stored (erased, or their write failed): the review queue has the event.
+    tracing::warn!(%event, "a crisis event another node stored has no words; shown in the review queue only");
 }
 
 /// How long a node waits, in steps, for the words of a crisis event another node stored.
 const WORDS_WAIT_STEP: Duration = Duration::from_millis(50);
-const WORDS_WAIT_STEPS: usize = 40;
+/// Longer than a recorder's retries of a failed write (2.6 s).
+const WORDS_WAIT_STEPS: usize = 100;
 
 /// One socket's subscription to a session's notices; dropping it stops following.
 pub struct Following {

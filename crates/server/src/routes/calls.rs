@@ -223,10 +223,10 @@ async fn create_room(
     request: CreateRoomRequest,
     mode: SessionMode,
 ) -> Result<Response, ApiError> {
-    // A node that runs all the calls it can passes the request on to one with calls to spare,
-    // which counts it against the student's limit: it is counted once.
+    // A node that runs all the calls it can, or is shutting down, passes the request on to one
+    // with calls to spare, which counts it against the student's limit: it is counted once.
     let full = state.calls.active_calls() >= state.calls.capacity();
-    if full && !state.calls.is_draining() && !crate::nodes::was_forwarded(headers) {
+    if (full || state.calls.is_draining()) && !crate::nodes::was_forwarded(headers) {
         if let Some(node) = crate::nodes::with_calls_to_spare(&state).await? {
             let path = match mode {
                 SessionMode::Voice => "/api/v1/voice/create-room",

@@ -397,7 +397,17 @@ async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
 
     assert_eq!(create_room().await.status(), 200);
     assert_eq!(app.state.calls.active_calls(), 1, "node A opened the first");
-    let second = create_room().await;
+    // Signed in by cookie, as the web app is: node B checks the page's origin against the host
+    // the browser sent the request to, both passed on by node A.
+    let second = app
+        .client
+        .post(format!("{}/api/v1/voice/create-room", app.address))
+        .header("cookie", format!("access_token={token}"))
+        .header("origin", &app.address)
+        .json(&serde_json::json!({"counselor_category": "Health"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status(), 200, "node A is full; node B opens it");
     let second: Value = second.json().await.unwrap();
     assert_eq!(b_state.calls.active_calls(), 1);

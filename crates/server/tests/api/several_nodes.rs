@@ -103,6 +103,34 @@ async fn wait_until_up(client: &reqwest::Client, url: &str) {
     panic!("{url} did not come up");
 }
 
+/// A well-formed offer no browser would make, sent with the room token.
+async fn offer_request(
+    client: &reqwest::Client,
+    base: &str,
+    session: &str,
+    room_token: &str,
+) -> reqwest::Response {
+    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    client
+        .post(format!("{base}/api/v1/rtc/sessions/{session}/offer"))
+        .bearer_auth(room_token)
+        .json(&json!({"type": "offer", "sdp": sdp}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The offer's status and error code.
+async fn post_offer(
+    client: &reqwest::Client,
+    base: &str,
+    session: &str,
+    room_token: &str,
+) -> (u16, String) {
+    let (status, code, _) = error_of(offer_request(client, base, session, room_token).await).await;
+    (status, code)
+}
+
 fn upstream_of(response: &reqwest::Response) -> String {
     response.headers()["x-upstream"]
         .to_str()
@@ -201,15 +229,7 @@ async fn a_visit_across_three_nodes_behind_nginx() {
     let room_token = room["user_token"].as_str().unwrap().to_owned();
 
     // The offer lands on another node, which passes it on to the room's.
-    let offer = client
-        .post(format!("{base}/api/v1/rtc/sessions/{session}/offer"))
-        .bearer_auth(&room_token)
-        .json(
-            &json!({"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let offer = offer_request(&client, &base, &session, &room_token).await;
     assert_ne!(upstream_of(&offer), room_node, "round robin moved on");
     let (status, code, _) = error_of(offer).await;
     assert_eq!(
@@ -228,6 +248,17 @@ async fn a_visit_across_three_nodes_behind_nginx() {
         .unwrap();
     assert_eq!(ended.status(), 200);
     assert!(!app.stored_session(&session).await.is_active());
+    // The room is gone on its node too: the same offer, wherever it lands, finds no room.
+    let mut gone = false;
+    for _ in 0..50 {
+        let again = post_offer(&client, &base, &session, &room_token).await;
+        if again == (404, "SESSION_001".to_owned()) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the room's node closed the room");
 
     // The history limit (6 a minute here) is one count for all three nodes.
     let mut statuses = Vec::new();
