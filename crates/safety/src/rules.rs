@@ -123,6 +123,8 @@ crisis plan crisis | barely|hardly breathing
 crisis plan crisis | lethal|deadly|fatal dose|amount
 crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
+crisis plan crisis | figured|figure|figuring|worked|working|calculated|calculating out how much|many *2 insulin|@pills *4 enough|lethal|fatal|kill|die|overdose
+crisis plan crisis | ( picture / photo / pic / image ) of a noose
 crisis plan crisis | hang|hanging|hanged ^@refl
 crisis plan crisis | shoot|shooting ^@refl
 crisis plan crisis | slit|slitting|@cut ^@poss wrists|wrist|throat
@@ -230,6 +232,7 @@ suppress | around *8 trip|vacation|travel|traveling|travelling|break|conference|
 suppress | here *5 transfer|transferring|graduating|graduate|moving|semester|abroad|internship|trip|break
 suppress | say|saying|said goodbye *5 before|flight|flying|trip|graduation|graduating|moving|semester|summer|break|flew
 suppress | wrote|write|writing|written *1 goodbye *8 graduating|graduation|seniors|retiring|retirement|farewell
+suppress | noose *8 history|class|lecture|museum|movie|film|documentary|lynching|halloween|decoration|knot|knots|exhibit
 suppress | lethal|deadly|fatal dose|doses|amount|amounts *8 lab|report|pharmacology|toxicology|lecture|homework|assignment|paper|quiz|course|exam|class
 suppress | pharmacology|toxicology|pharm *8 lethal|deadly|fatal dose|doses|amount
 suppress | @kill my? instagram|insta|account|tiktok|snapchat|twitter|facebook|phone|battery|vibe|buzz|plant|plants|streak|ig

@@ -61,7 +61,7 @@ async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) 
     let token = app.token(&student).await;
     let mut opened = Vec::new();
     for _ in 0..5 {
-        opened.push(open_room(&app, &token).await.0);
+        opened.push(app.open_room(&token).await.0);
     }
     assert_eq!(
         app.state.calls.active_calls(),
@@ -87,28 +87,6 @@ async fn rooms_nobody_joins_hold_no_capacity_and_leave_no_history(app: TestApp) 
         let gone = app.state.store.session(id.parse().unwrap()).await.unwrap();
         assert!(gone.is_none(), "{id} is still the student's");
     }
-}
-
-/// Opens a voice room; returns (session id, room token).
-async fn open_room(app: &TestApp, token: &str) -> (String, String) {
-    app.accept_notice(token).await;
-    let room: Value = app
-        .request(Method::POST, "/api/v1/voice/create-room")
-        .bearer_auth(token)
-        .json(&json!({"counselor_category": "Health"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        room["session_id"]
-            .as_str()
-            .expect("a room was opened")
-            .to_owned(),
-        room["user_token"].as_str().unwrap().to_owned(),
-    )
 }
 
 /// A well-formed offer; it is never answered in these tests.
@@ -140,7 +118,7 @@ async fn the_offer_endpoint_answers_alike_for_live_rooms_and_any_other_id() {
     let app = app_with_cloud_services().await;
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let (live, room_token) = open_room(&app, &token).await;
+    let (live, room_token) = app.open_room(&token).await;
 
     // Another room's token, a guessed one, the student's access token: whatever the bearer, a
     // live room that it does not open looks exactly like an id that is no room at all.
@@ -188,13 +166,13 @@ async fn a_room_token_dies_with_a_block_or_a_sign_out(app: TestApp) {
     // While the account stands, the room token reaches the handshake (this test's offer is not
     // one a real browser makes, so it is refused as an offer, not as a token).
     let token = app.token(&student).await;
-    let (live, room_token) = open_room(&app, &token).await;
+    let (live, room_token) = app.open_room(&token).await;
     let (status, code, _) = post_offer(&app, &live, Some(&room_token)).await;
     assert_ne!((status, code.as_str()), (404, "SESSION_001"));
 
     // Blocked between create-room and the offer: the same answer as no room at all, and the
     // room is closed.
-    let (blocked_room, blocked_room_token) = open_room(&app, &token).await;
+    let (blocked_room, blocked_room_token) = app.open_room(&token).await;
     let before = app.state.calls.active_calls();
     assert!(app
         .state
@@ -228,7 +206,7 @@ async fn a_room_token_dies_with_a_block_or_a_sign_out(app: TestApp) {
             .await
             .unwrap();
         let token = app.token(&student).await;
-        open_room(&app, &token).await
+        app.open_room(&token).await
     };
     assert_eq!(post_offer(&app, &live, Some(&room_token)).await, no_room);
 
@@ -273,13 +251,13 @@ async fn blocking_or_signing_out_closes_the_open_transcript_socket(app: TestApp)
 
     for (what, reason) in [("block", "account blocked"), ("sign out", "signed out")] {
         let token = app.token(&student).await;
-        let (session, _) = open_room(&app, &token).await;
+        let (session, _) = app.open_room(&token).await;
         let url = app.ws_url(&format!("/ws/sessions/{session}/transcript?token={token}"));
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("the owner may open the transcript");
         let bystander_token = app.token(&bystander).await;
-        let (bystander_session, _) = open_room(&app, &bystander_token).await;
+        let (bystander_session, _) = app.open_room(&bystander_token).await;
         let (mut bystanders_socket, _) = tokio_tungstenite::connect_async(app.ws_url(&format!(
             "/ws/sessions/{bystander_session}/transcript?token={bystander_token}"
         )))
@@ -334,7 +312,7 @@ async fn the_offer_reads_a_lower_case_bearer_scheme() {
     let app = app_with_cloud_services().await;
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let (live, room_token) = open_room(&app, &token).await;
+    let (live, room_token) = app.open_room(&token).await;
     let response = app
         .request(Method::POST, &format!("/api/v1/rtc/sessions/{live}/offer"))
         .header("Authorization", format!("bearer {room_token}"))
@@ -402,7 +380,7 @@ async fn a_reconnecting_transcript_socket_resumes_after_the_last_line_it_saw() {
     let app = app_with_cloud_services().await;
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let (session, _) = open_room(&app, &token).await;
+    let (session, _) = app.open_room(&token).await;
     let feed = app
         .state
         .calls

@@ -254,6 +254,28 @@ impl TestApp {
             .expect("application starts again")
     }
 
+    /// Accepts the notice and opens a voice room; returns (session id, room token).
+    pub async fn open_room(&self, token: &str) -> (String, String) {
+        self.accept_notice(token).await;
+        let room: serde_json::Value = self
+            .request(Method::POST, "/api/v1/voice/create-room")
+            .bearer_auth(token)
+            .json(&serde_json::json!({"counselor_category": "Health"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            room["session_id"]
+                .as_str()
+                .expect("a room was opened")
+                .to_owned(),
+            room["user_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
     /// A second node on the same database (and secrets), running until the test ends: its
     /// address (`http://…`) and its state.
     pub async fn another_node(&self) -> (String, AppState) {

@@ -317,20 +317,7 @@ async fn the_offer_and_the_end_reach_the_node_running_the_call() {
     let token = app.token(&student).await;
     let (b, b_state) = app.another_node().await;
 
-    app.accept_notice(&token).await;
-    let room: Value = app
-        .client
-        .post(format!("{}/api/v1/voice/create-room", app.address))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"counselor_category": "Health"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = room["session_id"].as_str().unwrap().to_owned();
-    let room_token = room["user_token"].as_str().unwrap().to_owned();
+    let (session, room_token) = app.open_room(&token).await;
     assert_eq!(app.state.calls.active_calls(), 1, "the room is on node A");
 
     let offer = |base: String, session: String, room_token: String| {
