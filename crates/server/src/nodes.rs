@@ -61,6 +61,7 @@ pub fn spawn_heartbeat(state: AppState, listening_on: SocketAddr) -> JoinHandle<
         loop {
             ticks.tick().await;
             beat(&state, listening_on).await;
+            state.sockets.give_back_strays().await;
             if let Err(error) = sweep_dead_nodes(&state.store).await {
                 tracing::error!(%error, "could not close the sessions of dead nodes");
             }

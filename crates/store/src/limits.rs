@@ -112,7 +112,7 @@ impl Store {
 
 /// One transcript socket counted against its student's limit; give it back with
 /// [`Store::release_socket_slot`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketSlotId(Uuid);
 
 impl Store {
@@ -160,6 +160,23 @@ impl Store {
             taken
         });
         Ok(taken.then_some(SocketSlotId(id)))
+    }
+
+    /// The slots `node` holds that were opened before `opened_before`, so that the node can give
+    /// back any it no longer knows of.
+    pub async fn socket_slots_of(
+        &self,
+        node: NodeId,
+        opened_before: DateTime<Utc>,
+    ) -> Result<Vec<SocketSlotId>> {
+        let ids: Vec<Uuid> = with_pool!(self, reader, |pool| {
+            sqlx::query_scalar("SELECT id FROM socket_slots WHERE node_id = $1 AND opened_at < $2")
+                .bind(*node.as_uuid())
+                .bind(crate::rows::to_micros(opened_before))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(ids.into_iter().map(SocketSlotId).collect())
     }
 
     /// Gives a socket's slot back.

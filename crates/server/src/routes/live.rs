@@ -5,7 +5,7 @@
 //! exist. A student may hold at most five sockets at once. A screen that reconnects after a
 //! network blip passes `?after=<sequence>`, the last final line it saw, and resumes from there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -74,6 +74,8 @@ pub struct SocketSlots(Arc<SlotsInner>);
 struct SlotsInner {
     /// Sockets open on this node, per student.
     here: Mutex<HashMap<UserId, usize>>,
+    /// The slots this node's open sockets hold in the store.
+    held: Mutex<HashSet<SocketSlotId>>,
     /// Where the deployment's count is kept, and this node's name in it.
     shared: Option<(Store, NodeId)>,
 }
@@ -91,6 +93,7 @@ impl SocketSlots {
         let shared = (store.kind() == StoreKind::Postgres).then(|| (store.clone(), node));
         Self(Arc::new(SlotsInner {
             here: Mutex::default(),
+            held: Mutex::default(),
             shared,
         }))
     }
@@ -131,6 +134,9 @@ impl SocketSlots {
             let count = open.entry(user).or_default();
             if *count < SOCKETS_PER_USER {
                 *count += 1;
+                if let Some(slot) = in_store {
+                    self.0.held.lock().expect("held slots lock").insert(slot);
+                }
                 return Some(SocketSlot {
                     slots: self.clone(),
                     user,
@@ -147,6 +153,37 @@ impl SocketSlots {
     }
 }
 
+impl SocketSlots {
+    /// Gives back the slots the store counts for this node that no open socket holds (a
+    /// handshake abandoned once its slot was counted, a release that failed). Slots younger than
+    /// [`SLOT_SETTLE`] are left alone: their socket may be opening.
+    pub async fn give_back_strays(&self) {
+        let Some((store, node)) = &self.0.shared else {
+            return;
+        };
+        let settled = Utc::now() - SLOT_SETTLE;
+        let counted = match store.socket_slots_of(*node, settled).await {
+            Ok(counted) => counted,
+            Err(error) => {
+                tracing::warn!(%error, "could not check this node's socket slots");
+                return;
+            }
+        };
+        let strays: Vec<SocketSlotId> = {
+            let held = self.0.held.lock().expect("held slots lock");
+            counted.into_iter().filter(|s| !held.contains(s)).collect()
+        };
+        for stray in strays {
+            if let Err(error) = store.release_socket_slot(stray).await {
+                tracing::warn!(%error, "socket slot not given back");
+            }
+        }
+    }
+}
+
+/// How old a slot must be before [`SocketSlots::give_back_strays`] may take it for a stray.
+const SLOT_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Drop for SocketSlot {
     fn drop(&mut self) {
         {
@@ -159,6 +196,12 @@ impl Drop for SocketSlot {
             }
         }
         if let (Some(slot), Some((store, _))) = (self.in_store.take(), &self.slots.0.shared) {
+            self.slots
+                .0
+                .held
+                .lock()
+                .expect("held slots lock")
+                .remove(&slot);
             let store = store.clone();
             // Outside a runtime (the process is ending) the node's slots go with its registry row.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

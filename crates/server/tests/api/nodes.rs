@@ -416,3 +416,46 @@ async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
         "both are full"
     );
 }
+
+// A slot counted for a socket that never opened (a handshake abandoned once its slot was
+// counted) is given back at the node's next heartbeat, so the student is not short of one.
+#[tokio::test]
+async fn a_stray_socket_slot_is_given_back_at_the_next_heartbeat() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let session = app
+        .open_session_on(student.id, app.state.calls.node())
+        .await;
+    let long_ago = Utc::now() - chrono::Duration::minutes(1);
+    for _ in 0..server::routes::live::SOCKETS_PER_USER {
+        let stray = app
+            .state
+            .store
+            .take_socket_slot(student.id, app.state.calls.node(), 5, long_ago)
+            .await
+            .unwrap();
+        assert!(stray.is_some());
+    }
+    let url = app.ws_url(&format!("/ws/sessions/{session}/transcript?token={token}"));
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429, "five counted already")
+        }
+        other => panic!("expected 429: {other:?}"),
+    }
+    let deadline =
+        std::time::Instant::now() + 2 * server::nodes::HEARTBEAT_INTERVAL + Duration::from_secs(2);
+    loop {
+        if tokio_tungstenite::connect_async(&url).await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray slots are still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
