@@ -12,9 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
-use store::{
-    Job, LiveChange, LiveNotice, NodeRegistration, SessionRecord, Store, StoreKind, Unowned,
-};
+use store::{Job, LiveChange, LiveNotice, NodeRegistration, SessionRecord, Store, Unowned};
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
@@ -31,10 +29,11 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(15);
 pub async fn join(state: &AppState, listening_on: SocketAddr) {
     let store = &state.store;
     let now = Utc::now();
-    let alive_since = match store.kind() {
+    let alive_since = if store.kind().shared_by_nodes() {
+        now - DEAD_AFTER
+    } else {
         // No other node shares the database: every node recorded is one that stopped.
-        StoreKind::Sqlite => now,
-        StoreKind::Postgres => now - DEAD_AFTER,
+        now
     };
     match store
         .close_sessions_of_dead_nodes(alive_since, Unowned::Close)
@@ -134,13 +133,15 @@ fn registration(state: &AppState, listening_on: SocketAddr) -> NodeRegistration 
 async fn closed_left_open(store: &Store, closed: &[SessionRecord]) {
     for session in closed {
         tracing::warn!(session_id = %session.id, ended_at = ?session.ended_at, "closed a session a stopped node left open");
-        let ended = LiveNotice {
-            session_id: session.id,
-            change: LiveChange::Ended,
-        };
-        if let Err(error) = store.announce(ended).await {
-            tracing::warn!(session_id = %session.id, %error, "could not tell the other nodes a session was closed");
-        }
+        announce(store, session.id, LiveChange::Ended).await;
+    }
+}
+
+/// Tells every node (this one too) what happened to a session. A notice that cannot be sent is
+/// logged, not retried: what it names is stored, and a screen gets it when it reconnects.
+pub async fn announce(store: &Store, session_id: domain::SessionId, change: LiveChange) {
+    if let Err(error) = store.announce(LiveNotice { session_id, change }).await {
+        tracing::warn!(%session_id, %error, "could not tell the other nodes about a session");
     }
 }
 

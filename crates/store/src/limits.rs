@@ -46,6 +46,40 @@ pub enum Taken {
     },
 }
 
+/// The take from a bucket in one statement: refill it up to now (`$5`, at `$4` a second, to at
+/// most `$3`), take a token if there is one, and say whether it did. `$least` and `$greatest`
+/// are the two databases' names for the same functions.
+macro_rules! take_from_bucket_sql {
+    ($least:literal, $greatest:literal) => {
+        concat!(
+            "INSERT INTO rate_buckets (limit_name, client, tokens, allowed, updated_at) ",
+            "VALUES ($1, $2, $3 - 1, TRUE, $5) ",
+            "ON CONFLICT (limit_name, client) DO UPDATE SET ",
+            "tokens = ",
+            $least,
+            "($3, rate_buckets.tokens + ",
+            $greatest,
+            "(0, $5 - rate_buckets.updated_at) * $4) ",
+            "- CASE WHEN ",
+            $least,
+            "($3, rate_buckets.tokens + ",
+            $greatest,
+            "(0, $5 - rate_buckets.updated_at) * $4) >= 1 THEN 1 ELSE 0 END, ",
+            "allowed = ",
+            $least,
+            "($3, rate_buckets.tokens + ",
+            $greatest,
+            "(0, $5 - rate_buckets.updated_at) * $4) >= 1, ",
+            "updated_at = ",
+            $greatest,
+            "(rate_buckets.updated_at, $5) ",
+            "RETURNING allowed, tokens"
+        )
+    };
+}
+const TAKE_FROM_BUCKET_SQLITE: &str = take_from_bucket_sql!("MIN", "MAX");
+const TAKE_FROM_BUCKET_POSTGRES: &str = take_from_bucket_sql!("LEAST", "GREATEST");
+
 impl Store {
     /// Takes one request from `client`'s bucket of the limit `limit_name`, refilled up to `now`.
     /// The read, the refill and the take are one statement, so nodes taking from one bucket at
@@ -62,24 +96,12 @@ impl Store {
                 "a rate limit allows at least one request and refills".to_owned(),
             ));
         }
-        let (least, greatest) = match self.kind() {
-            StoreKind::Sqlite => ("MIN", "MAX"),
-            StoreKind::Postgres => ("LEAST", "GREATEST"),
+        let sql = match self.kind() {
+            StoreKind::Sqlite => TAKE_FROM_BUCKET_SQLITE,
+            StoreKind::Postgres => TAKE_FROM_BUCKET_POSTGRES,
         };
-        let refilled = format!(
-            "{least}($3, rate_buckets.tokens + {greatest}(0, $5 - rate_buckets.updated_at) * $4)"
-        );
-        let sql = format!(
-            "INSERT INTO rate_buckets (limit_name, client, tokens, allowed, updated_at) \
-             VALUES ($1, $2, $3 - 1, TRUE, $5) \
-             ON CONFLICT (limit_name, client) DO UPDATE SET \
-             tokens = {refilled} - CASE WHEN {refilled} >= 1 THEN 1 ELSE 0 END, \
-             allowed = {refilled} >= 1, \
-             updated_at = {greatest}(rate_buckets.updated_at, $5) \
-             RETURNING allowed, tokens"
-        );
         let (allowed, tokens): (bool, f64) = with_pool!(self, writer, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            sqlx::query_as(sql)
                 .bind(limit_name)
                 .bind(client)
                 .bind(size.capacity)

@@ -17,6 +17,14 @@ pub enum StoreKind {
     Postgres,
 }
 
+impl StoreKind {
+    /// Whether several nodes of a deployment may share a database of this kind: a PostgreSQL
+    /// server, yes; a SQLite file is one node's.
+    pub const fn shared_by_nodes(self) -> bool {
+        matches!(self, StoreKind::Postgres)
+    }
+}
+
 /// An account: a student, or a staff member on duty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

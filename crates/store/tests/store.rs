@@ -1895,21 +1895,23 @@ async fn sessions_a_crash_left_open_are_closed_at_their_last_line(db: &TestDb) {
 }
 on_both_databases!(sessions_a_crash_left_open_are_closed_at_their_last_line);
 
+/// Records a node listening on `port`, its heartbeat at `at`.
+async fn register_node(store: &Store, node: NodeId, port: u16, at: DateTime<Utc>) {
+    let registration = NodeRegistration {
+        id: node,
+        address: format!("http://10.0.0.2:{port}"),
+        capacity: 40,
+    };
+    store.register_node(&registration, at).await.unwrap();
+}
+
 async fn the_sessions_of_a_node_whose_heartbeat_stopped_are_closed(db: &TestDb) {
     let store = &db.store;
     let user = student(store, "jdoe").await;
     let now = Utc::now().duration_trunc(Duration::seconds(1)).unwrap();
     let (live, dead) = (NodeId::new(), NodeId::new());
     for (node, port) in [(live, 8001), (dead, 8002)] {
-        let registration = NodeRegistration {
-            id: node,
-            address: format!("http://10.0.0.{port}:8000"),
-            capacity: 40,
-        };
-        store
-            .register_node(&registration, now - Duration::seconds(60))
-            .await
-            .unwrap();
+        register_node(store, node, port, now - Duration::seconds(60)).await;
     }
     // The live node still beats; the dead one stopped a minute ago, 20 s into a call.
     assert!(store.node_heartbeat(live, 3, now).await.unwrap());
@@ -2445,15 +2447,7 @@ async fn socket_slots_are_counted_across_nodes(db: &TestDb) {
     let (alice, bob) = (student(store, "alice").await, student(store, "bob").await);
     let (a, b) = (NodeId::new(), NodeId::new());
     for (node, port) in [(a, 8101), (b, 8102)] {
-        let registration = NodeRegistration {
-            id: node,
-            address: format!("http://10.0.0.2:{port}"),
-            capacity: 40,
-        };
-        store
-            .register_node(&registration, Utc::now())
-            .await
-            .unwrap();
+        register_node(store, node, port, Utc::now()).await;
     }
     let now = Utc::now();
     let mut on_a = Vec::new();

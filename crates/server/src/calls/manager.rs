@@ -468,23 +468,15 @@ impl CallManager {
         if record.is_active() {
             if !here {
                 // Not running here: perhaps on another node, which ends the call when told.
-                self.announce(id, store::LiveChange::EndRequested).await;
+                crate::nodes::announce(&self.store, id, store::LiveChange::EndRequested).await;
             }
             if !recorder_ran {
                 // No recorder tells the screens elsewhere (a room nobody joined, or a call on
                 // another node, whose own end may never come if that node is gone).
-                self.announce(id, store::LiveChange::Ended).await;
+                crate::nodes::announce(&self.store, id, store::LiveChange::Ended).await;
             }
         }
         Ok(ended)
-    }
-
-    /// Tells every node what happened to a session (logged, not retried, when it cannot).
-    async fn announce(&self, session_id: SessionId, change: store::LiveChange) {
-        let notice = store::LiveNotice { session_id, change };
-        if let Err(error) = self.store.announce(notice).await {
-            tracing::warn!(%session_id, %error, "could not tell the other nodes about a session");
-        }
     }
 
     /// The live feed of a session the caller owns, if it is running on this node.

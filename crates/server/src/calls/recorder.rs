@@ -14,9 +14,7 @@ use std::time::Duration;
 use agent::{AgentEvent, EndReason, TranscriptLine};
 use chrono::{DateTime, Utc};
 use domain::{ConnectionQuality, CrisisLevel, NodeId, SessionId, TranscriptText, UserId, Username};
-use store::{
-    LiveChange, LiveNotice, NewCrisisEvent, NewMessage, SessionEndReason, Store, StoreError,
-};
+use store::{LiveChange, NewCrisisEvent, NewMessage, SessionEndReason, Store, StoreError};
 use tokio::sync::mpsc;
 
 use super::feed::{CrisisResources, Feed, LiveMessage};
@@ -227,16 +225,9 @@ impl Recorder {
         tracing::info!(session_id = %self.session_id, reason = reason.as_str(), "call ended");
     }
 
-    /// Tells the other nodes, whose sockets may follow this call. A notice that cannot be sent
-    /// is logged, not retried: what it names is stored, and a screen gets it when it reconnects.
+    /// Tells the other nodes, whose sockets may follow this call.
     async fn announce(&self, change: LiveChange) {
-        let notice = LiveNotice {
-            session_id: self.session_id,
-            change,
-        };
-        if let Err(error) = self.store.announce(notice).await {
-            tracing::warn!(session_id = %self.session_id, %error, "could not tell the other nodes about the call");
-        }
+        crate::nodes::announce(&self.store, self.session_id, change).await;
     }
 
     /// Writes with a few retries; a write that still fails is logged (never with its text) and

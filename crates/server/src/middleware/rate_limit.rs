@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use domain::UserId;
-use store::{BucketSize, Store, StoreKind, Taken};
+use store::{BucketSize, Store, Taken};
 
 use crate::config::RateLimits;
 use crate::error::ApiError;
@@ -156,7 +156,7 @@ impl RateLimiters {
     /// The tiers, counted in `store` when nodes may share it (PostgreSQL), else in memory.
     pub fn new(limits: &RateLimits, store: &Store) -> Self {
         let on = limits.enabled;
-        let shared = store.kind() == StoreKind::Postgres;
+        let shared = store.kind().shared_by_nodes();
         fn tier<K: Hash + Eq + Clone + Display>(
             name: &'static str,
             limit: u32,

@@ -18,7 +18,7 @@ use axum::Router;
 use chrono::Utc;
 use domain::{NodeId, UserId};
 use serde::Deserialize;
-use store::{SocketSlotId, Store, StoreKind};
+use store::{SocketSlotId, Store};
 use tokio::sync::broadcast::{self, error::RecvError};
 use utoipa::IntoParams;
 
@@ -90,7 +90,10 @@ pub struct SocketSlot {
 impl SocketSlots {
     /// Slots counted in `store` as well when nodes may share it (PostgreSQL).
     pub fn new(store: &Store, node: NodeId) -> Self {
-        let shared = (store.kind() == StoreKind::Postgres).then(|| (store.clone(), node));
+        let shared = store
+            .kind()
+            .shared_by_nodes()
+            .then(|| (store.clone(), node));
         Self(Arc::new(SlotsInner {
             here: Mutex::default(),
             held: Mutex::default(),
@@ -271,17 +274,20 @@ pub async fn transcript_socket(
         None => {
             let following = state.remote.follow(id);
             match state.store.session_for_user(user, id).await? {
-                // With SQLite, one node per database, an open session with no call here has
-                // no call anywhere (a tool made it, or a crash left it before the restart).
-                Some(detail) if detail.record.is_active() => match state.store.kind() {
-                    StoreKind::Postgres => Source::Remote(Box::new(crate::calls::Follower::start(
+                Some(detail) if detail.record.is_active() => {
+                    // A database no other node shares (SQLite): an open session with no call
+                    // here has no call anywhere (a tool made it, or a crash left it).
+                    if !state.store.kind().shared_by_nodes() {
+                        return Err(ApiError::SessionNotFound);
+                    }
+                    let follower = crate::calls::Follower::start(
                         following,
                         state.store.clone(),
                         &detail,
                         after,
-                    ))),
-                    StoreKind::Sqlite => return Err(ApiError::SessionNotFound),
-                },
+                    );
+                    Source::Remote(Box::new(follower))
+                }
                 Some(detail) => Source::Ended(crate::calls::replay_of_stored(&detail, after)),
                 None => return Err(ApiError::SessionNotFound),
             }
