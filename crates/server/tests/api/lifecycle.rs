@@ -181,13 +181,15 @@ async fn a_running_node_closes_the_sessions_of_a_node_that_went_silent(app: Test
     let now = Utc::now().duration_trunc(Duration::seconds(1)).unwrap();
     let silent_for = Duration::from_std(server::nodes::DEAD_AFTER).unwrap() + Duration::seconds(5);
     let (dead, live) = (NodeId::new(), NodeId::new());
-    for (node, port, last_beat) in [(dead, 8101, now - silent_for), (live, 8102, now)] {
+    // Both nodes are alive while their calls are recorded, so the running node's sweep cannot
+    // close a session before its line is in.
+    for (node, port) in [(dead, 8101), (live, 8102)] {
         let registration = NodeRegistration {
             id: node,
             address: format!("http://10.0.0.2:{port}"),
             capacity: 40,
         };
-        store.register_node(&registration, last_beat).await.unwrap();
+        store.register_node(&registration, now).await.unwrap();
     }
     let call_on = |node: NodeId| {
         let id = SessionId::new();
@@ -216,11 +218,16 @@ async fn a_running_node_closes_the_sessions_of_a_node_that_went_silent(app: Test
         timestamp: last_heard,
     };
     store.append_message(on_dead, line).await.unwrap();
+    // Then the dead node's last heartbeat is long past.
+    assert!(store
+        .node_heartbeat(dead, 1, now - silent_for)
+        .await
+        .unwrap());
 
     // The live node keeps beating while the running node sweeps (every heartbeat; a loaded
     // machine may make one sweep late).
     let deadline = std::time::Instant::now()
-        + 2 * server::nodes::HEARTBEAT_INTERVAL
+        + 3 * server::nodes::HEARTBEAT_INTERVAL
         + std::time::Duration::from_secs(5);
     let closed = loop {
         assert!(store.node_heartbeat(live, 1, Utc::now()).await.unwrap());

@@ -429,25 +429,37 @@ async fn a_stray_socket_slot_is_given_back_at_the_next_heartbeat() {
     let session = app
         .open_session_on(student.id, app.state.calls.node())
         .await;
-    let long_ago = Utc::now() - chrono::Duration::minutes(1);
-    for _ in 0..server::routes::live::SOCKETS_PER_USER {
-        let stray = app
-            .state
-            .store
-            .take_socket_slot(student.id, app.state.calls.node(), 5, long_ago)
-            .await
-            .unwrap();
-        assert!(stray.is_some());
-    }
     let url = app.ws_url(&format!("/ws/sessions/{session}/transcript?token={token}"));
-    match tokio_tungstenite::connect_async(&url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status().as_u16(), 429, "five counted already")
+    // Five slots the store counts for this node that no socket holds. A heartbeat may give them
+    // back before the refusal below is seen (a loaded machine); then they are counted again.
+    let mut tries = 0;
+    loop {
+        let long_ago = Utc::now() - chrono::Duration::minutes(1);
+        for _ in 0..server::routes::live::SOCKETS_PER_USER {
+            // `None` once five are counted: what a heartbeat left of the last try.
+            let _ = app
+                .state
+                .store
+                .take_socket_slot(student.id, app.state.calls.node(), 5, long_ago)
+                .await
+                .unwrap();
         }
-        other => panic!("expected 429: {other:?}"),
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 429, "five counted already");
+                break;
+            }
+            Ok((socket, _)) if tries < 3 => {
+                tries += 1;
+                drop(socket);
+                // Its slot is given back when the server sees the close.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => panic!("expected 429: {other:?}"),
+        }
     }
     let deadline =
-        std::time::Instant::now() + 2 * server::nodes::HEARTBEAT_INTERVAL + Duration::from_secs(2);
+        std::time::Instant::now() + 3 * server::nodes::HEARTBEAT_INTERVAL + Duration::from_secs(2);
     loop {
         if tokio_tungstenite::connect_async(&url).await.is_ok() {
             break;
