@@ -32,6 +32,21 @@ impl FitSettings {
     };
 }
 
+/// What [`Head::reading_difference`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReadingDifference {
+    /// The largest difference in any level's probability.
+    pub largest: f64,
+    /// How many embeddings the two heads give different most likely levels.
+    pub other_level: usize,
+}
+
+fn most_likely(probabilities: &[f32; CLASSES]) -> usize {
+    (0..CLASSES)
+        .max_by(|&i, &j| probabilities[i].total_cmp(&probabilities[j]))
+        .unwrap_or(0)
+}
+
 /// A reviewed example's embedding, stored at 8 bits per dimension (plenty for ranking).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BankEntry {
@@ -172,15 +187,27 @@ impl Head {
         }
     }
 
-    /// The largest difference between two heads' weights (fitting the same corpus on another
-    /// processor can differ in the last bits of the encoder's sums, never more).
-    pub fn weight_difference(&self, other: &Head) -> f64 {
-        self.weights
-            .iter()
-            .flatten()
-            .zip(other.weights.iter().flatten())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max)
+    /// How far two heads' readings of the same embeddings lie apart. Fitting the same corpus
+    /// on another processor differs in the last bits of the encoder's sums, and full-batch Adam
+    /// turns those into small weight differences along directions the corpus barely constrains;
+    /// what must agree is what the heads read.
+    pub fn reading_difference(
+        &self,
+        other: &Head,
+        embeddings: &[[f32; DIMENSIONS]],
+    ) -> ReadingDifference {
+        let mut difference = ReadingDifference::default();
+        for embedding in embeddings {
+            let (a, b) = (self.scores(embedding), other.scores(embedding));
+            let (a, b) = ([a.none, a.concern, a.crisis], [b.none, b.concern, b.crisis]);
+            for (x, y) in a.iter().zip(&b) {
+                difference.largest = difference.largest.max(f64::from((x - y).abs()));
+            }
+            if most_likely(&a) != most_likely(&b) {
+                difference.other_level += 1;
+            }
+        }
+        difference
     }
 
     pub fn scores(&self, embedding: &[f32; DIMENSIONS]) -> LevelScores {

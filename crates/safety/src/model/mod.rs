@@ -22,7 +22,7 @@ use domain::CrisisLevel;
 
 pub use adapters::{Adapters, AdaptersError};
 pub use encoder::{EncoderError, EncoderFiles, EncoderParts, SentenceEncoder, DIMENSIONS};
-pub use head::{Head, HeadError, LevelScores};
+pub use head::{Head, HeadError, LevelScores, ReadingDifference};
 
 use crate::corpus::{self, Example};
 use crate::normalize::canonical_text;
