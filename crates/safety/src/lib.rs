@@ -216,6 +216,31 @@ mod tests {
     }
 
     #[test]
+    fn preparation_and_euphemism_told_sideways() {
+        assert_eq!(level("maybe ill just check out for good"), Crisis);
+        assert_eq!(level("whatever, might as well end it all"), Crisis);
+        assert_eq!(level("i dont feel safe from my own mind tonight"), Crisis);
+        assert_eq!(
+            level("i wrote everything i wanted to say in a note"),
+            Crisis
+        );
+        assert_eq!(
+            level("i got a lot of ibuprofen and i dont have a headache"),
+            Crisis
+        );
+        assert_eq!(level("im going to self arm"), Crisis);
+        assert_eq!(level("i sat in the garage with the engine running"), Crisis);
+        assert_eq!(level("my brother drank bleach"), Crisis);
+        assert_eq!(
+            level("my dad locked me out and its freezing outside"),
+            Crisis
+        );
+        assert_eq!(level("i overdosed on tacos at lunch"), Calm);
+        assert_eq!(level("i locked myself out of my dorm again"), Calm);
+        assert_eq!(level("i accidentally poured hot tea on my hand"), Calm);
+    }
+
+    #[test]
     fn study_and_media_talk_is_not_crisis() {
         assert_eq!(level("we're studying suicide rates in sociology"), Calm);
         assert_eq!(level("im writing a paper on suicide prevention"), Calm);

@@ -274,6 +274,9 @@ fn join_split_words(words: Vec<String>) -> Vec<String> {
         ("self", "harmed", "self_harmed"),
         ("self", "injury", "self_harm"),
         ("self", "injuring", "self_harming"),
+        // The recognisers' usual slip for "self harm".
+        ("self", "arm", "self_harm"),
+        ("self", "arming", "self_harming"),
     ];
     let mut out: Vec<String> = Vec::with_capacity(words.len());
     let mut i = 0;
@@ -354,6 +357,7 @@ mod tests {
         assert_eq!(norm("i want to dye my hair"), "i want to dye my hair");
         assert_eq!(norm("no one would care"), "nobody would care");
         assert_eq!(norm("i've been self-harming"), "i have been self_harming");
+        assert_eq!(norm("im about to self arm"), "i am about to self_harm");
         assert_eq!(norm("honestly idk kms"), "i do not know kill myself");
     }
 }

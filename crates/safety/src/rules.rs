@@ -53,6 +53,11 @@ crisis ideation concern | @want *3 car|bus|truck|train ( would / will / to )? hi
 crisis ideation concern | @feel like dying
 crisis ideation concern | @want to disappear|vanish ( forever / permanently / for good )
 crisis ideation concern | better off dead
+crisis ideation concern | check|checking|checked out ( for good / permanently / forever / of life / of this life )
+crisis ideation concern | might as well ( @end it / @end it all / @end everything / @end ^@poss life / @die / @be dead / @kill ^@refl )
+crisis ideation concern | not *1 safe ( from / with / around ) ( ^@refl / ^my own? thoughts / ^my own? mind / ^my own? head / what ^i might do )
+crisis ideation concern | thought|idea|thinking|think|imagining *2 not existing|exist|@be alive|@be here|waking up *6 calm|calms|calming|comfort|comforts|comforting|peace|peaceful|relief|relieves|soothing|soothes|helps
+concern ideation concern | @want to stop existing|exist
 crisis self_harm concern | do something to ^@refl
 
 # --- Indirect warnings: burden, no reason to live, goodbyes, giving things away ------------
@@ -123,8 +128,17 @@ crisis plan crisis | barely|hardly breathing
 crisis plan crisis | lethal|deadly|fatal dose|amount
 crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
+crisis plan crisis | how much|many @pills *4 overdose|lethal|fatal|deadly|liver|organ|kill|kills
+crisis plan crisis | drank|drink|drinking|swallowed|swallow|swallowing bleach|antifreeze|poison|detergent
+crisis plan crisis | garage *8 engine|motor *1 running|on
+crisis plan crisis | engine|motor *1 running|on *6 garage
+crisis plan crisis | ( on / at ) ( the top of / top of / the roof of / the edge of ) *3 building|bridge|garage|tower|parking|dorm|library|hall *2 now
 crisis plan crisis | figured|figure|figuring|worked|working|calculated|calculating out how much|many *2 insulin|@pills *4 enough|lethal|fatal|kill|die|overdose
 crisis plan crisis | ( picture / photo / pic / image ) of a noose
+crisis plan crisis | said|wrote|written|put|say|write *4 ( needed / wanted / had / have / need / want ) to say *3 letter|letters|note|notes
+crisis plan crisis | bought|buy|buying|got|picked|stocked *4 @pills *8 ( not have a headache / not even have a headache / not sick / not in pain / not hurt anywhere )
+crisis plan crisis | found|find|finding *4 blades|razors|noose|rope|gun *3 in|under *1 her|his|their *1 room|bag|drawer|closet|bed|car|backpack
+crisis plan crisis | ( she / he / they ) ( has / have / had ) a plan *8 promise|promised|swear|swore not to tell
 crisis plan crisis | hang|hanging|hanged ^@refl
 crisis plan crisis | shoot|shooting ^@refl
 crisis plan crisis | slit|slitting|@cut ^@poss wrists|wrist|throat
@@ -146,9 +160,12 @@ concern self_harm concern | not @cut|cutting|self_harmed in|since|for
 concern self_harm concern | clean from|of self_harm|cutting
 crisis self_harm concern framable | self_harming|self_harmed
 crisis self_harm concern | ^i self_harm
+crisis self_harm concern | ( about / going / gonna / want / wanna / wanted ) to self_harm
+crisis self_harm concern | pour|pouring|poured *2 boiling|hot|scalding *1 water|coffee|tea|oil *2 on|over ^my ( hand / hands / arm / arms / leg / legs / skin / wrist / wrists / thigh / thighs )
 crisis self_harm concern | urge|urges|urged to @cut|@hurt|self_harm|@burn
 crisis self_harm concern | @be|started|start|keep|still|back *1 cutting
 crisis self_harm concern | @cut again
+crisis self_harm concern | sh again
 crisis self_harm concern | @cut for the first time in
 crisis self_harm concern | carve|carved|carving *3 into ^@poss arms|arm|legs|leg|wrists|wrist|thighs|thigh|skin|stomach|hip|hips
 crisis self_harm concern | back to ( the / my ) blade|blades|razor|razors
@@ -162,7 +179,7 @@ crisis self_harm concern | ( hidden / hide / hiding / stash / stashed ) *3 ( raz
 crisis self_harm concern | razor|razors|blade|blades *4 ^@poss arm|arms|wrist|wrists|skin|thigh|thighs|legs
 
 # --- Harm to others --------------------------------------------------------------------------
-crisis harm_others crisis | shoot|shooting up *2 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church
+crisis harm_others crisis | shoot|shooting up *2 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church|house|frat|fraternity|sorority|gym|mall|store|stadium|club|bar|mosque|synagogue|temple|lecture|lab|meeting|work
 crisis harm_others crisis | bring|bringing|brought|take|taking *1 gun|knife|weapon|weapons *3 school|class|campus|dorm|work|office
 crisis harm_others crisis | @feel like ( @hurt / stabbing / shooting / attacking ) *1 someone|somebody|people|everyone|him|her|them|others
 crisis harm_others crisis | @want|going|@plan|@think|imagine|imagining *2 @hurt|stab|shoot|attack|poison *1 someone|somebody|people|everyone|him|her|them|others|that|those|my
@@ -172,6 +189,8 @@ crisis harm_others crisis | @kill|murder|shoot|stab ( everyone / everybody / peo
 concern harm_others crisis | @want|going|@plan *2 ( @kill / murder / strangle / beat up / punch ) *1 him|her|them|someone|somebody|my|that|this|those
 concern harm_others crisis | could ( @hurt / @kill ) *1 someone|somebody|him|her|them
 concern harm_others crisis | make *1 them|him|her|everyone|everybody pay
+concern harm_others crisis | make *1 them|him|her|everyone|everybody|people all? pay
+crisis harm_others crisis | bring|bringing|brought|take|taking *2 to school|class|campus|dorm|work|office|practice|lecture|party *6 make *2 pay
 
 # --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
 crisis danger concern agent | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
@@ -190,6 +209,8 @@ concern danger concern framable | abuse|abusive|abusing
 crisis danger concern | locked ^@obj in|up
 crisis danger concern | not let ^@obj leave
 concern danger concern | stalking|stalks|stalked|following ^@obj
+crisis danger concern | keeps|keep|kept *4 ( pictures / photos / pics / videos ) of ( ^me / ^my house / ^my home / ^my apartment / ^my dorm / ^my window / ^my car / where ^i live )
+crisis danger concern | locked|locks|locking|kicked|threw ^@obj out *8 degrees|freezing|snow|snowing|cold|nowhere
 crisis danger concern | forced|forces|forcing ^@obj *3 sex|sexual|touch
 crisis danger concern | without ^my consent
 "#;
@@ -208,7 +229,7 @@ suppress | @want to live ( in / with / at / on / near / off / there / here / som
 # Accidents and sport injuries are not self-harm.
 suppress | @cut|@burn|@hurt|scratch ^@refl *5 cooking|shaving|chopping|slicing|kitchen|stove|oven|practice|gym|game|workout|lifting|running|skating|skiing|hiking|playing|accident|accidentally|fell|tripped|slipped|moving|lab|laughing
 suppress | @cut|@burn|@hurt|scratch ^@refl ( on a / on the / on some / on my / with paper )
-suppress | accidentally|accident *2 @cut|@burn|@hurt|hit
+suppress | accidentally|accident *2 @cut|@burn|@hurt|hit|pour|poured|pouring|spill|spilled|spilt
 suppress | @cut class|classes|lecture|lectures|carbs|sugar|back|costs|ties|hair|corners|school|someone|people|him|her|them
 suppress | @cut *2 hair
 # Everyday uses of violent verbs.
@@ -222,7 +243,7 @@ suppress | grabbed|grabs me ( a / some / coffee / lunch / food / dinner / by the
 suppress | it|that|this|deeply|words|story|letter|speech|gesture touched|touches me
 suppress | kicked|kicks|kicking me out|off
 suppress | substance|alcohol|drug|drugs|opioid|opioids abuse
-suppress | overdose|overdosed|overdosing on caffeine|coffee|espresso|sugar|candy|chocolate|energy|red|monster|netflix|tiktok|anime|homework|studying|content|cuteness
+suppress | overdose|overdosed|overdosing on caffeine|coffee|espresso|sugar|candy|chocolate|energy|red|monster|netflix|tiktok|anime|homework|studying|content|cuteness|pizza|food|carbs|junk|snacks|chips|cookies|fries|tacos|pasta|cake|memes|tv|shows|youtube|games|gaming|reality|drama|pie|turkey|dessert|sweets|cheese
 suppress | hopeless romantic|romantics
 suppress | hopeless at|with
 suppress | suicide squad|doors|door|sprints|sprint|drills|runs|run
@@ -245,7 +266,8 @@ suppress | way out of this|the building|room|hall|maze|level|game|lot|garage|cla
 suppress | around|here *10 wedding|weddings|reunion|tournament|festival|concert|retreat|thanksgiving
 suppress | @feel *2 empty stomach
 suppress | do something stupid *2 ( like / at / at the party / in class )
-suppress | locked ^@obj out
+suppress | locked ^@refl out
+suppress | locked ^@obj out of *2 account|accounts|laptop|computer|phone|email|portal|canvas|wifi|group|chat|server|game|app
 suppress | following me on
 # Hyperbole that still deserves a gentle question, never the crisis script.
 cap concern | makes|made|making ^me @want to ( @die / @kill ^@refl )

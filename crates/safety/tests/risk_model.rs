@@ -11,8 +11,12 @@
 //! `eval/holdout.tsv` are the rules' tuning sets and were looked at while choosing;
 //! `eval/holdout2.tsv` was a check. `eval/blind9.tsv` was written by another author who saw
 //! neither the corpus, the rules nor any other set, before this version's tuning began, and was
-//! scored once, on this version; its misses then gave six rules, so it is a tuning set since.
-//! The bars below only guard against regressions.
+//! scored once, on the fifth version; its misses then gave six rules, so it is a tuning set since.
+//! `eval/blind10.tsv`, by another independent author, was scored once on the sixth version
+//! (recall 0.918, none as crisis 4.0 %, concern caught 0.960) and its misses then gave rules, so
+//! it is a tuning set too. `eval/blind11.tsv`, by a third author, was scored once on the seventh
+//! version (those rules added) and its misses gave rules in turn. The bars below only guard
+//! against regressions.
 
 use std::sync::OnceLock;
 
@@ -100,6 +104,18 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
 fn the_ninth_blind_set() {
     let s = score("eval/blind9.tsv", include_str!("../eval/blind9.tsv"));
     assert_no_worse_than(&s, &NINTH_BLIND);
+}
+
+#[test]
+fn the_tenth_blind_set() {
+    let s = score("eval/blind10.tsv", include_str!("../eval/blind10.tsv"));
+    assert_no_worse_than(&s, &TENTH_BLIND);
+}
+
+#[test]
+fn the_eleventh_blind_set() {
+    let s = score("eval/blind11.tsv", include_str!("../eval/blind11.tsv"));
+    assert_no_worse_than(&s, &ELEVENTH_BLIND);
 }
 
 #[test]
@@ -192,22 +208,28 @@ fn a_call_reads_a_conversation_as_the_head_was_fitted_to_it() {
 }
 
 /// A clinician's change to the corpus reaches the shipped head only through `counsel safety
-/// train`; this proves the shipped head is exactly what that command makes of this corpus.
+/// train`; this proves the shipped head is what that command makes of this corpus: the same
+/// corpus and adapters, and the same reading of every example (bit for bit on the machine that
+/// trained it; within a little on a processor whose vector units sum in another order).
 #[test]
 fn fitting_the_corpus_again_gives_the_shipped_head() {
     let encoder = safety::model::load_encoder(&offline::testing::models_dir()).expect("encoder");
-    let head =
-        safety::model::fit_head(&encoder, safety::model::adapters::SHIPPED_BYTES).expect("fitting");
+    let examples = corpus::examples();
+    let training = safety::model::training_vectors(&encoder, &examples).expect("embedding");
+    let head = safety::model::fit_on(&examples, &training, |_| true);
     let shipped = safety::model::Head::from_bytes(HEAD_BYTES).expect("the shipped head");
     assert!(
         head.fitted_to == shipped.fitted_to && head.bank.len() == shipped.bank.len(),
         "corpus/risk-head.bin was fitted to another corpus: run `counsel safety train`"
     );
-    // Bit for bit on the machine that trained it; within rounding on another processor.
-    let difference = head.weight_difference(&shipped);
+    let difference = head.reading_difference(&shipped, &training.whole);
+    println!(
+        "refitted against shipped, over {} examples: {difference:?}",
+        examples.len()
+    );
     assert!(
-        difference < 1e-3,
-        "corpus/risk-head.bin is not what `counsel safety train` makes of the corpus (weights differ by {difference})"
+        difference.largest < 0.05 && difference.other_level * 500 <= examples.len(),
+        "corpus/risk-head.bin is not what `counsel safety train` makes of the corpus ({difference:?})"
     );
 }
 
@@ -221,6 +243,22 @@ const NINTH_BLIND: Score = Score {
     crisis_precision: 0.90,
     concern_caught: 0.91,
     none_as_crisis: 0.04,
+};
+/// The one blind score of `eval/blind10.tsv` (the sixth version): crisis recall 0.918, crisis
+/// precision 0.934, concern caught 0.960, ordinary talk as crisis 0.040 (6 of 150).
+const TENTH_BLIND: Score = Score {
+    crisis_recall: 0.91,
+    crisis_precision: 0.92,
+    concern_caught: 0.95,
+    none_as_crisis: 0.05,
+};
+/// The one blind score of `eval/blind11.tsv` (the seventh version): crisis recall 0.935, crisis
+/// precision 0.935, concern caught 0.890, ordinary talk as crisis 0.0 (0 of 150).
+const ELEVENTH_BLIND: Score = Score {
+    crisis_recall: 0.92,
+    crisis_precision: 0.92,
+    concern_caught: 0.87,
+    none_as_crisis: 0.014,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
