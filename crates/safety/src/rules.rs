@@ -126,9 +126,8 @@ crisis plan crisis | not waking|wake up *6 breathing|blue|pulse|lips|unresponsiv
 crisis plan crisis | ( is / are / was ) not breathing
 crisis plan crisis | barely|hardly breathing
 crisis plan crisis | lethal|deadly|fatal dose|amount
-crisis plan crisis | how many @pills *4 to ( @die / @kill / overdose )
 crisis plan crisis | how many @pills would it take
-crisis plan crisis | how much|many @pills *4 overdose|lethal|fatal|deadly|liver|organ|kill|kills
+crisis plan crisis | how much|many @pills *4 @die|@kill|overdose|lethal|fatal|deadly|liver|organ
 crisis plan crisis | drank|drink|drinking|swallowed|swallow|swallowing bleach|antifreeze|poison|detergent
 crisis plan crisis | garage *8 engine|motor *1 running|on
 crisis plan crisis | engine|motor *1 running|on *6 garage
@@ -188,7 +187,6 @@ crisis harm_others crisis | ( gun / knife / weapon ) to ( @hurt / @kill / shoot 
 crisis harm_others crisis | @kill|murder|shoot|stab ( everyone / everybody / people / them all / all of them )
 concern harm_others crisis | @want|going|@plan *2 ( @kill / murder / strangle / beat up / punch ) *1 him|her|them|someone|somebody|my|that|this|those
 concern harm_others crisis | could ( @hurt / @kill ) *1 someone|somebody|him|her|them
-concern harm_others crisis | make *1 them|him|her|everyone|everybody pay
 concern harm_others crisis | make *1 them|him|her|everyone|everybody|people all? pay
 crisis harm_others crisis | bring|bringing|brought|take|taking *2 to school|class|campus|dorm|work|office|practice|lecture|party *6 make *2 pay
 

@@ -216,7 +216,8 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     let encoder = safety::model::load_encoder(&offline::testing::models_dir()).expect("encoder");
     let examples = corpus::examples();
     let training = safety::model::training_vectors(&encoder, &examples).expect("embedding");
-    let head = safety::model::fit_on(&examples, &training, |_| true);
+    let head =
+        safety::model::fit_head_to(&examples, &training, safety::model::adapters::SHIPPED_BYTES);
     let shipped = safety::model::Head::from_bytes(HEAD_BYTES).expect("the shipped head");
     assert!(
         head.fitted_to == shipped.fitted_to && head.bank.len() == shipped.bank.len(),

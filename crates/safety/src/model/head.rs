@@ -41,12 +41,6 @@ pub struct ReadingDifference {
     pub other_level: usize,
 }
 
-fn most_likely(probabilities: &[f32; CLASSES]) -> usize {
-    (0..CLASSES)
-        .max_by(|&i, &j| probabilities[i].total_cmp(&probabilities[j]))
-        .unwrap_or(0)
-}
-
 /// A reviewed example's embedding, stored at 8 bits per dimension (plenty for ranking).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BankEntry {
@@ -199,11 +193,14 @@ impl Head {
         let mut difference = ReadingDifference::default();
         for embedding in embeddings {
             let (a, b) = (self.scores(embedding), other.scores(embedding));
-            let (a, b) = ([a.none, a.concern, a.crisis], [b.none, b.concern, b.crisis]);
-            for (x, y) in a.iter().zip(&b) {
+            for (x, y) in [
+                (a.none, b.none),
+                (a.concern, b.concern),
+                (a.crisis, b.crisis),
+            ] {
                 difference.largest = difference.largest.max(f64::from((x - y).abs()));
             }
-            if most_likely(&a) != most_likely(&b) {
+            if a.most_likely() != b.most_likely() {
                 difference.other_level += 1;
             }
         }

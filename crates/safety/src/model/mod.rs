@@ -363,9 +363,14 @@ pub fn head_fingerprint() -> [u8; 32] {
 pub fn fit_head(encoder: &SentenceEncoder, adapters: &[u8]) -> Result<Head, EncoderError> {
     let examples = corpus::examples();
     let training = training_vectors(encoder, &examples)?;
-    let mut head = fit_on(&examples, &training, |_| true);
+    Ok(fit_head_to(&examples, &training, adapters))
+}
+
+/// [`fit_head`] on vectors already embedded, for a caller that reads them again afterwards.
+pub fn fit_head_to(examples: &[Example<'_>], training: &TrainingVectors, adapters: &[u8]) -> Head {
+    let mut head = fit_on(examples, training, |_| true);
     head.fitted_to = fitted_to(adapters);
-    Ok(head)
+    head
 }
 
 /// What the head is fitted to, example by example.
