@@ -1,14 +1,15 @@
-//! The sentence encoder: all-MiniLM-L6-v2 (a 6-layer BERT) on candle, mean-pooled over the
-//! tokens and L2-normalised, exactly as the sentence-transformers model it ships as defines.
+//! The sentence encoder: all-MiniLM-L6-v2 (a 6-layer BERT), mean-pooled over the tokens and
+//! L2-normalised, exactly as the sentence-transformers model it ships as defines. Its files are
+//! read with candle; its forward pass is `bert`'s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 
 use super::adapters::Adapters;
+use super::bert::Bert;
 use super::wordpiece::WordPiece;
 
 /// Size of one sentence embedding.
@@ -59,9 +60,8 @@ pub enum EncoderError {
 }
 
 pub struct SentenceEncoder {
-    bert: BertModel,
+    bert: Bert,
     tokenizer: WordPiece,
-    device: Device,
 }
 
 /// The encoder's files, read and checked: its configuration, vocabulary and weights.
@@ -176,45 +176,16 @@ impl SentenceEncoder {
                 .merge_into(&mut weights)
                 .map_err(|e| EncoderError::Weights(e.to_string()))?;
         }
-        let device = Device::Cpu;
-        let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-        let bert =
-            BertModel::load(vb, &config).map_err(|e| EncoderError::Weights(e.to_string()))?;
-        Ok(Self {
-            bert,
-            tokenizer,
-            device,
-        })
+        let bert = Bert::new(&config, weights).map_err(|e| EncoderError::Weights(e.to_string()))?;
+        Ok(Self { bert, tokenizer })
     }
 
-    /// One unit-length embedding per text, computed as one padded batch.
+    /// One unit-length embedding per text.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<[f32; DIMENSIONS]>, EncoderError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.embed_batch(texts)
-            .map_err(|e| EncoderError::Inference(e.to_string()))
-    }
-
-    fn embed_batch(&self, texts: &[&str]) -> candle_core::Result<Vec<[f32; DIMENSIONS]>> {
-        let (ids, mask) = batch_inputs(&self.tokenizer, texts, &self.device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
-        // Mean over the real tokens only, then unit length.
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-        let unit = mean.broadcast_div(&norm)?;
-        let rows: Vec<Vec<f32>> = unit.to_vec2()?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut v = [0f32; DIMENSIONS];
-                v.copy_from_slice(&row);
-                v
-            })
-            .collect())
+        let sentences: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t, MAX_TOKENS))
+            .collect();
+        self.bert.embed(&sentences).map_err(EncoderError::Inference)
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod adapt;
 pub mod adapters;
+mod bert;
 mod bytes;
 pub mod encoder;
 pub mod head;
