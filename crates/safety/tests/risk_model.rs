@@ -15,8 +15,9 @@
 //! `eval/blind10.tsv`, by another independent author, was scored once on the sixth version
 //! (recall 0.918, none as crisis 4.0 %, concern caught 0.960) and its misses then gave rules, so
 //! it is a tuning set too. `eval/blind11.tsv`, by a third author, was scored once on the seventh
-//! version (those rules added) and its misses gave rules in turn. The bars below only guard
-//! against regressions.
+//! version (those rules added) and its misses gave rules in turn. `eval/blind12.tsv`, by a
+//! fourth author, was scored once on that version (recall 0.941, none as crisis 5.3 %, concern
+//! caught 0.970) before its misses were read. The bars below only guard against regressions.
 
 use std::sync::OnceLock;
 
@@ -116,6 +117,12 @@ fn the_tenth_blind_set() {
 fn the_eleventh_blind_set() {
     let s = score("eval/blind11.tsv", include_str!("../eval/blind11.tsv"));
     assert_no_worse_than(&s, &ELEVENTH_BLIND);
+}
+
+#[test]
+fn the_twelfth_blind_set() {
+    let s = score("eval/blind12.tsv", include_str!("../eval/blind12.tsv"));
+    assert_no_worse_than(&s, &TWELFTH_BLIND);
 }
 
 #[test]
@@ -260,6 +267,15 @@ const ELEVENTH_BLIND: Score = Score {
     crisis_precision: 0.92,
     concern_caught: 0.87,
     none_as_crisis: 0.014,
+};
+/// The one blind score of `eval/blind12.tsv` (the seventh version, its encoder's forward pass
+/// in `model::bert`): crisis recall 0.941, crisis precision 0.889, concern caught 0.970,
+/// ordinary talk as crisis 0.053 (8 of 150).
+const TWELFTH_BLIND: Score = Score {
+    crisis_recall: 0.93,
+    crisis_precision: 0.87,
+    concern_caught: 0.96,
+    none_as_crisis: 0.06,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
