@@ -48,6 +48,22 @@ pub const FILES: &[(&str, &str)] = &[
         "retired-blind8.tsv",
         include_str!("../corpus/retired-blind8.tsv"),
     ),
+    (
+        "retired-blind9.tsv",
+        include_str!("../corpus/retired-blind9.tsv"),
+    ),
+    (
+        "retired-blind10.tsv",
+        include_str!("../corpus/retired-blind10.tsv"),
+    ),
+    (
+        "retired-blind11.tsv",
+        include_str!("../corpus/retired-blind11.tsv"),
+    ),
+    (
+        "retired-blind12.tsv",
+        include_str!("../corpus/retired-blind12.tsv"),
+    ),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

@@ -25,6 +25,7 @@ crisis ideation concern | @want ^i ( could / would / will / might )? @die
 crisis ideation concern | rather @be dead
 crisis ideation concern | @want to ( not be / stop ) ( alive / here / around / existing / living )
 crisis ideation concern | @want to stop existing
+crisis ideation concern | @want to not ( exist / existing / @be alive / wake up / live anymore )
 crisis ideation concern | @kill ^@refl
 crisis ideation concern | @end ^@poss own? life
 crisis ideation concern | @take ^@poss own? life
@@ -86,6 +87,9 @@ concern indirect concern | nothing *4 get|gets|getting better
 concern indirect concern | never *2 get|gets|getting better
 crisis indirect concern | not @be a burden *1 ( much longer / for long / for much longer )
 crisis indirect concern | ( only / one ) way out of this
+crisis indirect concern | nobody ( will / would )? ( have / need ) to ( worry about / deal with / put up with / take care of / look after ) ^me *2 ( anymore / again / soon / much longer / for long )
+crisis indirect concern | not ( have / need ) to ( deal with / put up with ) ^me *1 ( much longer / for much longer / for long / soon )
+crisis indirect concern | watch|feed|keep|adopt|take|taking|watching|keeping *3 ^my *1 cat|dog|fish|pet|pets|hamster|rabbit|bunny|bird|snake|lizard|turtle|plants *8 ( forever / for good / permanently / after i am gone / when i am gone / once i am gone )
 concern indirect concern | burden to|on|for
 concern indirect concern | @be a burden
 concern indirect concern | @feel like a burden
@@ -148,6 +152,7 @@ crisis plan crisis | crash|crashing|drive|driving *3 on purpose
 crisis plan crisis | @look *3 how|ways|methods *1 to ( @die / @kill / overdose / @end )
 crisis plan crisis | painless|painlessly|quickest|easiest|fastest way|ways to @die|@kill
 concern plan concern | know|knows|figured|decided|picked|chose|worked *2 how|when|where ^i *3 do it
+crisis plan crisis | ^i *2 picked|chose|chosen|set|decided|pick ( the / a ) day|date
 concern plan concern | bought|buy|buying|got|get|getting *1 a gun|rope
 concern plan concern | access to *1 gun|guns|pills
 
@@ -176,6 +181,8 @@ crisis self_harm concern | make ^@refl bleed
 crisis self_harm concern | ( razor / razors / blade / blades ) *3 ( hidden / hide / hiding / stash / stashed )
 crisis self_harm concern | ( hidden / hide / hiding / stash / stashed ) *3 ( razor / razors / blade / blades )
 crisis self_harm concern | razor|razors|blade|blades *4 ^@poss arm|arms|wrist|wrists|skin|thigh|thighs|legs
+crisis self_harm concern | hit|hitting|bang|banging|banged|slam|slammed|slamming ^my head against|into|on *1 the? wall|walls|floor|door|desk|mirror *4 until|purpose|bleed|bled|bleeding|bruise|bruised|bruises
+crisis self_harm concern | ^my cuts|burns *3 infected|bleeding|open|deep|fresh|new|stitches|reopened
 
 # --- Harm to others --------------------------------------------------------------------------
 crisis harm_others crisis | shoot|shooting up *2 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church|house|frat|fraternity|sorority|gym|mall|store|stadium|club|bar|mosque|synagogue|temple|lecture|lab|meeting|work
@@ -188,6 +195,8 @@ crisis harm_others crisis | @kill|murder|shoot|stab ( everyone / everybody / peo
 concern harm_others crisis | @want|going|@plan *2 ( @kill / murder / strangle / beat up / punch ) *1 him|her|them|someone|somebody|my|that|this|those
 concern harm_others crisis | could ( @hurt / @kill ) *1 someone|somebody|him|her|them
 concern harm_others crisis | make *1 them|him|her|everyone|everybody|people all? pay
+concern harm_others crisis | make ^my? @kin|professor|professors|teacher|teachers|boss|ta|advisor|coach|landlord|manager pay
+crisis harm_others crisis | make *3 pay *3 not mean|talking|joking
 crisis harm_others crisis | bring|bringing|brought|take|taking *2 to school|class|campus|dorm|work|office|practice|lecture|party *6 make *2 pay
 
 # --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
@@ -206,6 +215,8 @@ concern danger concern | afraid|scared|terrified of ^my? dad|father|mom|mother|s
 concern danger concern framable | abuse|abusive|abusing
 crisis danger concern | locked ^@obj in|up
 crisis danger concern | not let ^@obj leave
+crisis danger concern | not leave ^my apartment|room|dorm|house|place|car|home *8 angry|mad|yelling|screaming|violent|aggressive|threatening|drunk|scary
+crisis danger concern | sleeping|sleep|slept|living in ^my car *8 degrees|freezing|snow|snowing|cold|below
 concern danger concern | stalking|stalks|stalked|following ^@obj
 crisis danger concern | keeps|keep|kept *4 ( pictures / photos / pics / videos ) of ( ^me / ^my house / ^my home / ^my apartment / ^my dorm / ^my window / ^my car / where ^i live )
 crisis danger concern | locked|locks|locking|kicked|threw ^@obj out *8 degrees|freezing|snow|snowing|cold|nowhere
@@ -249,12 +260,12 @@ suppress | suicides
 suppress | assisted suicide
 suppress | around *8 trip|vacation|travel|traveling|travelling|break|conference|visiting|flight|holiday|holidays|thanksgiving|christmas|spring
 suppress | here *5 transfer|transferring|graduating|graduate|moving|semester|abroad|internship|trip|break
-suppress | say|saying|said goodbye *5 before|flight|flying|trip|graduation|graduating|moving|semester|summer|break|flew
+suppress | say|saying|said goodbye *5 before|flight|flying|trip|graduation|graduating|moving|semester|summer|break|flew|internship|job|shift|camp|program|ended|over|farewell|retirement
 suppress | wrote|write|writing|written *1 goodbye *8 graduating|graduation|seniors|retiring|retirement|farewell
 suppress | noose *8 history|class|lecture|museum|movie|film|documentary|lynching|halloween|decoration|knot|knots|exhibit
 suppress | lethal|deadly|fatal dose|doses|amount|amounts *8 lab|report|pharmacology|toxicology|lecture|homework|assignment|paper|quiz|course|exam|class
 suppress | pharmacology|toxicology|pharm *8 lethal|deadly|fatal dose|doses|amount
-suppress | @kill my? instagram|insta|account|tiktok|snapchat|twitter|facebook|phone|battery|vibe|buzz|plant|plants|streak|ig
+suppress | @kill my? instagram|insta|account|tiktok|snapchat|twitter|facebook|phone|battery|vibe|buzz|plant|plants|streak|ig|alarm|clock|printer|router|laptop|computer|wifi
 suppress | burden to|on|for *2 proof
 suppress | financial|money|debt|tuition|student burden
 suppress | @give away *5 charity|donate|donating|donation|moving|declutter|decluttering|graduation|graduating|free
@@ -267,6 +278,7 @@ suppress | do something stupid *2 ( like / at / at the party / in class )
 suppress | locked ^@refl out
 suppress | locked ^@obj out of *2 account|accounts|laptop|computer|phone|email|portal|canvas|wifi|group|chat|server|game|app
 suppress | following me on
+suppress | ( the / a ) day|date *4 trip|flight|wedding|party|move|moving|surgery|appointment|exam|interview|birthday|dinner|vacation|visit|graduation|ceremony|meeting|concert|game|shower|launch|presentation|defense|home|break|date|drive|test
 # Hyperbole that still deserves a gentle question, never the crisis script.
 cap concern | makes|made|making ^me @want to ( @die / @kill ^@refl )
 cap concern | would|will @kill ^@refl if|when
@@ -274,6 +286,7 @@ cap concern | rather ( @kill ^@refl / @die ) than
 cap concern | told|tell|tells|telling|said ^me to *1 @kill ^@refl
 cap concern | @kill ^yourself
 cap concern | boring|embarrassing|awkward|cringe|cringy *3 ^i @want to @die
+cap concern | wifi|internet|printer|router|lag|lagging|buffering *6 @kill ^@refl
 "#;
 
 /// What a rule says when it matches, before negation, tense and subject are applied.

@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn the_model_alone_names_the_kind_of_risk_but_never_someone_else() {
         let verdict = judge(
-            "i picked the day",
+            "everything is arranged for sunday",
             model_says_crisis(CrisisSignal::ThirdPartyRisk),
         );
         assert_eq!(verdict.decided_by, Some(DecidedBy::Model));
@@ -291,7 +291,7 @@ mod tests {
             Some(CrisisSignal::SuicidalIdeation)
         );
         let planned = judge(
-            "i picked the day",
+            "everything is arranged for sunday",
             model_says_crisis(CrisisSignal::PlanOrMeans),
         );
         assert_eq!(planned.assessment.signal, Some(CrisisSignal::PlanOrMeans));
