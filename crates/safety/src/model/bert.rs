@@ -199,7 +199,7 @@ impl Bert {
         config: &Config,
         weights: HashMap<String, Tensor>,
     ) -> candle_core::Result<Bert> {
-        if DIMENSIONS % config.num_attention_heads != 0 {
+        if !DIMENSIONS.is_multiple_of(config.num_attention_heads) {
             return Err(candle_core::Error::Msg(format!(
                 "{} attention heads do not divide {DIMENSIONS}",
                 config.num_attention_heads
