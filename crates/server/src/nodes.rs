@@ -89,8 +89,11 @@ async fn beat(state: &AppState, listening_on: SocketAddr) {
             // they would.
             tracing::warn!("this node was missing from the registry; recording it again");
             let again = registration(state, listening_on);
-            if let Err(error) = state.store.register_node(&again, Utc::now()).await {
-                tracing::error!(%error, "could not record this node in the registry");
+            match state.store.register_node(&again, Utc::now()).await {
+                Ok(()) => state.sockets.record_again().await,
+                Err(error) => {
+                    tracing::error!(%error, "could not record this node in the registry")
+                }
             }
         }
         Err(error) => tracing::warn!(%error, "heartbeat not recorded"),

@@ -201,6 +201,37 @@ impl Store {
         Ok(ids.into_iter().map(SocketSlotId).collect())
     }
 
+    /// Counts again the slots of sockets still open on `node` after another node took it for
+    /// dead and deleted its registry row and slots with it. Slots counted already are kept as
+    /// they are; the student's limit is not checked, since these sockets are open.
+    pub async fn restore_socket_slots(
+        &self,
+        node: NodeId,
+        slots: &[(SocketSlotId, UserId)],
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            for (slot, user) in slots {
+                sqlx::query(
+                    "INSERT INTO socket_slots (id, user_id, node_id, opened_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(slot.0)
+                .bind(*user.as_uuid())
+                .bind(*node.as_uuid())
+                .bind(crate::rows::to_micros(at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Gives a socket's slot back.
     pub async fn release_socket_slot(&self, slot: SocketSlotId) -> Result<()> {
         with_pool!(self, writer, |pool| {

@@ -5,7 +5,7 @@
 //! exist. A student may hold at most five sockets at once. A screen that reconnects after a
 //! network blip passes `?after=<sequence>`, the last final line it saw, and resumes from there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -74,8 +74,8 @@ pub struct SocketSlots(Arc<SlotsInner>);
 struct SlotsInner {
     /// Sockets open on this node, per student.
     here: Mutex<HashMap<UserId, usize>>,
-    /// The slots this node's open sockets hold in the store.
-    held: Mutex<HashSet<SocketSlotId>>,
+    /// The slots this node's open sockets hold in the store, and whose they are.
+    held: Mutex<HashMap<SocketSlotId, UserId>>,
     /// Where the deployment's count is kept, and this node's name in it.
     shared: Option<(Store, NodeId)>,
 }
@@ -138,7 +138,11 @@ impl SocketSlots {
             if *count < SOCKETS_PER_USER {
                 *count += 1;
                 if let Some(slot) = in_store {
-                    self.0.held.lock().expect("held slots lock").insert(slot);
+                    self.0
+                        .held
+                        .lock()
+                        .expect("held slots lock")
+                        .insert(slot, user);
                 }
                 return Some(SocketSlot {
                     slots: self.clone(),
@@ -174,12 +178,36 @@ impl SocketSlots {
         };
         let strays: Vec<SocketSlotId> = {
             let held = self.0.held.lock().expect("held slots lock");
-            counted.into_iter().filter(|s| !held.contains(s)).collect()
+            counted
+                .into_iter()
+                .filter(|s| !held.contains_key(s))
+                .collect()
         };
         for stray in strays {
             if let Err(error) = store.release_socket_slot(stray).await {
                 tracing::warn!(%error, "socket slot not given back");
             }
+        }
+    }
+}
+
+impl SocketSlots {
+    /// Counts this node's open sockets in the store again, for a node that was taken for dead
+    /// (its slots went with its registry row) and has just recorded itself again.
+    pub async fn record_again(&self) {
+        let Some((store, node)) = &self.0.shared else {
+            return;
+        };
+        let held: Vec<(SocketSlotId, UserId)> = self
+            .0
+            .held
+            .lock()
+            .expect("held slots lock")
+            .iter()
+            .map(|(slot, user)| (*slot, *user))
+            .collect();
+        if let Err(error) = store.restore_socket_slots(*node, &held, Utc::now()).await {
+            tracing::warn!(%error, "open sockets not counted again across nodes");
         }
     }
 }

@@ -471,3 +471,58 @@ async fn a_stray_socket_slot_is_given_back_at_the_next_heartbeat() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+// A node another node took for dead (a long pause) loses its registry row and with it the slots
+// of its open sockets; when it records itself again it counts those sockets again, so the
+// student still has five, not ten.
+#[tokio::test]
+async fn a_node_taken_for_dead_counts_its_open_sockets_again() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let (b, b_state) = app.another_node().await;
+    let b = b.replacen("http://", "ws://", 1);
+    // The call runs on node B; node A's sockets follow it from afar.
+    let session = app.open_session_on(student.id, b_state.calls.node()).await;
+    let url = |base: &str| format!("{base}/ws/sessions/{session}/transcript?token={token}");
+    let a = app.ws_url("");
+    let mut open = Vec::new();
+    for _ in 0..server::routes::live::SOCKETS_PER_USER {
+        let (socket, _) = tokio_tungstenite::connect_async(url(&a)).await.unwrap();
+        open.push(socket);
+    }
+    let node_a = app.state.calls.node();
+    let far_future = Utc::now() + chrono::Duration::days(1);
+    let counted = || async {
+        app.state
+            .store
+            .socket_slots_of(node_a, far_future)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(counted().await, 5);
+
+    // Node A's row goes, as a node that found it silent removes it.
+    app.state.store.remove_node(node_a).await.unwrap();
+    assert_eq!(counted().await, 0, "the slots go with the node's row");
+
+    let deadline =
+        std::time::Instant::now() + 2 * server::nodes::HEARTBEAT_INTERVAL + Duration::from_secs(2);
+    while counted().await < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A's open sockets were not counted again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match tokio_tungstenite::connect_async(url(&b)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429, "a sixth on node B")
+        }
+        other => panic!("a sixth socket on node B: {other:?}"),
+    }
+    drop(open);
+}
