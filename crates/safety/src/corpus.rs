@@ -64,6 +64,10 @@ pub const FILES: &[(&str, &str)] = &[
         "retired-blind12.tsv",
         include_str!("../corpus/retired-blind12.tsv"),
     ),
+    (
+        "retired-blind13.tsv",
+        include_str!("../corpus/retired-blind13.tsv"),
+    ),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

@@ -273,6 +273,58 @@ mod tests {
     }
 
     #[test]
+    fn means_marks_and_threats_in_other_words() {
+        assert_eq!(level("theres a tube on the exhaust of my car now"), Crisis);
+        assert_eq!(
+            level("the gun is loaded and sitting on my nightstand"),
+            Crisis
+        );
+        assert_eq!(level("i want to swallow all my zoloft at once"), Crisis);
+        assert_eq!(
+            level("your zoloft is ready for pickup at the counter"),
+            Calm
+        );
+        assert_eq!(level("i started a note for real this time"), Crisis);
+        assert_eq!(
+            level("my only plan after this semester is not being alive"),
+            Crisis
+        );
+        assert_eq!(level("im done and i do not mean school"), Crisis);
+        assert_eq!(
+            level("my aunt said shell keep my dog if something happens to me"),
+            Crisis
+        );
+        assert_eq!(
+            level("i slam my head into the door when it gets loud until i get dizzy"),
+            Crisis
+        );
+        assert_eq!(
+            level("the scratches on my thighs are hard to cover at the pool"),
+            Crisis
+        );
+        assert_eq!(
+            level("the coach noticed the burns but nobody knows i did them to myself"),
+            Crisis
+        );
+        assert_eq!(
+            level("i printed the layout of the office and looked up where to buy a rifle"),
+            Crisis
+        );
+        assert_eq!(
+            level("ive pictured what i would do to her in detail"),
+            Crisis
+        );
+        assert_eq!(
+            level("i nearly smothered the baby when she wouldnt stop crying"),
+            Crisis
+        );
+        assert_eq!(
+            level("our seminar covered non suicidal self injury in teens"),
+            Calm
+        );
+    }
+
+    #[test]
     fn study_and_media_talk_is_not_crisis() {
         assert_eq!(level("we're studying suicide rates in sociology"), Calm);
         assert_eq!(level("im writing a paper on suicide prevention"), Calm);

@@ -29,7 +29,7 @@ pub(crate) const CLASSES: &[(&str, &str)] = &[
     ("plan", "plan plans planning planned"),
     ("give", "give gives giving gave given"),
     ("look", "look looks looked looking google googled googling search searched searching research researched researching read reading"),
-    ("pills", "pills pill meds medication medications tablets painkillers antidepressants prescription tylenol ibuprofen advil acetaminophen paracetamol aspirin benadryl"),
+    ("pills", "pills pill meds medication medications tablets painkillers antidepressants prescription tylenol ibuprofen advil acetaminophen paracetamol aspirin benadryl prozac zoloft lexapro celexa paxil effexor cymbalta wellbutrin xanax klonopin ativan valium adderall ritalin ambien seroquel abilify lamictal sertraline fluoxetine escitalopram citalopram bupropion trazodone quetiapine gabapentin oxycodone percocet vicodin codeine tramadol"),
     ("refl", "myself yourself ourselves himself herself themselves themself"),
     ("poss", "my your our his her their"),
     ("obj", "me us him her them"),

@@ -26,6 +26,9 @@ crisis ideation concern | rather @be dead
 crisis ideation concern | @want to ( not be / stop ) ( alive / here / around / existing / living )
 crisis ideation concern | @want to stop existing
 crisis ideation concern | @want to not ( exist / existing / @be alive / wake up / live anymore )
+crisis ideation concern | plan|solution|answer|option *4 @be ( not being / to not be / not to be / to stop being ) ( alive / here / around )
+crisis indirect concern | done *4 not ( dropping out / quitting / leaving school / leaving college / failing ) done
+crisis indirect concern | done *2 ( i do not mean / and not ) ( school / college / the class / dropping out / quitting )
 crisis ideation concern | @kill ^@refl
 crisis ideation concern | @end ^@poss own? life
 crisis ideation concern | @take ^@poss own? life
@@ -89,7 +92,7 @@ crisis indirect concern | not @be a burden *1 ( much longer / for long / for muc
 crisis indirect concern | ( only / one ) way out of this
 crisis indirect concern | nobody ( will / would )? ( have / need ) to ( worry about / deal with / put up with / take care of / look after ) ^me *2 ( anymore / again / soon / much longer / for long )
 crisis indirect concern | not ( have / need ) to ( deal with / put up with ) ^me *1 ( much longer / for much longer / for long / soon )
-crisis indirect concern | watch|feed|keep|adopt|take|taking|watching|keeping *3 ^my *1 cat|dog|fish|pet|pets|hamster|rabbit|bunny|bird|snake|lizard|turtle|plants *8 ( forever / for good / permanently / after i am gone / when i am gone / once i am gone )
+crisis indirect concern | watch|feed|keep|adopt|take|taking|watching|keeping *3 ^my *1 cat|dog|fish|pet|pets|hamster|rabbit|bunny|bird|snake|lizard|turtle|plants *8 ( forever / for good / permanently / after i am gone / when i am gone / once i am gone / if anything happens / if something happens / in case anything happens / in case something happens )
 concern indirect concern | burden to|on|for
 concern indirect concern | @be a burden
 concern indirect concern | @feel like a burden
@@ -112,7 +115,7 @@ concern indirect concern | do something stupid|drastic
 crisis plan crisis | @plan *3 ( @kill ^@refl / @end ^@poss life / @end it / suicide )
 crisis plan crisis | a plan *3 @die
 crisis plan crisis | wrote|write|writing|written *1 suicide|goodbye note|notes|letter|letters|message
-crisis plan crisis | wrote|write|writing|written *1 letters|notes|letter|note *4 ( in case / goodbye / to everyone / for after )
+crisis plan crisis | wrote|write|writing|written|started|starting|editing|rewriting|finished *1 letters|notes|letter|note *4 ( in case / goodbye / to everyone / for after / a real one / for real )
 crisis plan crisis | ( use / using / used ) ( it / a gun / the gun / my gun / a knife / the knife / a razor / the razor ) on ^@refl
 crisis plan crisis | roof|rooftop|bridge|ledge|balcony|window *6 ( going to / @want to / about to / thinking about / think about )? jump|jumping
 crisis plan crisis | @pills to ( @die / @end / overdose )
@@ -153,6 +156,11 @@ crisis plan crisis | @look *3 how|ways|methods *1 to ( @die / @kill / overdose /
 crisis plan crisis | painless|painlessly|quickest|easiest|fastest way|ways to @die|@kill
 concern plan concern | know|knows|figured|decided|picked|chose|worked *2 how|when|where ^i *3 do it
 crisis plan crisis | ^i *2 picked|chose|chosen|set|decided|pick ( the / a ) day|date
+crisis plan crisis | hose|hoses|tube|tubing *6 exhaust|tailpipe
+crisis plan crisis | exhaust|tailpipe *6 hose|hoses|tube|tubing
+crisis plan crisis | gun|pistol|rifle|revolver|shotgun|glock *4 loaded *6 table|desk|lap|bed|nightstand|front|next|beside|hand|hands|counter
+crisis plan crisis | loaded ^my? gun|pistol|rifle|revolver|shotgun|glock *6 table|desk|lap|bed|nightstand|front|next|beside|hand|hands|counter
+concern indirect concern | permanent solution
 concern plan concern | bought|buy|buying|got|get|getting *1 a gun|rope
 concern plan concern | access to *1 gun|guns|pills
 
@@ -183,6 +191,9 @@ crisis self_harm concern | ( hidden / hide / hiding / stash / stashed ) *3 ( raz
 crisis self_harm concern | razor|razors|blade|blades *4 ^@poss arm|arms|wrist|wrists|skin|thigh|thighs|legs
 crisis self_harm concern | hit|hitting|bang|banging|banged|slam|slammed|slamming ^my head against|into|on *1 the? wall|walls|floor|door|desk|mirror *4 until|purpose|bleed|bled|bleeding|bruise|bruised|bruises
 crisis self_harm concern | ^my cuts|burns *3 infected|bleeding|open|deep|fresh|new|stitches|reopened
+crisis self_harm concern | hit|hitting|bang|banging|banged|slam|slammed|slamming ^my head against|into|on *1 the? wall|walls|floor|door|desk|mirror *10 ( see spots / see stars / saw spots / saw stars / get dizzy / got dizzy / black out / blacked out / pass out / passed out )
+crisis self_harm concern | marks|cuts|scratches|burns *3 ^my? wrists|wrist|arms|arm|thighs|thigh|legs|stomach *6 hide|hiding|cover|covering|sleeves|hoodie|hoodies
+crisis self_harm concern | bruises|bruise|bruised|marks|cuts|burns|scars|scratches *14 ( do / did / am doing / have been doing / been doing ) ( it / them / that / this ) to ^@refl
 
 # --- Harm to others --------------------------------------------------------------------------
 crisis harm_others crisis | shoot|shooting up *2 school|class|campus|building|library|dorm|party|place|office|classroom|hall|cafeteria|church|house|frat|fraternity|sorority|gym|mall|store|stadium|club|bar|mosque|synagogue|temple|lecture|lab|meeting|work
@@ -198,6 +209,13 @@ concern harm_others crisis | make *1 them|him|her|everyone|everybody|people all?
 concern harm_others crisis | make ^my? @kin|professor|professors|teacher|teachers|boss|ta|advisor|coach|landlord|manager pay
 crisis harm_others crisis | make *3 pay *3 not mean|talking|joking
 crisis harm_others crisis | bring|bringing|brought|take|taking *2 to school|class|campus|dorm|work|office|practice|lecture|party *6 make *2 pay
+crisis harm_others crisis | floor|building plan|plans|layout|blueprint|blueprints|map|maps *10 gun|guns|ar|rifle|rifles|pistol|weapon|weapons|shoot|shooting
+crisis harm_others crisis | layout|layouts|blueprint|blueprints *10 gun|guns|ar|rifle|rifles|pistol|weapon|weapons|shoot|shooting
+crisis harm_others crisis | ( @think / imagined / imagining / pictured / picturing / planned ) about? what ^i ( would / id / could / will / am going to )? do to him|her|them *4 detail|details|detailed|step
+crisis harm_others crisis | ( @think / imagined / imagining / pictured / picturing ) about? what ^i ( would / id / could / will )? do with *3 gun|guns|ar|rifle|pistol|weapon|weapons
+crisis harm_others crisis | what id do to him|her|them *4 detail|details|detailed|step
+crisis harm_others crisis | baby|infant|newborn *8 ( almost / nearly ) ( shook / shake / shaking / smothered / smother )
+crisis harm_others crisis | almost|nearly|might|could *2 ( shake / shook / shaking / smother / smothered / hit / hurt / drop / dropped ) ( the / my / our / her / his )? baby|infant|newborn|toddler
 
 # --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
 crisis danger concern agent | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
@@ -278,6 +296,8 @@ suppress | do something stupid *2 ( like / at / at the party / in class )
 suppress | locked ^@refl out
 suppress | locked ^@obj out of *2 account|accounts|laptop|computer|phone|email|portal|canvas|wifi|group|chat|server|game|app
 suppress | following me on
+suppress | non suicidal
+suppress | ready *3 pickup|pick|pharmacy|cvs|walgreens|counter
 suppress | ( the / a ) day|date *4 trip|flight|wedding|party|move|moving|surgery|appointment|exam|interview|birthday|dinner|vacation|visit|graduation|ceremony|meeting|concert|game|shower|launch|presentation|defense|home|break|date|drive|test
 # Hyperbole that still deserves a gentle question, never the crisis script.
 cap concern | makes|made|making ^me @want to ( @die / @kill ^@refl )
