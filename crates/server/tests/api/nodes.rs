@@ -15,7 +15,32 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::helpers::{spawn_app, Backend, TestApp, TestUser};
+
+/// A PostgreSQL deployment of two nodes, A (`app`) and B, and a signed-in student; `b_ws` is B's
+/// `ws://` address.
+struct TwoNodes {
+    app: TestApp,
+    student: TestUser,
+    token: String,
+    b_ws: String,
+    b: server::AppState,
+}
+
+async fn two_nodes_and_a_student() -> Option<TwoNodes> {
+    let app = spawn_app(Backend::Postgres).await?;
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let (b_http, b) = app.another_node().await;
+    let b_ws = b_http.replacen("http://", "ws://", 1);
+    Some(TwoNodes {
+        app,
+        student,
+        token,
+        b_ws,
+        b,
+    })
+}
 
 /// The next JSON message a transcript socket receives, or `None` when it closes.
 async fn next_message<S>(socket: &mut S) -> Option<Value>
@@ -51,15 +76,17 @@ fn said(seq: u64, speaker: Speaker, text: &str) -> AgentEvent {
 // page on that node shows the crisis too.
 #[tokio::test]
 async fn a_screen_on_another_node_follows_the_call_live() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+    // Node B: the same database, serving only the screen.
+    let Some(TwoNodes {
+        app,
+        student,
+        token,
+        b_ws: b,
+        b: b_state,
+    }) = two_nodes_and_a_student().await
+    else {
         return;
     };
-    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
-    let token = app.token(&student).await;
-
-    // Node B: the same database, serving only the screen.
-    let (b, b_state) = app.another_node().await;
-    let b = b.replacen("http://", "ws://", 1);
     let nurse = app.add_staff(r"\COLLEGE\nurse1").await;
     let nurse_token = app.token(&nurse).await;
     let (mut staff_page, _) =
@@ -260,13 +287,16 @@ async fn a_rate_limit_is_counted_across_nodes() {
 // Issue 14, item 4: a student's five transcript sockets are five on all nodes together.
 #[tokio::test]
 async fn five_transcript_sockets_are_five_across_nodes() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+    let Some(TwoNodes {
+        app,
+        student,
+        token,
+        b_ws: b,
+        ..
+    }) = two_nodes_and_a_student().await
+    else {
         return;
     };
-    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
-    let token = app.token(&student).await;
-    let (b, _) = app.another_node().await;
-    let b = b.replacen("http://", "ws://", 1);
     let a = app.ws_url("");
     let a = a.as_str();
 
@@ -477,13 +507,16 @@ async fn a_stray_socket_slot_is_given_back_at_the_next_heartbeat() {
 // student still has five, not ten.
 #[tokio::test]
 async fn a_node_taken_for_dead_counts_its_open_sockets_again() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+    let Some(TwoNodes {
+        app,
+        student,
+        token,
+        b_ws: b,
+        b: b_state,
+    }) = two_nodes_and_a_student().await
+    else {
         return;
     };
-    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
-    let token = app.token(&student).await;
-    let (b, b_state) = app.another_node().await;
-    let b = b.replacen("http://", "ws://", 1);
     // The call runs on node B; node A's sockets follow it from afar.
     let session = app.open_session_on(student.id, b_state.calls.node()).await;
     let url = |base: &str| format!("{base}/ws/sessions/{session}/transcript?token={token}");
