@@ -17,29 +17,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{spawn_app, Backend, TestApp, TestUser};
 
-/// A PostgreSQL deployment of two nodes, A (`app`) and B, and a signed-in student; `b_ws` is B's
-/// `ws://` address.
-struct TwoNodes {
-    app: TestApp,
-    student: TestUser,
-    token: String,
-    b_ws: String,
-    b: server::AppState,
-}
-
-async fn two_nodes_and_a_student() -> Option<TwoNodes> {
+/// A PostgreSQL deployment of two nodes and a signed-in student: node A (the app), the student,
+/// their token, node B's `ws://` address and node B.
+async fn two_nodes() -> Option<(TestApp, TestUser, String, String, server::AppState)> {
     let app = spawn_app(Backend::Postgres).await?;
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
-    let (b_http, b) = app.another_node().await;
-    let b_ws = b_http.replacen("http://", "ws://", 1);
-    Some(TwoNodes {
-        app,
-        student,
-        token,
-        b_ws,
-        b,
-    })
+    let (b, b_state) = app.another_node().await;
+    let b = b.replacen("http://", "ws://", 1);
+    Some((app, student, token, b, b_state))
 }
 
 /// The next JSON message a transcript socket receives, or `None` when it closes.
@@ -77,14 +63,7 @@ fn said(seq: u64, speaker: Speaker, text: &str) -> AgentEvent {
 #[tokio::test]
 async fn a_screen_on_another_node_follows_the_call_live() {
     // Node B: the same database, serving only the screen.
-    let Some(TwoNodes {
-        app,
-        student,
-        token,
-        b_ws: b,
-        b: b_state,
-    }) = two_nodes_and_a_student().await
-    else {
+    let Some((app, student, token, b, b_state)) = two_nodes().await else {
         return;
     };
     let nurse = app.add_staff(r"\COLLEGE\nurse1").await;
@@ -287,14 +266,7 @@ async fn a_rate_limit_is_counted_across_nodes() {
 // Issue 14, item 4: a student's five transcript sockets are five on all nodes together.
 #[tokio::test]
 async fn five_transcript_sockets_are_five_across_nodes() {
-    let Some(TwoNodes {
-        app,
-        student,
-        token,
-        b_ws: b,
-        ..
-    }) = two_nodes_and_a_student().await
-    else {
+    let Some((app, student, token, b, _)) = two_nodes().await else {
         return;
     };
     let a = app.ws_url("");
@@ -507,14 +479,7 @@ async fn a_stray_socket_slot_is_given_back_at_the_next_heartbeat() {
 // student still has five, not ten.
 #[tokio::test]
 async fn a_node_taken_for_dead_counts_its_open_sockets_again() {
-    let Some(TwoNodes {
-        app,
-        student,
-        token,
-        b_ws: b,
-        b: b_state,
-    }) = two_nodes_and_a_student().await
-    else {
+    let Some((app, student, token, b, b_state)) = two_nodes().await else {
         return;
     };
     // The call runs on node B; node A's sockets follow it from afar.
