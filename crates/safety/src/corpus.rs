@@ -68,6 +68,10 @@ pub const FILES: &[(&str, &str)] = &[
         "retired-blind13.tsv",
         include_str!("../corpus/retired-blind13.tsv"),
     ),
+    (
+        "retired-blind14.tsv",
+        include_str!("../corpus/retired-blind14.tsv"),
+    ),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

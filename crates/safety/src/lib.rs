@@ -325,6 +325,40 @@ mod tests {
     }
 
     #[test]
+    fn quiet_wishes_methods_and_danger_at_night() {
+        assert_eq!(level("i keep praying i never wake up"), Crisis);
+        assert_eq!(level("id be okay if a truck hit me tomorrow"), Crisis);
+        assert_eq!(level("i hope my flight goes down on the way back"), Crisis);
+        assert_eq!(level("i hope the flight goes smoothly"), Calm);
+        assert_eq!(
+            level("i keep thinking about steering into the guardrail"),
+            Crisis
+        );
+        assert_eq!(level("i bought charcoal and duct tape yesterday"), Crisis);
+        assert_eq!(level("i made a playlist for my funeral"), Crisis);
+        assert_eq!(level("i have like fifty advil saved up in my desk"), Crisis);
+        assert_eq!(level("i used a safety pin on my thigh again"), Crisis);
+        assert_eq!(level("the urge to s h is back"), Crisis);
+        assert_eq!(
+            level("my stepbrother keeps coming into my room when everyone is asleep"),
+            Crisis
+        );
+        assert_eq!(
+            level("two guys are carrying my friend to a car and shes passed out"),
+            Crisis
+        );
+        assert_eq!(
+            level("we played mafia and i killed everyone as the mafia"),
+            Calm
+        );
+        assert_eq!(level("my kitten keeps scratching my arms"), Calm);
+        assert_eq!(
+            level("my quiz asked how much tylenol harms the liver"),
+            Calm
+        );
+    }
+
+    #[test]
     fn study_and_media_talk_is_not_crisis() {
         assert_eq!(level("we're studying suicide rates in sociology"), Calm);
         assert_eq!(level("im writing a paper on suicide prevention"), Calm);

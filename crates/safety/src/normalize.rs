@@ -280,6 +280,9 @@ fn join_split_words(words: Vec<String>) -> Vec<String> {
         // The recognisers' usual slip for "self harm".
         ("self", "arm", "self_harm"),
         ("self", "arming", "self_harming"),
+        ("s", "h", "sh"),
+        ("tie", "lenol", "tylenol"),
+        ("tie", "lynol", "tylenol"),
     ];
     let mut out: Vec<String> = Vec::with_capacity(words.len());
     let mut i = 0;
@@ -296,6 +299,15 @@ fn join_split_words(words: Vec<String>) -> Vec<String> {
         if current == "selfharm" {
             out.push("self_harm".to_owned());
             i += 1;
+            continue;
+        }
+        // "does" after a dose's adjective is a mis-hearing of "dose".
+        if matches!(current, "lethal" | "fatal" | "deadly" | "toxic")
+            && words.get(i + 1).is_some_and(|next| next == "does")
+        {
+            out.push(current.to_owned());
+            out.push("dose".to_owned());
+            i += 2;
             continue;
         }
         // "dye" is nearly always a mis-hearing of "die" unless something is being coloured.
@@ -361,6 +373,9 @@ mod tests {
         assert_eq!(norm("no one would care"), "nobody would care");
         assert_eq!(norm("i've been self-harming"), "i have been self_harming");
         assert_eq!(norm("im about to self arm"), "i am about to self_harm");
+        assert_eq!(norm("the lethal does of it"), "the lethal dose of it");
+        assert_eq!(norm("i bought tie lenol"), "i bought tylenol");
+        assert_eq!(norm("the urge to s h"), "the urge to sh");
         assert_eq!(norm("honestly idk kms"), "i do not know kill myself");
     }
 }

@@ -54,6 +54,11 @@ crisis ideation concern | not care if ^i ( live / @die / wake up )
 crisis ideation concern | not mind if ^i ( @die / did not wake up / never woke up )
 crisis ideation concern | hope ^i ( @die / get hit / crash )
 crisis ideation concern | @want *3 car|bus|truck|train ( would / will / to )? hit ^me
+crisis ideation concern | fine|okay|happy|glad|mind *2 if ( a / the ) car|bus|truck|train *1 hit|hits|ran|runs|killed ^me
+crisis ideation concern | hope|hoping|wish ( the / my ) plane|flight|bus|train *2 crashes|crash|derails
+crisis ideation concern | hope|hoping|wish ( the / my ) plane|flight *2 ( goes down / go down / going down / falls / fall out of the sky )
+crisis ideation concern | hope|hoping|hoped|pray|praying ^i *2 ( do not / never / will not / would not / just do not ) wake up
+crisis ideation concern | turn|turning|jerk|jerking|swerve|swerving|steer|steering ( the wheel )? into ( the / a / oncoming ) divider|wall|barrier|tree|pole|traffic|median|guardrail|pillar|truck|bridge
 crisis ideation concern | @feel like dying
 crisis ideation concern | @want to disappear|vanish ( forever / permanently / for good )
 crisis ideation concern | better off dead
@@ -157,6 +162,15 @@ crisis plan crisis | painless|painlessly|quickest|easiest|fastest way|ways to @d
 concern plan concern | know|knows|figured|decided|picked|chose|worked *2 how|when|where ^i *3 do it
 crisis plan crisis | ^i *2 picked|chose|chosen|set|decided|pick ( the / a ) day|date
 crisis plan crisis | hose|hoses|tube|tubing *6 exhaust|tailpipe
+crisis plan crisis | charcoal *4 duct tape
+crisis plan crisis | charcoal *8 ( do not have a grill / no grill / not even have a grill / not own a grill )
+crisis plan crisis | ( playlist / songs / music / outfit / speech ) for ^my own? funeral
+crisis plan crisis | planned|planning|plan ^my own? funeral
+crisis plan crisis | pharmacist|pharmacists *6 how many|much *4 too many|much|lethal|fatal|deadly|kill|die
+crisis plan crisis | ( forty / fifty / sixty / seventy / eighty / ninety / hundred / hundreds of ) @pills
+crisis plan crisis | note|letter|letters|notes *8 ( weirdly / strangely / oddly / suddenly ) ( calm / peaceful / at peace )
+crisis indirect concern | deleted|deleting|delete all ^my social media|accounts|socials *10 ( calm / at peace / peaceful / goodbye / note / letter )
+crisis indirect concern | last session *6 thanks|thank *2 for trying
 crisis plan crisis | exhaust|tailpipe *6 hose|hoses|tube|tubing
 crisis plan crisis | gun|pistol|rifle|revolver|shotgun|glock *4 loaded *6 table|desk|lap|bed|nightstand|front|next|beside|hand|hands|counter
 crisis plan crisis | loaded ^my? gun|pistol|rifle|revolver|shotgun|glock *6 table|desk|lap|bed|nightstand|front|next|beside|hand|hands|counter
@@ -175,6 +189,8 @@ crisis self_harm concern | ^i self_harm
 crisis self_harm concern | ( about / going / gonna / want / wanna / wanted ) to self_harm
 crisis self_harm concern | pour|pouring|poured *2 boiling|hot|scalding *1 water|coffee|tea|oil *2 on|over ^my ( hand / hands / arm / arms / leg / legs / skin / wrist / wrists / thigh / thighs )
 crisis self_harm concern | urge|urges|urged to @cut|@hurt|self_harm|@burn
+crisis self_harm concern | urge|urges|urged to sh
+crisis self_harm concern | used|use|using *3 compass|pin|pins|needle|needles|scissors|knife|blade|razor|glass|lighter|eraser|sharpener|tack|thumbtack|paperclip *6 on ^my wrist|wrists|arm|arms|thigh|thighs|skin|legs|stomach|hip|hips
 crisis self_harm concern | @be|started|start|keep|still|back *1 cutting
 crisis self_harm concern | @cut again
 crisis self_harm concern | sh again
@@ -233,6 +249,9 @@ concern danger concern | afraid|scared|terrified of ^my? dad|father|mom|mother|s
 concern danger concern framable | abuse|abusive|abusing
 crisis danger concern | locked ^@obj in|up
 crisis danger concern | not let ^@obj leave
+crisis danger concern | @kin|stepdad|stepfather|uncle|stepbrother *2 comes|come|came|sneaks|sneaking|coming into ^my room|bed *6 ( mom is asleep / mother is asleep / everyone is asleep / everyone else is asleep / mom is sleeping / nobody is awake / no one is home / nobody is home )
+crisis danger concern | stepdad|stepfather|uncle|stepbrother *2 comes|come|came|sneaks|sneaking|coming into ^my room|bed ( at night / in the night / late at night / every night )
+crisis danger crisis | carried|carrying|dragged|dragging|pulling|pulled *4 upstairs|outside|bedroom|room|car *10 ( out of it / passed out / unconscious / cannot walk / can not walk / not conscious / barely awake / blacked out / wasted )
 crisis danger concern | not leave ^my apartment|room|dorm|house|place|car|home *8 angry|mad|yelling|screaming|violent|aggressive|threatening|drunk|scary
 crisis danger concern | sleeping|sleep|slept|living in ^my car *8 degrees|freezing|snow|snowing|cold|below
 concern danger concern | stalking|stalks|stalked|following ^@obj
@@ -297,12 +316,18 @@ suppress | locked ^@refl out
 suppress | locked ^@obj out of *2 account|accounts|laptop|computer|phone|email|portal|canvas|wifi|group|chat|server|game|app
 suppress | following me on
 suppress | non suicidal
+suppress | @kill *4 as the mafia|werewolf|imposter|impostor|killer|murderer
+suppress | pharm|pharmacology|toxicology|professor|lecture|exam|quiz|class|homework *8 how much|many
+suppress | joked|joking|jokes *6 jump|jumping off
+suppress | cat|cats|kitten|kitty|dog|puppy|hamster *3 scratching|scratched|scratches|scratch|bit|bites|biting
+suppress | @give *6 dog|cat|pet|puppy|kitten|pets|hamster|bird *10 apartment|lease|landlord|allergic|allergies|allow|allowed|moving|dorm
 suppress | ready *3 pickup|pick|pharmacy|cvs|walgreens|counter
 suppress | ( the / a ) day|date *4 trip|flight|wedding|party|move|moving|surgery|appointment|exam|interview|birthday|dinner|vacation|visit|graduation|ceremony|meeting|concert|game|shower|launch|presentation|defense|home|break|date|drive|test
 # Hyperbole that still deserves a gentle question, never the crisis script.
 cap concern | makes|made|making ^me @want to ( @die / @kill ^@refl )
 cap concern | would|will @kill ^@refl if|when
 cap concern | rather ( @kill ^@refl / @die ) than
+cap concern | @want to @die ( every time / whenever ) *4 boss|game|level|lose|lost|dies|shots|kills|match|round
 cap concern | told|tell|tells|telling|said ^me to *1 @kill ^@refl
 cap concern | @kill ^yourself
 cap concern | boring|embarrassing|awkward|cringe|cringy *3 ^i @want to @die

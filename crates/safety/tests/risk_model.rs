@@ -5,13 +5,12 @@
 //! `COUNSEL_MODELS_DIR` (as `scripts/test` installs them) or are installed once into
 //! `target/models`.
 //!
-//! Which sets were used for what: `corpus/` is the training set. Thirteen of its files,
+//! Which sets were used for what: `corpus/` is the training set. Fourteen of its files,
 //! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
 //! (docs/benchmarks/safety.md), its misses then gave rules, and it joined the corpus.
 //! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at
-//! while choosing; `eval/holdout2.tsv` was a check. `eval/blind14.tsv`, by another independent
-//! author, was scored once on the ninth version, before any of its lines were read. The bars
-//! below only guard against regressions.
+//! while choosing; `eval/holdout2.tsv` was a check. The bars below only guard against
+//! regressions.
 
 use std::sync::OnceLock;
 
@@ -86,18 +85,6 @@ fn score(name: &str, contents: &'static str) -> Score {
         println!("{line}");
     }
     s
-}
-
-fn assert_no_worse_than(s: &Score, bar: &Score) {
-    assert!(s.crisis_recall >= bar.crisis_recall, "{s:?}");
-    assert!(s.none_as_crisis <= bar.none_as_crisis, "{s:?}");
-    assert!(s.concern_caught >= bar.concern_caught, "{s:?}");
-}
-
-#[test]
-fn the_fourteenth_blind_set() {
-    let s = score("eval/blind14.tsv", include_str!("../eval/blind14.tsv"));
-    assert_no_worse_than(&s, &FOURTEENTH_BLIND);
 }
 
 #[test]
@@ -216,14 +203,6 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
-/// The one blind score of `eval/blind14.tsv` (the ninth version): crisis recall 0.912, crisis
-/// precision 0.856, concern caught 0.980, ordinary talk as crisis 0.093 (14 of 150).
-const FOURTEENTH_BLIND: Score = Score {
-    crisis_recall: 0.90,
-    crisis_precision: 0.84,
-    concern_caught: 0.97,
-    none_as_crisis: 0.10,
-};
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
     crisis_precision: 0.9,
