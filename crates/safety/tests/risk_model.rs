@@ -9,8 +9,10 @@
 //! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
 //! (docs/benchmarks/safety.md), its misses then gave rules, and it joined the corpus.
 //! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at
-//! while choosing; `eval/holdout2.tsv` was a check. The bars below only guard against
-//! regressions.
+//! while choosing; `eval/holdout2.tsv` was a check. `eval/blind15.tsv`, by another independent
+//! author, was scored once on the tenth version, before any of its lines were read (one of its
+//! ordinary lines was seen while checking how the set was written). The bars below only guard
+//! against regressions.
 
 use std::sync::OnceLock;
 
@@ -85,6 +87,18 @@ fn score(name: &str, contents: &'static str) -> Score {
         println!("{line}");
     }
     s
+}
+
+fn assert_no_worse_than(s: &Score, bar: &Score) {
+    assert!(s.crisis_recall >= bar.crisis_recall, "{s:?}");
+    assert!(s.none_as_crisis <= bar.none_as_crisis, "{s:?}");
+    assert!(s.concern_caught >= bar.concern_caught, "{s:?}");
+}
+
+#[test]
+fn the_fifteenth_blind_set() {
+    let s = score("eval/blind15.tsv", include_str!("../eval/blind15.tsv"));
+    assert_no_worse_than(&s, &FIFTEENTH_BLIND);
 }
 
 #[test]
@@ -203,6 +217,14 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
+/// The one blind score of `eval/blind15.tsv` (the tenth version): crisis recall 0.918, crisis
+/// precision 0.923, concern caught 0.990, ordinary talk as crisis 0.040 (6 of 150).
+const FIFTEENTH_BLIND: Score = Score {
+    crisis_recall: 0.90,
+    crisis_precision: 0.90,
+    concern_caught: 0.98,
+    none_as_crisis: 0.05,
+};
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
     crisis_precision: 0.9,
