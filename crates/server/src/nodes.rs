@@ -172,19 +172,20 @@ pub async fn runner_elsewhere(
     Ok(runner.filter(|node| node.id != *state.calls.node().as_uuid()))
 }
 
-/// The live node other than this one with the most calls to spare, if any has one (by the
-/// registry's counts, a heartbeat old at most).
+/// The live nodes other than this one with calls to spare, the most to spare first (by the
+/// registry's counts, a heartbeat old at most, so the first may have filled up since).
 pub async fn with_calls_to_spare(
     state: &AppState,
-) -> Result<Option<store::NodeRecord>, crate::error::ApiError> {
-    let alive = state
+) -> Result<Vec<store::NodeRecord>, crate::error::ApiError> {
+    let mut spare: Vec<store::NodeRecord> = state
         .store
         .nodes_alive_since(Utc::now() - DEAD_AFTER)
-        .await?;
-    Ok(alive
+        .await?
         .into_iter()
         .filter(|node| node.id != *state.calls.node().as_uuid() && node.live_calls < node.capacity)
-        .max_by_key(|node| node.capacity - node.live_calls))
+        .collect();
+    spare.sort_by_key(|node| std::cmp::Reverse(node.capacity - node.live_calls));
+    Ok(spare)
 }
 
 /// Passes a request on to `node` (its path, the caller's credentials and its JSON body) and

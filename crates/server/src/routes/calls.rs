@@ -5,7 +5,7 @@
 //! idempotent: ending an ended session answers with the same record.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::{Category, CategoryId, SessionId, SessionMode};
@@ -224,16 +224,21 @@ async fn create_room(
     mode: SessionMode,
 ) -> Result<Response, ApiError> {
     // A node that runs all the calls it can, or is shutting down, passes the request on to one
-    // with calls to spare, which counts it against the student's limit: it is counted once.
+    // with calls to spare, which counts it against the student's limit: it is counted once. A
+    // node that has filled up since its last heartbeat (or is shutting down) answers 503, and
+    // the next is asked; when none can, this node answers as it would alone.
     let full = state.calls.active_calls() >= state.calls.capacity();
     if (full || state.calls.is_draining()) && !crate::nodes::was_forwarded(headers) {
-        if let Some(node) = crate::nodes::with_calls_to_spare(&state).await? {
-            let path = match mode {
-                SessionMode::Voice => "/api/v1/voice/create-room",
-                SessionMode::Video => "/api/v1/video/create-room",
-            };
-            let body = serde_json::to_vec(&request).expect("a request serializes");
-            return crate::nodes::forward(&state, &node, path, headers, body).await;
+        let path = match mode {
+            SessionMode::Voice => "/api/v1/voice/create-room",
+            SessionMode::Video => "/api/v1/video/create-room",
+        };
+        let body = serde_json::to_vec(&request).expect("a request serializes");
+        for node in crate::nodes::with_calls_to_spare(&state).await? {
+            let answer = crate::nodes::forward(&state, &node, path, headers, body.clone()).await?;
+            if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
+                return Ok(answer);
+            }
         }
     }
     state.rate_limits.session_create.check(user.id).await?;

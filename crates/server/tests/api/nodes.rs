@@ -524,3 +524,48 @@ async fn a_node_taken_for_dead_counts_its_open_sockets_again() {
     }
     drop(open);
 }
+
+// A node whose registry row still shows calls to spare (its heartbeat is behind) but that has
+// filled up answers 503; the room then opens on the next node with calls to spare.
+#[tokio::test]
+async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
+    let Some(app) =
+        crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[("MAX_CALLS", "1")])
+            .await
+    else {
+        return;
+    };
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    let (b, b_state) = app.another_node().await;
+    let (_, c_state) = app.another_node().await;
+    app.accept_notice(&token).await;
+    let create_room_at = |base: String| {
+        let request = app
+            .client
+            .post(format!("{base}/api/v1/voice/create-room"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"counselor_category": "Health"}));
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(create_room_at(app.address.clone()).await.status(), 200);
+    assert_eq!(create_room_at(b.clone()).await.status(), 200);
+    assert_eq!(b_state.calls.active_calls(), 1, "node B is full");
+    // The registry says node B has the most calls to spare, as a stale row would.
+    app.state
+        .store
+        .register_node(
+            &store::NodeRegistration {
+                id: b_state.calls.node(),
+                address: b,
+                capacity: 10,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let third = create_room_at(app.address.clone()).await;
+    assert_eq!(third.status(), 200, "node B refuses; node C opens it");
+    assert_eq!(c_state.calls.active_calls(), 1);
+}
