@@ -228,7 +228,8 @@ async fn concern_events_stay_on_the_staff_page() {
     let desk = quick_desk(&url);
     let mut page = desk.subscribe();
     desk.flagged(event(CrisisLevel::Concern));
-    assert_eq!(page.recv().await.unwrap().level, CrisisLevel::Concern);
+    let notice = page.recv().await.unwrap();
+    assert_eq!(notice.flagged().unwrap().level, CrisisLevel::Concern);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.received().is_empty());
 }

@@ -81,6 +81,10 @@ impl RemoteCalls {
                         tokio::spawn(show_on_staff_pages(store.clone(), desk.clone(), event));
                     }
                 }
+                Ok(Heard::Gap) => {
+                    desk.missed_elsewhere();
+                    self.deliver(Heard::Gap);
+                }
                 Ok(heard) => self.deliver(heard),
                 Err(error) => {
                     tracing::warn!(%error, "lost the other nodes' live notices");

@@ -23,6 +23,26 @@ pub use webhook::{sign, CrisisWebhookConfig, WebhookSecret, SIGNATURE_HEADER, TI
 /// queue, which has everything).
 const LIVE_BUFFER: usize = 256;
 
+/// What a staff page hears from the desk.
+#[derive(Debug, Clone)]
+pub enum DeskNotice {
+    /// An event flagged on this node or another, just stored.
+    Flagged(Arc<FlaggedEvent>),
+    /// Events flagged on other nodes may have gone unheard (this node's connection to the other
+    /// nodes' notices was lost and made again): the page reloads the queue, which has them all.
+    Missed,
+}
+
+impl DeskNotice {
+    /// The event, for a notice that carries one.
+    pub fn flagged(&self) -> Option<&FlaggedEvent> {
+        match self {
+            DeskNotice::Flagged(event) => Some(event),
+            DeskNotice::Missed => None,
+        }
+    }
+}
+
 /// A stored crisis event with what staff need to act on it. `Debug` never shows the words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlaggedEvent {
@@ -83,7 +103,7 @@ pub struct CrisisDesk {
 }
 
 struct Desk {
-    live: broadcast::Sender<Arc<FlaggedEvent>>,
+    live: broadcast::Sender<DeskNotice>,
     webhook: Option<mpsc::Sender<Arc<FlaggedEvent>>>,
     webhooks_dropped: AtomicU64,
 }
@@ -115,7 +135,12 @@ impl CrisisDesk {
 
     /// Shows an event another node stored (and sent to the webhook) on this node's staff pages.
     pub fn flagged_elsewhere(&self, event: FlaggedEvent) {
-        let _ = self.inner.live.send(Arc::new(event));
+        let _ = self.inner.live.send(DeskNotice::Flagged(Arc::new(event)));
+    }
+
+    /// Tells this node's staff pages that events flagged on other nodes may have gone unheard.
+    pub fn missed_elsewhere(&self) {
+        let _ = self.inner.live.send(DeskNotice::Missed);
     }
 
     /// Hands a stored event to staff: every open staff socket, and the webhook for crisis-level
@@ -124,7 +149,7 @@ impl CrisisDesk {
     pub fn flagged(&self, event: FlaggedEvent) {
         let event = Arc::new(event);
         // No staff page open is fine: the event is in the review queue.
-        let _ = self.inner.live.send(event.clone());
+        let _ = self.inner.live.send(DeskNotice::Flagged(event.clone()));
         if event.level != CrisisLevel::Crisis {
             return;
         }
@@ -142,7 +167,7 @@ impl CrisisDesk {
     }
 
     /// The live stream of flagged events, from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FlaggedEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<DeskNotice> {
         self.inner.live.subscribe()
     }
 
@@ -176,8 +201,12 @@ mod tests {
         let (mut a, mut b) = (desk.subscribe(), desk.subscribe());
         let flagged = event(CrisisLevel::Concern);
         desk.flagged(flagged.clone());
-        assert_eq!(*a.try_recv().unwrap(), flagged);
-        assert_eq!(*b.try_recv().unwrap(), flagged);
+        assert_eq!(a.try_recv().unwrap().flagged(), Some(&flagged));
+        assert_eq!(b.try_recv().unwrap().flagged(), Some(&flagged));
+        // A lost connection to the other nodes' notices reaches every page too.
+        desk.missed_elsewhere();
+        assert!(matches!(a.try_recv().unwrap(), DeskNotice::Missed));
+        assert!(matches!(b.try_recv().unwrap(), DeskNotice::Missed));
         assert!(!format!("{flagged:?}").contains("end it all"));
         // Nobody listening is not an error.
         drop((a, b));

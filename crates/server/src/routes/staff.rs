@@ -5,8 +5,6 @@
 //! health-and-safety exception, so every event shown and every review is audited, and the words
 //! never go to the logs.
 
-use std::sync::Arc;
-
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::request::Parts;
@@ -27,7 +25,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::StaffUser;
-use crate::crisis_desk::FlaggedEvent;
+use crate::crisis_desk::{DeskNotice, FlaggedEvent};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ClientInfo, Json, Path, Query};
 use crate::routes::sessions::{page_params, text};
@@ -296,7 +294,8 @@ pub async fn review_crisis_event(
 }
 
 /// One staff socket message, `{"type": "crisis_event", ...the event's fields}`; `resync` asks
-/// the page to reload the queue (it missed events while too slow to keep up).
+/// the page to reload the queue (it missed events while too slow to keep up, or events flagged on
+/// another node while this node's connection to the others' notices was down).
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum StaffMessage<'a> {
@@ -338,7 +337,7 @@ async fn crisis_socket(
 
 async fn relay(
     mut socket: WebSocket,
-    mut live: tokio::sync::broadcast::Receiver<Arc<FlaggedEvent>>,
+    mut live: tokio::sync::broadcast::Receiver<DeskNotice>,
     state: AppState,
     staff: StaffUser,
     connection: Uuid,
@@ -351,14 +350,16 @@ async fn relay(
         tokio::select! {
             received = live.recv() => {
                 let message = match received {
-                    Ok(event) => {
+                    Ok(DeskNotice::Flagged(event)) => {
                         // No words go out to an account that has since lost staff access.
                         if let Err(why) = standing_now(&state, &staff).await {
                             break why;
                         }
                         serde_json::to_string(&StaffMessage::CrisisEvent(&CrisisEventView::from(&*event)))
                     }
-                    Err(RecvError::Lagged(_)) => serde_json::to_string(&StaffMessage::Resync),
+                    Ok(DeskNotice::Missed) | Err(RecvError::Lagged(_)) => {
+                        serde_json::to_string(&StaffMessage::Resync)
+                    }
                     Err(RecvError::Closed) => {
                         let _ = socket.send(Message::Close(None)).await;
                         return;

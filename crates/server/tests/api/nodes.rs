@@ -569,3 +569,48 @@ async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
     assert_eq!(third.status(), 200, "node B refuses; node C opens it");
     assert_eq!(c_state.calls.active_calls(), 1);
 }
+
+// While a node's connection to the other nodes' notices is down, crises flagged elsewhere go
+// unheard there; once it is made again, its staff pages are told to reload the queue.
+#[tokio::test]
+async fn staff_pages_reload_the_queue_after_the_notices_connection_drops() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let nurse = app.add_staff(r"\COLLEGE\nurse1").await;
+    let token = app.token(&nurse).await;
+    let (mut staff_page, _) =
+        tokio_tungstenite::connect_async(app.ws_url(&format!("/ws/staff/crisis?token={token}")))
+            .await
+            .unwrap();
+
+    // The node's listening connection, as the database sees it, is cut.
+    let database = app.database_url();
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&database)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .bind(&name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        if cut.iter().any(|&c| c) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let message = next_message(&mut staff_page)
+        .await
+        .expect("the page is told");
+    assert_eq!(message["type"], "resync", "{message}");
+}
