@@ -361,30 +361,42 @@ async fn the_offer_and_the_end_reach_the_node_running_the_call() {
     assert!(!app.stored_session(&session).await.is_active());
 }
 
+/// A node that runs one call at a time (as do the nodes it starts), and the token of a student
+/// who has accepted the notice.
+async fn a_one_call_node() -> Option<(TestApp, String)> {
+    let app =
+        crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[("MAX_CALLS", "1")])
+            .await?;
+    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
+    let token = app.token(&student).await;
+    app.accept_notice(&token).await;
+    Some((app, token))
+}
+
+/// `create-room` for a voice call, sent to the node at `base`.
+async fn create_room_at(app: &TestApp, token: &str, base: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{base}/api/v1/voice/create-room"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"counselor_category": "Health"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 // Issue 14, item 2: a node that runs all the calls it can opens the next room on a node with
 // calls to spare; `503 CAPACITY_001` only when every node is full.
 #[tokio::test]
 async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
-    let Some(app) =
-        crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[("MAX_CALLS", "1")])
-            .await
-    else {
+    let Some((app, token)) = a_one_call_node().await else {
         return;
     };
-    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
-    let token = app.token(&student).await;
     let (_, b_state) = app.another_node().await;
-    app.accept_notice(&token).await;
-    let create_room = || {
-        let request = app
-            .client
-            .post(format!("{}/api/v1/voice/create-room", app.address))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"counselor_category": "Health"}));
-        async move { request.send().await.unwrap() }
-    };
 
-    assert_eq!(create_room().await.status(), 200);
+    assert_eq!(
+        create_room_at(&app, &token, &app.address).await.status(),
+        200
+    );
     assert_eq!(app.state.calls.active_calls(), 1, "node A opened the first");
     // Signed in by cookie, as the web app is: node B checks the page's origin against the host
     // the browser sent the request to, both passed on by node A.
@@ -410,7 +422,7 @@ async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
         .expect("the session names its node");
     assert_eq!(runner.id, *b_state.calls.node().as_uuid());
 
-    let third = create_room().await;
+    let third = create_room_at(&app, &token, &app.address).await;
     let (status, code, _) = crate::helpers::error_of(third).await;
     assert_eq!(
         (status, code.as_str()),
@@ -529,27 +541,16 @@ async fn a_node_taken_for_dead_counts_its_open_sockets_again() {
 // filled up answers 503; the room then opens on the next node with calls to spare.
 #[tokio::test]
 async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
-    let Some(app) =
-        crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[("MAX_CALLS", "1")])
-            .await
-    else {
+    let Some((app, token)) = a_one_call_node().await else {
         return;
     };
-    let student = app.add_user(r"\COLLEGE\jdoe", false).await;
-    let token = app.token(&student).await;
     let (b, b_state) = app.another_node().await;
     let (_, c_state) = app.another_node().await;
-    app.accept_notice(&token).await;
-    let create_room_at = |base: String| {
-        let request = app
-            .client
-            .post(format!("{base}/api/v1/voice/create-room"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"counselor_category": "Health"}));
-        async move { request.send().await.unwrap() }
-    };
-    assert_eq!(create_room_at(app.address.clone()).await.status(), 200);
-    assert_eq!(create_room_at(b.clone()).await.status(), 200);
+    assert_eq!(
+        create_room_at(&app, &token, &app.address).await.status(),
+        200
+    );
+    assert_eq!(create_room_at(&app, &token, &b).await.status(), 200);
     assert_eq!(b_state.calls.active_calls(), 1, "node B is full");
     // The registry says node B has the most calls to spare, as a stale row would.
     app.state
@@ -565,7 +566,7 @@ async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
         .await
         .unwrap();
 
-    let third = create_room_at(app.address.clone()).await;
+    let third = create_room_at(&app, &token, &app.address).await;
     assert_eq!(third.status(), 200, "node B refuses; node C opens it");
     assert_eq!(c_state.calls.active_calls(), 1);
 }
