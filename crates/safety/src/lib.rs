@@ -274,88 +274,78 @@ mod tests {
 
     #[test]
     fn means_marks_and_threats_in_other_words() {
-        assert_eq!(level("theres a tube on the exhaust of my car now"), Crisis);
-        assert_eq!(
-            level("the gun is loaded and sitting on my nightstand"),
-            Crisis
-        );
-        assert_eq!(level("i want to swallow all my zoloft at once"), Crisis);
-        assert_eq!(
-            level("your zoloft is ready for pickup at the counter"),
-            Calm
-        );
-        assert_eq!(level("i started a note for real this time"), Crisis);
-        assert_eq!(
-            level("my only plan after this semester is not being alive"),
-            Crisis
-        );
-        assert_eq!(level("im done and i do not mean school"), Crisis);
-        assert_eq!(
-            level("my aunt said shell keep my dog if something happens to me"),
-            Crisis
-        );
-        assert_eq!(
-            level("i slam my head into the door when it gets loud until i get dizzy"),
-            Crisis
-        );
-        assert_eq!(
-            level("the scratches on my thighs are hard to cover at the pool"),
-            Crisis
-        );
-        assert_eq!(
-            level("the coach noticed the burns but nobody knows i did them to myself"),
-            Crisis
-        );
-        assert_eq!(
-            level("i printed the layout of the office and looked up where to buy a rifle"),
-            Crisis
-        );
-        assert_eq!(
-            level("ive pictured what i would do to her in detail"),
-            Crisis
-        );
-        assert_eq!(
-            level("i nearly smothered the baby when she wouldnt stop crying"),
-            Crisis
-        );
-        assert_eq!(
-            level("our seminar covered non suicidal self injury in teens"),
-            Calm
-        );
+        for (text, expected) in [
+            ("theres a tube on the exhaust of my car now", Crisis),
+            ("the gun is loaded and sitting on my nightstand", Crisis),
+            ("i want to swallow all my zoloft at once", Crisis),
+            ("your zoloft is ready for pickup at the counter", Calm),
+            ("i started a note for real this time", Crisis),
+            (
+                "my only plan after this semester is not being alive",
+                Crisis,
+            ),
+            ("im done and i do not mean school", Crisis),
+            (
+                "my aunt said shell keep my dog if something happens to me",
+                Crisis,
+            ),
+            (
+                "i slam my head into the door when it gets loud until i get dizzy",
+                Crisis,
+            ),
+            (
+                "the scratches on my thighs are hard to cover at the pool",
+                Crisis,
+            ),
+            (
+                "the coach noticed the burns but nobody knows i did them to myself",
+                Crisis,
+            ),
+            (
+                "i printed the layout of the office and looked up where to buy a rifle",
+                Crisis,
+            ),
+            ("ive pictured what i would do to her in detail", Crisis),
+            (
+                "i nearly smothered the baby when she wouldnt stop crying",
+                Crisis,
+            ),
+            (
+                "our seminar covered non suicidal self injury in teens",
+                Calm,
+            ),
+        ] {
+            assert_eq!(level(text), expected, "{text}");
+        }
     }
 
     #[test]
     fn quiet_wishes_methods_and_danger_at_night() {
-        assert_eq!(level("i keep praying i never wake up"), Crisis);
-        assert_eq!(level("id be okay if a truck hit me tomorrow"), Crisis);
-        assert_eq!(level("i hope my flight goes down on the way back"), Crisis);
-        assert_eq!(level("i hope the flight goes smoothly"), Calm);
-        assert_eq!(
-            level("i keep thinking about steering into the guardrail"),
-            Crisis
-        );
-        assert_eq!(level("i bought charcoal and duct tape yesterday"), Crisis);
-        assert_eq!(level("i made a playlist for my funeral"), Crisis);
-        assert_eq!(level("i have like fifty advil saved up in my desk"), Crisis);
-        assert_eq!(level("i used a safety pin on my thigh again"), Crisis);
-        assert_eq!(level("the urge to s h is back"), Crisis);
-        assert_eq!(
-            level("my stepbrother keeps coming into my room when everyone is asleep"),
-            Crisis
-        );
-        assert_eq!(
-            level("two guys are carrying my friend to a car and shes passed out"),
-            Crisis
-        );
-        assert_eq!(
-            level("we played mafia and i killed everyone as the mafia"),
-            Calm
-        );
-        assert_eq!(level("my kitten keeps scratching my arms"), Calm);
-        assert_eq!(
-            level("my quiz asked how much tylenol harms the liver"),
-            Calm
-        );
+        for (text, expected) in [
+            ("i keep praying i never wake up", Crisis),
+            ("id be okay if a truck hit me tomorrow", Crisis),
+            ("i hope my flight goes down on the way back", Crisis),
+            ("i hope the flight goes smoothly", Calm),
+            ("i keep thinking about steering into the guardrail", Crisis),
+            ("i bought charcoal and duct tape yesterday", Crisis),
+            ("i made a playlist for my funeral", Crisis),
+            ("i have like fifty advil saved up in my desk", Crisis),
+            ("i used a safety pin on my thigh again", Crisis),
+            ("the urge to s h is back", Crisis),
+            (
+                "my stepbrother keeps coming into my room when everyone is asleep",
+                Crisis,
+            ),
+            (
+                "two guys are carrying my friend to a car and shes passed out",
+                Crisis,
+            ),
+            ("we played mafia and i killed everyone as the mafia", Calm),
+            ("my kitten keeps scratching my arms", Calm),
+            ("my quiz asked how much tylenol harms the liver", Calm),
+        ] {
+            assert_eq!(level(text), expected, "{text}");
+        }
     }
 
     #[test]
