@@ -242,34 +242,32 @@ mod tests {
 
     #[test]
     fn quiet_arrangements_and_injuries_in_other_words() {
-        assert_eq!(level("i want to not exist for a while"), Crisis);
-        assert_eq!(
-            level("soon nobody will need to deal with me anymore"),
-            Crisis
-        );
-        assert_eq!(
-            level("my neighbor said shell keep my cat and honestly for good"),
-            Crisis
-        );
-        assert_eq!(level("i chose the date already"), Crisis);
-        assert_eq!(level("we picked a date for the wedding in june"), Calm);
-        assert_eq!(
-            level("i kept banging my head on the desk until it bruised"),
-            Crisis
-        );
-        assert_eq!(level("my cuts are bleeding through the bandage"), Crisis);
-        assert_eq!(
-            level("im going to make my coach pay and im not joking"),
-            Crisis
-        );
-        assert_eq!(level("my ex wont leave my dorm and hes yelling"), Crisis);
-        assert_eq!(level("im living in my car and its below freezing"), Crisis);
-        assert_eq!(level("lately i feel kind of sue sidal"), Crisis);
-        assert_eq!(
-            level("said goodbye to everyone on my last shift at the cafe"),
-            Calm
-        );
-        assert_eq!(level("i want to unalive my printer"), Calm);
+        for (text, expected) in [
+            ("i want to not exist for a while", Crisis),
+            ("soon nobody will need to deal with me anymore", Crisis),
+            (
+                "my neighbor said shell keep my cat and honestly for good",
+                Crisis,
+            ),
+            ("i chose the date already", Crisis),
+            ("we picked a date for the wedding in june", Calm),
+            (
+                "i kept banging my head on the desk until it bruised",
+                Crisis,
+            ),
+            ("my cuts are bleeding through the bandage", Crisis),
+            ("im going to make my coach pay and im not joking", Crisis),
+            ("my ex wont leave my dorm and hes yelling", Crisis),
+            ("im living in my car and its below freezing", Crisis),
+            ("lately i feel kind of sue sidal", Crisis),
+            (
+                "said goodbye to everyone on my last shift at the cafe",
+                Calm,
+            ),
+            ("i want to unalive my printer", Calm),
+        ] {
+            assert_eq!(level(text), expected, "{text}");
+        }
     }
 
     #[test]
