@@ -7,7 +7,8 @@
 // it within the server's Content-Security-Policy, which keeps an inline script injected into the
 // page from running. Sign-in, the notice, the call and the rating are done with the keyboard alone,
 // each control reached with Tab and showing a focus ring; axe-core checks every page and state on
-// the way (no serious or critical violation), and the orb is seen to move with the counselor's
+// the way (no serious or critical violation), none of them moves by itself on the way there
+// (a layout shift of at most 0.1 with no input just before), and the orb is seen to move with the counselor's
 // voice. Mid-call the transcript socket is dropped (as a network blip would): the page says so,
 // reconnects, and shows every line once, with none missing; the session page names the call's
 // connection quality; a crisis alert puts the crisis
@@ -49,8 +50,44 @@ async function screenshot(page, name) {
   if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
 }
 
-// Runs axe-core on the page as it is now; serious and critical violations become problems.
+// The most a page may move under the student's eyes between two checks, with no key pressed or
+// click made just before: the "good" bound of the cumulative layout shift score.
+const MOST_LAYOUT_SHIFT = 0.1;
+
+// Sums the page's layout shifts that no input caused, from its first paint (run before the
+// page's scripts, like the socket recorder).
+function watchLayoutShifts() {
+  window.__layoutShift = { score: 0, moved: [] };
+  new PerformanceObserver((entries) => {
+    for (const entry of entries.getEntries()) {
+      if (entry.hadRecentInput) continue;
+      window.__layoutShift.score += entry.value;
+      for (const source of entry.sources || []) {
+        const node = source.node;
+        if (node && node.nodeType === 1) window.__layoutShift.moved.push(`${node.tagName.toLowerCase()}.${[...node.classList].join(".")}`);
+      }
+    }
+  }).observe({ type: "layout-shift", buffered: true });
+}
+
+// How far the page moved by itself since the last check (or since it loaded), as a problem when
+// more than MOST_LAYOUT_SHIFT; then starts counting again.
+async function checkLayoutShift(page, where) {
+  const shift = await page.evaluate(() => {
+    const seen = window.__layoutShift || { score: 0, moved: [] };
+    window.__layoutShift = { score: 0, moved: [] };
+    return seen;
+  });
+  seen.layoutShift = Math.max(seen.layoutShift || 0, Math.round(shift.score * 1000) / 1000);
+  if (shift.score > MOST_LAYOUT_SHIFT) {
+    problems.push(`${where} moved by itself (layout shift ${shift.score.toFixed(3)}: ${[...new Set(shift.moved)].join(", ")})`);
+  }
+}
+
+// Runs axe-core on the page as it is now; serious and critical violations become problems. Each
+// page and state checked is also checked for moving by itself on the way there.
 async function checkAccessibility(page, where) {
+  await checkLayoutShift(page, where);
   const violations = await accessibilityViolations(page, where);
   problems.push(...violations);
   return violations.length;
@@ -107,6 +144,7 @@ try {
   page.on("console", (message) => {
     if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
   });
+  await page.addInitScript(watchLayoutShifts);
   // Records each WebSocket the page opens and the final lines it delivers, so the test can drop
   // one and see what the next one resends. (Run through the DevTools protocol, before the page's
   // scripts, like axe-core.)
@@ -289,6 +327,7 @@ try {
   // On a phone-sized screen, with reduced motion asked for.
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, reducedMotion: "reduce" });
   const small = await phone.newPage();
+  await small.addInitScript(watchLayoutShifts);
   small.on("pageerror", (error) => console.error(`[page error, phone] ${error}`));
   small.on("console", (message) => {
     if (/Content Security Policy/i.test(message.text())) refused.push(message.text());
