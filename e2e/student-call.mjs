@@ -13,7 +13,8 @@
 // reconnects, and shows every line once, with none missing; the session page names the call's
 // connection quality; a crisis alert puts the crisis
 // resources up, with focus, until the student closes them. Then the same student on a
-// phone-sized screen (390×844, in a second browser context that asks for reduced motion): every
+// phone-sized screen (390×844, in a second browser context that asks for reduced motion), with
+// the keyboard alone again (sign-in, a video call, its end, the rating dialog, the history): every
 // page fits the width, a video call keeps the avatar still, puts mute and end at the bottom of
 // the screen and leaves the transcript readable.
 //
@@ -340,12 +341,18 @@ try {
   await small.goto(baseUrl);
   await small.waitForSelector("input[name=username]");
   await onPhone("the sign-in page", "sign-in");
-  await small.fill("input[name=username]", username);
-  await small.fill("input[name=password]", password);
-  await small.click("button[type=submit]");
+  // With the keyboard alone on the phone too, each control reached with Tab, ring showing.
+  await tabTo(small, small.locator("input[name=username]"), "the username field on a phone");
+  await small.keyboard.type(username);
+  await tabTo(small, small.locator("input[name=password]"), "the password field on a phone");
+  await small.keyboard.type(password);
+  await tabTo(small, small.locator("button[type=submit]"), "the sign-in button on a phone");
+  await small.keyboard.press("Enter");
   await small.waitForSelector(".counselor button:not([disabled])", { timeout: 15_000 });
   await onPhone("the dashboard", "dashboard");
-  await small.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Video call" }).click();
+  const videoCall = small.locator(".counselor", { hasText: "Health" }).getByRole("button", { name: "Video call" });
+  await tabTo(small, videoCall, "the Health counselor's Video call button on a phone");
+  await small.keyboard.press("Enter");
   // The avatar keeps still (no mouth, no blink) while the counselor greets; a ring shows speech.
   await small.waitForSelector("svg.avatar", { timeout: 15_000 });
   await small.evaluate(() => {
@@ -373,14 +380,17 @@ try {
     };
   });
   await onPhone("the video call", "video-call");
-  await small.getByRole("button", { name: "End session" }).click();
+  await tabTo(small, small.getByRole("button", { name: "End session" }), "End session on a phone");
+  await small.keyboard.press("Enter");
   const phoneDialog = small.locator("dialog.rating-dialog[open]");
   await phoneDialog.waitFor({ timeout: 15_000 });
   await onPhone("the rating dialog", "rating");
-  await phoneDialog.getByRole("button", { name: "Skip" }).click();
+  await tabTo(small, phoneDialog.getByRole("button", { name: "Skip" }), "the rating dialog's Skip on a phone");
+  await small.keyboard.press("Enter");
   await phoneDialog.waitFor({ state: "detached", timeout: 15_000 });
   await onPhone("the session page", "session");
-  await small.getByRole("link", { name: "My sessions" }).click();
+  await tabTo(small, small.getByRole("link", { name: "My sessions" }), "the My sessions link on a phone");
+  await small.keyboard.press("Enter");
   await small.waitForSelector("tr.row", { timeout: 15_000 });
   await onPhone("the history", "history");
   await phone.close();
