@@ -38,6 +38,17 @@ pub struct TestApp {
 }
 
 /// A fresh app with rate limits off (tests of the limits turn them on).
+/// `create-room` for a voice call with the Health counselor, sent to the node at `base`.
+pub async fn create_room(client: &reqwest::Client, base: &str, token: &str) -> Response {
+    client
+        .post(format!("{base}/api/v1/voice/create-room"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"counselor_category": "Health"}))
+        .send()
+        .await
+        .unwrap()
+}
+
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, &[]).await
 }
@@ -257,13 +268,8 @@ impl TestApp {
     /// Accepts the notice and opens a voice room; returns (session id, room token).
     pub async fn open_room(&self, token: &str) -> (String, String) {
         self.accept_notice(token).await;
-        let room: serde_json::Value = self
-            .request(Method::POST, "/api/v1/voice/create-room")
-            .bearer_auth(token)
-            .json(&serde_json::json!({"counselor_category": "Health"}))
-            .send()
+        let room: serde_json::Value = create_room(&self.client, &self.address, token)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();

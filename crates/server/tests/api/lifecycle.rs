@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use store::{NodeRegistration, SessionEndReason};
 
-use crate::helpers::{error_of, spawn_app_with_cloud_services, Backend, TestApp};
+use crate::helpers::{create_room, error_of, spawn_app_with_cloud_services, Backend, TestApp};
 
 crate::on_both_backends!(
     a_restart_closes_the_sessions_a_crash_left_open,
@@ -71,16 +71,6 @@ async fn a_restart_closes_the_sessions_a_crash_left_open(app: TestApp) {
     let ended: Value = ended.json().await.unwrap();
     assert_eq!(ended["duration_seconds"], 17, "{ended}");
     assert_eq!(store.session(crashed).await.unwrap().unwrap(), closed);
-}
-
-async fn create_room(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
-    client
-        .post(format!("{base}/api/v1/voice/create-room"))
-        .bearer_auth(token)
-        .json(&json!({"counselor_category": "Health"}))
-        .send()
-        .await
-        .unwrap()
 }
 
 // Item 1 of issue 11: SIGTERM aborted the background jobs and never ended the live calls. The

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{spawn_app, Backend, TestApp, TestUser};
+use crate::helpers::{create_room, spawn_app, Backend, TestApp, TestUser};
 
 /// A PostgreSQL deployment of two nodes and a signed-in student: node A (the app), the student,
 /// their token, node B's `ws://` address and node B.
@@ -373,17 +373,6 @@ async fn a_one_call_node() -> Option<(TestApp, String)> {
     Some((app, token))
 }
 
-/// `create-room` for a voice call, sent to the node at `base`.
-async fn create_room_at(app: &TestApp, token: &str, base: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{base}/api/v1/voice/create-room"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"counselor_category": "Health"}))
-        .send()
-        .await
-        .unwrap()
-}
-
 // Issue 14, item 2: a node that runs all the calls it can opens the next room on a node with
 // calls to spare; `503 CAPACITY_001` only when every node is full.
 #[tokio::test]
@@ -394,7 +383,9 @@ async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
     let (_, b_state) = app.another_node().await;
 
     assert_eq!(
-        create_room_at(&app, &token, &app.address).await.status(),
+        create_room(&app.client, &app.address, &token)
+            .await
+            .status(),
         200
     );
     assert_eq!(app.state.calls.active_calls(), 1, "node A opened the first");
@@ -422,7 +413,7 @@ async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
         .expect("the session names its node");
     assert_eq!(runner.id, *b_state.calls.node().as_uuid());
 
-    let third = create_room_at(&app, &token, &app.address).await;
+    let third = create_room(&app.client, &app.address, &token).await;
     let (status, code, _) = crate::helpers::error_of(third).await;
     assert_eq!(
         (status, code.as_str()),
@@ -547,10 +538,12 @@ async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
     let (b, b_state) = app.another_node().await;
     let (_, c_state) = app.another_node().await;
     assert_eq!(
-        create_room_at(&app, &token, &app.address).await.status(),
+        create_room(&app.client, &app.address, &token)
+            .await
+            .status(),
         200
     );
-    assert_eq!(create_room_at(&app, &token, &b).await.status(), 200);
+    assert_eq!(create_room(&app.client, &b, &token).await.status(), 200);
     assert_eq!(b_state.calls.active_calls(), 1, "node B is full");
     // The registry says node B has the most calls to spare, as a stale row would.
     app.state
@@ -566,7 +559,7 @@ async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
         .await
         .unwrap();
 
-    let third = create_room_at(&app, &token, &app.address).await;
+    let third = create_room(&app.client, &app.address, &token).await;
     assert_eq!(third.status(), 200, "node B refuses; node C opens it");
     assert_eq!(c_state.calls.active_calls(), 1);
 }

@@ -15,7 +15,9 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{error_of, spawn_app_with_cloud_services, Backend, CLOUD_SERVICES};
+use crate::helpers::{
+    create_room, error_of, spawn_app_with_cloud_services, Backend, CLOUD_SERVICES,
+};
 
 /// A child process killed (with SIGKILL) when dropped, so a failing test leaves nothing running.
 struct Running(Child);
@@ -214,14 +216,7 @@ async fn a_visit_across_three_nodes_behind_nginx() {
         .await
         .unwrap();
     assert!(accepted.status().is_success(), "{}", accepted.status());
-    let open_room = || {
-        let request = client
-            .post(format!("{base}/api/v1/voice/create-room"))
-            .bearer_auth(&token)
-            .json(&json!({"counselor_category": "Health"}));
-        async move { request.send().await.unwrap() }
-    };
-    let room = open_room().await;
+    let room = create_room(&client, &base, &token).await;
     assert_eq!(room.status(), 200);
     let room_node = upstream_of(&room);
     let room: Value = room.json().await.unwrap();
@@ -274,7 +269,7 @@ async fn a_visit_across_three_nodes_behind_nginx() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429]);
 
     // A second room; two screens follow it through nginx; its node is killed (SIGKILL).
-    let room = open_room().await;
+    let room = create_room(&client, &base, &token).await;
     assert_eq!(room.status(), 200);
     let room_port: u16 = upstream_of(&room)
         .rsplit(':')
