@@ -132,6 +132,10 @@ impl Store {
     }
 }
 
+/// Counts one socket slot; a slot counted already (its id) stays as it is.
+const INSERT_SOCKET_SLOT: &str = "INSERT INTO socket_slots (id, user_id, node_id, opened_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
+
 /// One transcript socket counted against its student's limit; give it back with
 /// [`Store::release_socket_slot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,15 +172,13 @@ impl Store {
                     .await?;
             let taken = open < i64::from(limit);
             if taken {
-                sqlx::query(
-                    "INSERT INTO socket_slots (id, user_id, node_id, opened_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(user_id)
-                .bind(*node.as_uuid())
-                .bind(crate::rows::to_micros(at))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(INSERT_SOCKET_SLOT)
+                    .bind(id)
+                    .bind(user_id)
+                    .bind(*node.as_uuid())
+                    .bind(crate::rows::to_micros(at))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             taken
@@ -216,16 +218,13 @@ impl Store {
         with_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await?;
             for (slot, user) in slots {
-                sqlx::query(
-                    "INSERT INTO socket_slots (id, user_id, node_id, opened_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(slot.0)
-                .bind(*user.as_uuid())
-                .bind(*node.as_uuid())
-                .bind(crate::rows::to_micros(at))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(INSERT_SOCKET_SLOT)
+                    .bind(slot.0)
+                    .bind(*user.as_uuid())
+                    .bind(*node.as_uuid())
+                    .bind(crate::rows::to_micros(at))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });

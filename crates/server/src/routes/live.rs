@@ -189,9 +189,7 @@ impl SocketSlots {
             }
         }
     }
-}
 
-impl SocketSlots {
     /// Counts this node's open sockets in the store again, for a node that was taken for dead
     /// (its slots went with its registry row) and has just recorded itself again.
     pub async fn record_again(&self) {
