@@ -114,6 +114,13 @@ mod tests {
         assess_by_rules(text, &[]).level
     }
 
+    /// Each utterance is judged at its level, naming the one that is not.
+    fn assert_levels(cases: &[(&str, CrisisLevel)]) {
+        for (text, expected) in cases {
+            assert_eq!(level(text), *expected, "{text}");
+        }
+    }
+
     fn signal(text: &str) -> Option<CrisisSignal> {
         assess_by_rules(text, &[]).signal
     }
@@ -242,7 +249,7 @@ mod tests {
 
     #[test]
     fn quiet_arrangements_and_injuries_in_other_words() {
-        for (text, expected) in [
+        assert_levels(&[
             ("i want to not exist for a while", Crisis),
             ("soon nobody will need to deal with me anymore", Crisis),
             (
@@ -265,14 +272,12 @@ mod tests {
                 Calm,
             ),
             ("i want to unalive my printer", Calm),
-        ] {
-            assert_eq!(level(text), expected, "{text}");
-        }
+        ]);
     }
 
     #[test]
     fn means_marks_and_threats_in_other_words() {
-        for (text, expected) in [
+        assert_levels(&[
             ("theres a tube on the exhaust of my car now", Crisis),
             ("the gun is loaded and sitting on my nightstand", Crisis),
             ("i want to swallow all my zoloft at once", Crisis),
@@ -312,14 +317,12 @@ mod tests {
                 "our seminar covered non suicidal self injury in teens",
                 Calm,
             ),
-        ] {
-            assert_eq!(level(text), expected, "{text}");
-        }
+        ]);
     }
 
     #[test]
     fn quiet_wishes_methods_and_danger_at_night() {
-        for (text, expected) in [
+        assert_levels(&[
             ("i keep praying i never wake up", Crisis),
             ("id be okay if a truck hit me tomorrow", Crisis),
             ("i hope my flight goes down on the way back", Crisis),
@@ -341,9 +344,7 @@ mod tests {
             ("we played mafia and i killed everyone as the mafia", Calm),
             ("my kitten keeps scratching my arms", Calm),
             ("my quiz asked how much tylenol harms the liver", Calm),
-        ] {
-            assert_eq!(level(text), expected, "{text}");
-        }
+        ]);
     }
 
     #[test]
