@@ -225,8 +225,9 @@ async fn create_room(
 ) -> Result<Response, ApiError> {
     // A node that runs all the calls it can, or is shutting down, passes the request on to one
     // with calls to spare, which counts it against the student's limit: it is counted once. A
-    // node that has filled up since its last heartbeat (or is shutting down) answers 503, and
-    // the next is asked; when none can, this node answers as it would alone.
+    // node that has filled up since its last heartbeat (or is shutting down) answers 503, and a
+    // node that died since its last heartbeat does not answer at all: either way the next is
+    // asked; when none can, this node answers as it would alone.
     let full = state.calls.active_calls() >= state.calls.capacity();
     if (full || state.calls.is_draining()) && !crate::nodes::was_forwarded(headers) {
         let path = match mode {
@@ -235,9 +236,10 @@ async fn create_room(
         };
         let body = serde_json::to_vec(&request).expect("a request serializes");
         for node in crate::nodes::with_calls_to_spare(&state).await? {
-            let answer = crate::nodes::forward(&state, &node, path, headers, body.clone()).await?;
-            if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
-                return Ok(answer);
+            match crate::nodes::forward(&state, &node, path, headers, body.clone()).await {
+                Ok(answer) if answer.status() == StatusCode::SERVICE_UNAVAILABLE => continue,
+                Err(ApiError::NodeUnreachable) => continue,
+                answered => return answered,
             }
         }
     }

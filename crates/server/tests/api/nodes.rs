@@ -564,6 +564,39 @@ async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
     assert_eq!(c_state.calls.active_calls(), 1);
 }
 
+// A node that died since its last heartbeat is still in the registry with calls to spare; the
+// room opens on the next node instead of failing with 502.
+#[tokio::test]
+async fn a_room_passed_to_a_node_that_died_opens_on_the_next() {
+    let Some((app, token)) = a_one_call_node().await else {
+        return;
+    };
+    let (_, c_state) = app.another_node().await;
+    assert_eq!(
+        create_room(&app.client, &app.address, &token)
+            .await
+            .status(),
+        200
+    );
+    // Nothing listens at the dead node's address (port 1 refuses at once).
+    app.state
+        .store
+        .register_node(
+            &store::NodeRegistration {
+                id: domain::NodeId::new(),
+                address: "http://127.0.0.1:1".to_owned(),
+                capacity: 50,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let second = create_room(&app.client, &app.address, &token).await;
+    assert_eq!(second.status(), 200, "the dead node is passed over");
+    assert_eq!(c_state.calls.active_calls(), 1);
+}
+
 // While a node's connection to the other nodes' notices is down, crises flagged elsewhere go
 // unheard there; once it is made again, its staff pages are told to reload the queue.
 #[tokio::test]
