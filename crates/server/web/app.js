@@ -397,7 +397,11 @@ async function callView(category, mode) {
           case "crisis_alert": showCrisisPanel(); break;
           case "connection_quality": quality.hidden = false; quality.className = `pill ${message.quality}`; quality.textContent = `Connection: ${message.quality}`; break;
           case "bot_state": setStatus({ listening: "Listening", thinking: "Thinking…", speaking: "Speaking" }[message.state] || message.state); break;
-          case "session_ended": call.ended = true; setStatus("Session ended"); mute.disabled = true; break;
+          case "session_ended":
+            call.ended = true;
+            mute.disabled = true;
+            setStatus(message.reason === "server_shutdown" ? "Session ended: the service is restarting. Your transcript is saved; start a new session in a minute." : "Session ended");
+            break;
         }
       };
       socket.onclose = (event) => {

@@ -108,21 +108,25 @@ impl Recorder {
         reason
     }
 
+    /// Stores a final line before any screen is sent it, so that a crash (kill -9, a lost
+    /// machine) never takes a line the student saw; a line still being spoken is only shown.
     async fn transcript(&self, line: TranscriptLine) {
         let timestamp = self.started_at + chrono::Duration::from_std(line.at).unwrap_or_default();
-        self.feed.publish(LiveMessage::Transcript {
+        let shown = LiveMessage::Transcript {
             speaker: line.speaker,
             text: TranscriptText::new(line.text.clone()),
             is_final: line.is_final,
             sequence: line.seq,
             timestamp,
             interrupted: line.interrupted,
-        });
+        };
         if !line.is_final {
+            self.feed.publish(shown);
             return;
         }
         let Ok(sequence) = u32::try_from(line.seq) else {
             tracing::error!(session_id = %self.session_id, seq = line.seq, "transcript sequence out of range; line not stored");
+            self.feed.publish(shown);
             return;
         };
 
@@ -138,6 +142,8 @@ impl Recorder {
                 self.store.append_message(self.session_id, message.clone())
             })
             .await;
+        // Shown even when the store is down (logged above): the student heard it.
+        self.feed.publish(shown);
         if stored.is_some() {
             self.announce(LiveChange::Line { sequence }).await;
         }
@@ -218,8 +224,10 @@ impl Recorder {
                 .end_session_because(self.session_id, ended_at, quality, stored_reason)
         })
         .await;
+        // The stored reason, as a replay and the other nodes tell it: a screen learns that the
+        // server was stopping, not only that the call ended.
         self.feed.publish(LiveMessage::SessionEnded {
-            reason: reason.as_str(),
+            reason: stored_reason.as_str(),
         });
         self.announce(LiveChange::Ended).await;
         tracing::info!(session_id = %self.session_id, reason = reason.as_str(), "call ended");

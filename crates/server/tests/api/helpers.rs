@@ -233,11 +233,9 @@ impl TestApp {
         let sql = "SELECT text_encrypted FROM transcript_messages WHERE session_id = $1 ORDER BY sequence_number";
         match self.backend {
             Backend::Sqlite => {
-                let url = format!(
-                    "sqlite://{}",
-                    self.data_dir.path().join("counsel.db").display()
-                );
-                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url())
+                    .await
+                    .unwrap();
                 sqlx::query_scalar(sql)
                     .bind(*session.as_uuid())
                     .fetch_all(&mut conn)
@@ -319,7 +317,11 @@ impl TestApp {
             .expect("the session is stored")
     }
 
+    /// The app's database, for another process to share.
     pub fn database_url(&self) -> String {
+        if self.backend == Backend::Sqlite {
+            return format!("sqlite://{}", self.data_dir.path().join("counsel.db").display());
+        }
         let admin = postgres_admin_url();
         let base = admin
             .rsplit_once('/')

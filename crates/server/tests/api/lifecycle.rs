@@ -102,11 +102,7 @@ async fn a_shutdown_refuses_new_rooms_and_ends_the_live_calls_before_exiting() {
 
     // Hold the database's write lock so that the drain cannot finish ending the call yet: the
     // server is then observably between "no new rooms" and "calls ended".
-    let url = format!(
-        "sqlite://{}",
-        app.data_dir.path().join("counsel.db").display()
-    );
-    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&app.database_url())
         .await
         .unwrap();
     sqlx::raw_sql("BEGIN IMMEDIATE")

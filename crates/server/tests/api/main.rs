@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod a_live_call_stopped;
 mod auth;
 mod calls;
 mod lifecycle;

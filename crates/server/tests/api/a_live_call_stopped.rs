@@ -1,0 +1,358 @@
+//! A live WebRTC call with the offline counselor in a real `counsel serve` process, which is then
+//! killed (kill -9) and started again, and a second call that is stopped with SIGTERM. Issue 11,
+//! item 1: a crash loses no line the student saw, the restart closes what it left open, and a
+//! stop ends the call through its normal end before the process exits within its bound.
+//!
+//! The student's side is a webrtc-rs peer standing in for the browser (Opus microphone, the
+//! room token on the offer) and the transcript WebSocket. Needs the offline models
+//! (`COUNSEL_MODELS_DIR`, as `scripts/test` sets up).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::interceptor::registry::Registry;
+use webrtc::media::Sample;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+use webrtc::track::track_local::TrackLocal;
+
+use crate::helpers::{create_room, spawn_app, Backend, TestApp, PASSWORD};
+
+/// How long a process may take to load the offline models and greet.
+const GREETING_WITHIN: Duration = Duration::from_secs(90);
+
+/// A `counsel serve` process on the test app's database and data directory.
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    async fn start(app: &TestApp) -> Node {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_counsel"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", app.database_url())
+            .env("DATA_DIR", app.data_dir.path())
+            .env("MODELS_DIR", offline::testing::models_dir())
+            .env("MODELS_AUTO_INSTALL", "false")
+            .env("BCRYPT_COST_FOR_TESTS", "4")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("counsel serve starts");
+        let node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::get(format!("{}/api/v1/health", node.base))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "counsel serve did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        node
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A final transcript line as the student's screen received it.
+#[derive(Debug, PartialEq)]
+struct SeenLine {
+    sequence: u64,
+    text: String,
+}
+
+/// A student in a call: the peer connection (kept open by holding it) and the transcript socket.
+struct Student {
+    _peer: Arc<RTCPeerConnection>,
+    transcript: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    session: String,
+}
+
+impl Student {
+    /// Opens a room, watches its transcript and connects the call's media, with a microphone
+    /// that sends quiet Opus frames on a 20 ms clock.
+    async fn call(client: &reqwest::Client, base: &str, token: &str) -> Student {
+        let room = create_room(client, base, token).await;
+        assert_eq!(room.status(), 200);
+        let room: Value = room.json().await.unwrap();
+        let session = room["session_id"].as_str().unwrap().to_owned();
+        let ws = base.replacen("http", "ws", 1);
+        let (transcript, _) = tokio_tungstenite::connect_async(format!(
+            "{ws}/ws/sessions/{session}/transcript?token={token}"
+        ))
+        .await
+        .unwrap();
+
+        // webrtc-rs's DTLS needs a process-wide rustls provider, as the server's transport does.
+        agent::services::cloud::install_default_crypto_provider();
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let mut settings = SettingEngine::default();
+        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build();
+        let peer = Arc::new(
+            api.new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+        let microphone = Arc::new(TrackLocalStaticSample::new(
+            RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                ..Default::default()
+            },
+            "microphone".to_owned(),
+            "student".to_owned(),
+        ));
+        peer.add_track(Arc::clone(&microphone) as Arc<dyn TrackLocal + Send + Sync>)
+            .await
+            .unwrap();
+        let offer = peer.create_offer(None).await.unwrap();
+        let mut gathered = peer.gathering_complete_promise().await;
+        peer.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let sdp = peer.local_description().await.unwrap().sdp;
+        let answer = client
+            .post(format!("{base}/api/v1/rtc/sessions/{session}/offer"))
+            .bearer_auth(room["user_token"].as_str().unwrap())
+            .json(&json!({"type": "offer", "sdp": sdp}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer: Value = answer.json().await.unwrap();
+        peer.set_remote_description(
+            RTCSessionDescription::answer(answer["sdp"].as_str().unwrap().to_owned()).unwrap(),
+        )
+        .await
+        .unwrap();
+
+        let mut encoder = agent::codec::VoiceEncoder::new().unwrap();
+        let quiet = bytes::Bytes::from(
+            encoder
+                .encode(&[0i16; agent::audio::FRAME_SAMPLES])
+                .unwrap(),
+        );
+        tokio::spawn(async move {
+            let mut clock = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                clock.tick().await;
+                let sample = Sample {
+                    data: quiet.clone(),
+                    duration: Duration::from_millis(20),
+                    ..Default::default()
+                };
+                if microphone.write_sample(&sample).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Student {
+            _peer: peer,
+            transcript,
+            session,
+        }
+    }
+
+    /// The socket's messages until the counselor's first final line (the greeting), and the
+    /// final lines among them.
+    async fn until_greeted(&mut self) -> Vec<SeenLine> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + GREETING_WITHIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.transcript.next())
+                .await
+                .expect("the counselor greets")
+                .expect("the socket stays open")
+                .unwrap();
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            if message["type"] == "transcript" && message["is_final"] == true {
+                seen.push(SeenLine {
+                    sequence: message["sequence"].as_u64().unwrap(),
+                    text: message["text"].as_str().unwrap().to_owned(),
+                });
+                if message["speaker"] == "counselor" {
+                    return seen;
+                }
+            }
+        }
+    }
+
+    /// The next `session_ended` message's reason, within `within`.
+    async fn told_it_ended(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(Ok(Message::Text(text)))) =
+                tokio::time::timeout(left, self.transcript.next()).await
+            else {
+                panic!("the screen was not told the call ended");
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            if message["type"] == "session_ended" {
+                return message["reason"].as_str().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+async fn signed_in(client: &reqwest::Client, base: &str) -> String {
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": r"\COLLEGE\jdoe", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("signed in: {login}"))
+        .to_owned()
+}
+
+async fn session_detail(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    let detail = client
+        .get(format!("{base}/api/v1/sessions/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detail.status(), 200);
+    detail.json().await.unwrap()
+}
+
+fn assert_stored(detail: &Value, seen: &[SeenLine]) {
+    let stored: Vec<SeenLine> = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| SeenLine {
+            sequence: m["sequence"].as_u64().unwrap(),
+            text: m["text"].as_str().unwrap().to_owned(),
+        })
+        .collect();
+    for line in seen {
+        assert!(
+            stored.contains(line),
+            "{line:?} was shown but not stored (stored: {stored:?})"
+        );
+    }
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_no_line_the_student_saw_and_a_stopped_one_ends_its_call() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    app.add_user(r"\COLLEGE\jdoe", false).await;
+    let client = reqwest::Client::new();
+
+    // kill -9 mid-call: the process has no chance to end anything.
+    let node = Node::start(&app).await;
+    let token = signed_in(&client, &node.base).await;
+    app.accept_notice(&token).await;
+    let mut student = Student::call(&client, &node.base, &token).await;
+    let seen = student.until_greeted().await;
+    node.signal("KILL");
+    drop(node);
+
+    let node = Node::start(&app).await;
+    let detail = session_detail(&client, &node.base, &token, &student.session).await;
+    assert_stored(&detail, &seen);
+    let ended_at = time(&detail["ended_at"]);
+    let last_line = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| time(&m["spoken_at"]))
+        .max()
+        .unwrap();
+    assert!(
+        ended_at <= last_line,
+        "closed on start at its last line ({ended_at} vs {last_line}), not at the restart"
+    );
+
+    // SIGTERM mid-call: the call ends through its normal end, the screen is told, and the
+    // process exits within its bound.
+    let mut student = Student::call(&client, &node.base, &token).await;
+    let seen = student.until_greeted().await;
+    let asked = Instant::now();
+    node.signal("TERM");
+    let bound = server::SHUTDOWN_CALLS_WAIT + server::SHUTDOWN_CONNECTIONS_WAIT;
+    assert_eq!(student.told_it_ended(bound).await, "server_shutdown");
+    let mut node = node;
+    let exited = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(asked.elapsed() < bound, "the process did not exit within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "a stop is a clean exit: {exited}");
+    let session = app.stored_session(&student.session).await;
+    assert_eq!(
+        session.end_reason,
+        Some(store::SessionEndReason::ServerShutdown)
+    );
+    let node = Node::start(&app).await;
+    assert_stored(
+        &session_detail(&client, &node.base, &token, &student.session).await,
+        &seen,
+    );
+}
