@@ -74,8 +74,8 @@ async fn a_restart_closes_the_sessions_a_crash_left_open(app: TestApp) {
 }
 
 // Item 1 of issue 11: SIGTERM aborted the background jobs and never ended the live calls. The
-// room here has no browser connected (a real WebRTC call is too heavy for this test); it is ended
-// by the same `CallManager::end` path a connected call's end takes.
+// room here has no browser connected, so the moment between "no new rooms" and "calls ended" can
+// be held and looked at; `a_live_call_stopped` stops a connected call in a real process.
 #[tokio::test]
 async fn a_shutdown_refuses_new_rooms_and_ends_the_live_calls_before_exiting() {
     let app = spawn_app_with_cloud_services(Backend::Sqlite, &[])
