@@ -438,14 +438,31 @@ async function callView(category, mode) {
       player.srcObject = stream;
       animate(call, stream, face.speak);
     };
-    peer.onconnectionstatechange = () => {
-      if (peer.connectionState === "connected") { setStatus("Listening"); mute.disabled = false; }
-      if (peer.connectionState === "failed") fail("Connection lost", "The connection to the counselor was lost. Your session so far is saved.");
+    const negotiate = async (options) => {
+      await peer.setLocalDescription(await peer.createOffer(options));
+      await iceGatheringComplete(peer);
+      const answer = await api(room.room_url, { method: "POST", body: { sdp: peer.localDescription.sdp, type: "offer" }, headers: { Authorization: `Bearer ${room.user_token}` } });
+      await peer.setRemoteDescription(answer);
     };
-    await peer.setLocalDescription(await peer.createOffer());
-    await iceGatheringComplete(peer);
-    const answer = await api(room.room_url, { method: "POST", body: { sdp: peer.localDescription.sdp, type: "offer" }, headers: { Authorization: `Bearer ${room.user_token}` } });
-    await peer.setRemoteDescription(answer);
+    // A network change (Wi-Fi to cellular, a blip) drops the media path: the page restarts ICE
+    // on the same call, once per drop, while the server holds the call through its grace.
+    const lost = () => fail("Connection lost", "The connection to the counselor was lost. Your session so far is saved.");
+    let restartedSinceConnected = false;
+    const restartIce = async () => {
+      if (call.closed || call.ended || restartedSinceConnected) return false;
+      restartedSinceConnected = true;
+      setStatus("Reconnecting…");
+      try { await negotiate({ iceRestart: true }); } catch { if (peer.connectionState === "failed") lost(); }
+      return true;
+    };
+    peer.oniceconnectionstatechange = () => {
+      if (peer.iceConnectionState === "disconnected") restartIce();
+    };
+    peer.onconnectionstatechange = async () => {
+      if (peer.connectionState === "connected") { restartedSinceConnected = false; setStatus("Listening"); mute.disabled = false; }
+      if (peer.connectionState === "failed" && !(await restartIce())) lost();
+    };
+    await negotiate();
   } catch (e) {
     fail(...failureText(e, call.sessionId != null));
   }

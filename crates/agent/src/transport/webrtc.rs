@@ -254,19 +254,7 @@ impl WebRtcTransport {
 
     /// Answers a browser's complete (non-trickle) SDP offer and starts the call's media tasks.
     pub async fn accept_offer(&self, offer_sdp: &str) -> Result<AcceptedOffer, WebRtcError> {
-        let screened = screen_candidates(offer_sdp, &self.config);
-        if screened.dropped > 0 {
-            tracing::debug!(
-                dropped = screened.dropped,
-                "ignored offer candidates the server does not check"
-            );
-        }
-        let offer_sdp = screened.sdp.as_str();
-        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
-            .map_err(|err| WebRtcError::InvalidOffer(err.to_string()))?;
-        if !offer_sdp.lines().any(|line| line.starts_with("m=audio ")) {
-            return Err(WebRtcError::OfferWithoutAudio);
-        }
+        let offer = read_offer(offer_sdp, &self.config)?;
 
         let rtc_config = RTCConfiguration {
             ice_servers: self
@@ -354,22 +342,7 @@ impl WebRtcTransport {
         let sender = peer
             .add_track(Arc::clone(&voice) as Arc<dyn TrackLocal + Send + Sync>)
             .await?;
-        peer.set_remote_description(offer)
-            .await
-            .map_err(|err| WebRtcError::InvalidOffer(err.to_string()))?;
-
-        let answer = peer.create_answer(None).await?;
-        let mut gathered = peer.gathering_complete_promise().await;
-        peer.set_local_description(answer).await?;
-        let timeout = self.config.gather_timeout;
-        tokio::time::timeout(timeout, gathered.recv())
-            .await
-            .map_err(|_| WebRtcError::GatheringTimedOut(timeout))?;
-        let answer_sdp = peer
-            .local_description()
-            .await
-            .ok_or(WebRtcError::NoAnswer)?
-            .sdp;
+        let answer_sdp = answer(peer, offer, self.config.gather_timeout).await?;
 
         let (audio_in_tx, audio_in) = mpsc::channel(INBOUND_CHANNEL_FRAMES);
         let (audio_out, audio_out_rx) = mpsc::channel(OUTPUT_QUEUE_FRAMES);
@@ -411,8 +384,70 @@ impl WebRtcTransport {
                 peer: Arc::clone(peer),
                 stop,
                 tasks,
+                renegotiation: Renegotiation {
+                    peer: Arc::clone(peer),
+                    config: self.config.clone(),
+                },
             },
         })
+    }
+}
+
+/// The offer as the peer connection gets it: candidates the server does not check dropped, and
+/// an offer without audio refused.
+fn read_offer(offer_sdp: &str, config: &WebRtcConfig) -> Result<RTCSessionDescription, WebRtcError> {
+    let screened = screen_candidates(offer_sdp, config);
+    if screened.dropped > 0 {
+        tracing::debug!(
+            dropped = screened.dropped,
+            "ignored offer candidates the server does not check"
+        );
+    }
+    let has_audio = screened.sdp.lines().any(|line| line.starts_with("m=audio "));
+    let offer = RTCSessionDescription::offer(screened.sdp)
+        .map_err(|err| WebRtcError::InvalidOffer(err.to_string()))?;
+    if !has_audio {
+        return Err(WebRtcError::OfferWithoutAudio);
+    }
+    Ok(offer)
+}
+
+/// Applies `offer` and answers it once the answer holds every local candidate (the browser gets
+/// one answer, no trickle).
+async fn answer(
+    peer: &RTCPeerConnection,
+    offer: RTCSessionDescription,
+    gather_timeout: Duration,
+) -> Result<String, WebRtcError> {
+    peer.set_remote_description(offer)
+        .await
+        .map_err(|err| WebRtcError::InvalidOffer(err.to_string()))?;
+    let answer = peer.create_answer(None).await?;
+    let mut gathered = peer.gathering_complete_promise().await;
+    peer.set_local_description(answer).await?;
+    tokio::time::timeout(gather_timeout, gathered.recv())
+        .await
+        .map_err(|_| WebRtcError::GatheringTimedOut(gather_timeout))?;
+    Ok(peer
+        .local_description()
+        .await
+        .ok_or(WebRtcError::NoAnswer)?
+        .sdp)
+}
+
+/// Answers a new offer on a running call's peer connection: the browser's ICE restart after a
+/// network change (new ICE credentials and candidates). The call, its tracks and its pipeline
+/// go on; while the link is down the call waits out its disconnect grace as it would anyway.
+#[derive(Clone)]
+pub struct Renegotiation {
+    peer: Arc<RTCPeerConnection>,
+    config: WebRtcConfig,
+}
+
+impl Renegotiation {
+    pub async fn answer(&self, offer_sdp: &str) -> Result<String, WebRtcError> {
+        let offer = read_offer(offer_sdp, &self.config)?;
+        answer(&self.peer, offer, self.config.gather_timeout).await
     }
 }
 
@@ -431,9 +466,15 @@ pub struct WebRtcConnection {
     peer: Arc<RTCPeerConnection>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    renegotiation: Renegotiation,
 }
 
 impl WebRtcConnection {
+    /// What answers the browser's later offers (an ICE restart) on this call's connection.
+    pub fn renegotiation(&self) -> Renegotiation {
+        self.renegotiation.clone()
+    }
+
     /// Hangs up: closes the peer connection (the browser sees the call end) and waits for the
     /// media tasks to finish.
     pub async fn close(mut self) {
@@ -820,6 +861,7 @@ fn candidate_address_allowed(ip: std::net::IpAddr, config: &WebRtcConfig) -> boo
 mod tests {
     use super::*;
     use crate::audio::PIPELINE_SAMPLE_RATE;
+    use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
     use tokio::time::timeout;
 
     fn tone_frame(freq_hz: f64, frame_index: usize) -> Vec<i16> {
@@ -1088,6 +1130,106 @@ mod tests {
             while audio_in.recv().await.is_some() {}
         });
         drained.await.expect("audio_in closes with the connection");
+    }
+
+    fn ice_ufrag(sdp: &str) -> String {
+        sdp.lines()
+            .find_map(|line| line.strip_prefix("a=ice-ufrag:"))
+            .unwrap()
+            .to_owned()
+    }
+
+    // A network change (Wi-Fi to cellular) breaks the call's ICE path; the browser restarts ICE
+    // with a new offer on the same call, and the media goes on without a new call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ice_restart_offer_is_answered_on_the_running_call() {
+        let transport = WebRtcTransport::new(WebRtcConfig {
+            udp_ports: Some(PortRange::new(41_060, 41_110).unwrap()),
+            include_loopback: true,
+            ..WebRtcConfig::default()
+        })
+        .unwrap();
+        let (browser, microphone) = browser_peer().await;
+        let offer = complete_offer(&browser).await;
+        let AcceptedOffer {
+            answer_sdp,
+            io,
+            connection,
+        } = transport.accept_offer(&offer).await.unwrap();
+        browser
+            .set_remote_description(RTCSessionDescription::answer(answer_sdp.clone()).unwrap())
+            .await
+            .unwrap();
+        let TransportIo {
+            mut audio_in,
+            audio_out: _audio_out,
+            mut events,
+        } = io;
+        let first = timeout(Duration::from_secs(10), events.recv()).await.unwrap();
+        assert_eq!(first, Some(TransportEvent::Connected));
+        tokio::spawn(async move {
+            let mut encoder = VoiceEncoder::new().unwrap();
+            let mut clock = tokio::time::interval(FRAME_DURATION);
+            for frame_index in 0.. {
+                clock.tick().await;
+                let packet = encoder.encode(&tone_frame(440.0, frame_index)).unwrap();
+                let sample = Sample {
+                    data: Bytes::from(packet),
+                    duration: FRAME_DURATION,
+                    ..Default::default()
+                };
+                if microphone.write_sample(&sample).await.is_err() {
+                    return;
+                }
+            }
+        });
+        timeout(Duration::from_secs(5), audio_in.recv())
+            .await
+            .unwrap()
+            .expect("audio before the restart");
+
+        let restart = browser
+            .create_offer(Some(RTCOfferOptions {
+                ice_restart: true,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let mut gathered = browser.gathering_complete_promise().await;
+        browser.set_local_description(restart).await.unwrap();
+        let _ = gathered.recv().await;
+        let restart_sdp = browser.local_description().await.unwrap().sdp;
+        assert_ne!(ice_ufrag(&restart_sdp), ice_ufrag(&offer), "new ICE credentials");
+        let second_answer = connection
+            .renegotiation()
+            .answer(&restart_sdp)
+            .await
+            .unwrap();
+        assert_ne!(
+            ice_ufrag(&second_answer),
+            ice_ufrag(&answer_sdp),
+            "the server's side of ICE restarted too"
+        );
+        browser
+            .set_remote_description(RTCSessionDescription::answer(second_answer).unwrap())
+            .await
+            .unwrap();
+
+        // The same call hears the student after the restart, and never reported a drop.
+        let mut heard = Vec::new();
+        while heard.len() < 100 * FRAME_SAMPLES {
+            let frame = timeout(Duration::from_secs(5), audio_in.recv())
+                .await
+                .unwrap()
+                .expect("audio after the restart");
+            heard.extend(frame);
+        }
+        let heard_hz = zero_crossing_hz(&heard[50 * FRAME_SAMPLES..]);
+        assert!((heard_hz - 440.0).abs() < 5.0, "server heard {heard_hz} Hz");
+        while let Ok(event) = events.try_recv() {
+            assert_ne!(event, TransportEvent::Disconnected);
+        }
+        connection.close().await;
     }
 
     #[tokio::test]

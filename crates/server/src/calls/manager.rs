@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::transport::webrtc::{WebRtcConnection, WebRtcTransport};
+use agent::transport::webrtc::{Renegotiation, WebRtcConnection, WebRtcTransport};
 use agent::{Call, CallConfig, CallHandle, Services};
 use chrono::Utc;
 use domain::{Category, NodeId, SessionId, SessionMode, UserId};
@@ -100,6 +100,8 @@ enum CallState {
     Running {
         handle: CallHandle,
         recorder: JoinHandle<()>,
+        /// Answers the browser's later offers (an ICE restart).
+        renegotiation: Renegotiation,
         _media: WebRtcConnection,
     },
 }
@@ -311,7 +313,7 @@ impl CallManager {
         room_token: &str,
         offer_sdp: &str,
     ) -> Result<String, CallError> {
-        let (category, persona, feed, owner, owner_epoch) = {
+        let (category, persona, feed, owner, owner_epoch, running) = {
             let calls = self.calls.lock().expect("calls lock");
             // A wrong token gets the answer a missing room gets, so that nobody can learn which
             // ids are live rooms.
@@ -319,15 +321,17 @@ impl CallManager {
                 .get(&id)
                 .filter(|call| constant_time_eq(call.room_token.as_bytes(), room_token.as_bytes()))
                 .ok_or(CallError::NotFound)?;
-            if !matches!(call.state, CallState::Waiting) {
-                return Err(CallError::AlreadyConnected);
-            }
+            let running = match &call.state {
+                CallState::Waiting => None,
+                CallState::Running { renegotiation, .. } => Some(renegotiation.clone()),
+            };
             (
                 call.category,
                 call.persona.clone(),
                 call.feed.clone(),
                 call.owner,
                 call.owner_epoch,
+                running,
             )
         };
         // Looked up once here so that flagging an utterance later needs no query. A room token
@@ -340,15 +344,27 @@ impl CallManager {
             return Err(CallError::NotFound);
         }
         let student = student.ok_or(CallError::NotFound)?;
-        let voice = self.voice().await?;
-        let accepted = voice.transport.accept_offer(offer_sdp).await.map_err(|e| {
+        let unanswered = |e: agent::transport::webrtc::WebRtcError| {
             if e.is_bad_offer() {
                 CallError::Offer(e.to_string())
             } else {
                 tracing::error!(session_id = %id, error = %e, "answering a WebRTC offer failed");
                 CallError::VoiceUnavailable
             }
-        })?;
+        };
+        // A later offer on a running call is the browser restarting ICE after a network
+        // change: answered on the same connection, the call goes on.
+        if let Some(renegotiation) = running {
+            let answer = renegotiation.answer(offer_sdp).await.map_err(unanswered)?;
+            tracing::info!(session_id = %id, "call renegotiated (ICE restart)");
+            return Ok(answer);
+        }
+        let voice = self.voice().await?;
+        let accepted = voice
+            .transport
+            .accept_offer(offer_sdp)
+            .await
+            .map_err(unanswered)?;
 
         let mut config = CallConfig::new(persona);
         config.greeting = Some(persona::greeting(category).to_owned());
@@ -387,6 +403,7 @@ impl CallManager {
                 call.state = CallState::Running {
                     handle,
                     recorder,
+                    renegotiation: accepted.connection.renegotiation(),
                     _media: accepted.connection,
                 };
                 tracing::info!(session_id = %id, "call connected");
@@ -450,6 +467,7 @@ impl CallManager {
                     handle,
                     recorder,
                     _media,
+                    ..
                 },
             ..
         }) = live

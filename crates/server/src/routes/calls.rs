@@ -167,15 +167,16 @@ pub async fn end_video_session(
 
 /// The WebRTC handshake: the browser's SDP offer in, the server's answer out. Authenticated by
 /// the room token from `create-room` (`Authorization: Bearer <user_token>`). Any node takes it: an
-/// offer for a room on another node is passed on to that node, which answers.
+/// offer for a room on another node is passed on to that node, which answers. A later offer for
+/// a call already connected is an ICE restart after a network change: answered on the same call.
 #[utoipa::path(post, path = "/rtc/sessions/{session_id}/offer", tag = "Voice Sessions",
     params(("session_id" = uuid::Uuid, Path, description = "The session's id")),
     request_body = SessionDescription,
     responses(
-        (status = 200, description = "The SDP answer", body = SessionDescription),
+        (status = 200, description = "The SDP answer; for a call already connected, the answer to its ICE restart", body = SessionDescription),
         (status = 401, description = "No room token (AUTH_004)", body = ErrorBody),
         (status = 404, description = "No such room, the token is not its room token, or the account has been blocked or signed out since the room was opened (the room is then closed): the same answer for all (SESSION_001)", body = ErrorBody),
-        (status = 409, description = "Already connected or ended (SESSION_002)", body = ErrorBody),
+        (status = 409, description = "Ended, or connected by another offer at the same moment (SESSION_002)", body = ErrorBody),
         (status = 422, description = "Not a usable offer (VALIDATION_001)", body = ErrorBody),
         (status = 502, description = "The room is on another node, which did not answer in time (NODE_001)", body = ErrorBody),
     ))]

@@ -1,7 +1,8 @@
-//! A live WebRTC call with the offline counselor in a real `counsel serve` process, which is then
-//! killed (kill -9) and started again, and a second call that is stopped with SIGTERM. Issue 11,
-//! item 1: a crash loses no line the student saw, the restart closes what it left open, and a
-//! stop ends the call through its normal end before the process exits within its bound.
+//! A live WebRTC call with the offline counselor in a real `counsel serve` process, which restarts
+//! ICE mid-call (a network change) and is then killed (kill -9) and started again, and a second
+//! call that is stopped with SIGTERM. Issue 11, item 1: a crash loses no line the student saw,
+//! the restart closes what it left open, and a stop ends the call through its normal end before
+//! the process exits within its bound. Issue 13, item 5: an ICE restart keeps the call.
 //!
 //! The student's side is a webrtc-rs peer standing in for the browser (Opus microphone, the
 //! room token on the offer) and the transcript WebSocket. Needs the offline models
@@ -23,6 +24,8 @@ use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -103,7 +106,9 @@ struct SeenLine {
 
 /// A student in a call: the peer connection (kept open by holding it) and the transcript socket.
 struct Student {
-    _peer: Arc<RTCPeerConnection>,
+    peer: Arc<RTCPeerConnection>,
+    room_url: String,
+    room_token: String,
     transcript: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -196,9 +201,48 @@ impl Student {
             }
         });
         Student {
-            _peer: peer,
+            peer,
+            room_url: format!("{base}/api/v1/rtc/sessions/{session}/offer"),
+            room_token: room["user_token"].as_str().unwrap().to_owned(),
             transcript,
             session,
+        }
+    }
+
+    /// What the browser does after a network change: a new offer with new ICE credentials on
+    /// the same call, answered, and the connection back up.
+    async fn restart_ice(&self, client: &reqwest::Client) {
+        let offer = self
+            .peer
+            .create_offer(Some(RTCOfferOptions {
+                ice_restart: true,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let mut gathered = self.peer.gathering_complete_promise().await;
+        self.peer.set_local_description(offer).await.unwrap();
+        let _ = gathered.recv().await;
+        let sdp = self.peer.local_description().await.unwrap().sdp;
+        let answer = client
+            .post(&self.room_url)
+            .bearer_auth(&self.room_token)
+            .json(&json!({"type": "offer", "sdp": sdp}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "an ICE restart is answered");
+        let answer: Value = answer.json().await.unwrap();
+        self.peer
+            .set_remote_description(
+                RTCSessionDescription::answer(answer["sdp"].as_str().unwrap().to_owned()).unwrap(),
+            )
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.peer.connection_state() != RTCPeerConnectionState::Connected {
+            assert!(Instant::now() < deadline, "connected again after the restart");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -228,6 +272,26 @@ impl Student {
                 }
             }
         }
+    }
+
+    /// The final lines the socket brings within `within`; the socket must stay open.
+    async fn lines_within(&mut self, within: Duration) -> Vec<SeenLine> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(message) = tokio::time::timeout_at(deadline, self.transcript.next()).await {
+            let Some(Ok(Message::Text(text))) = message else {
+                panic!("the socket closed: {message:?}");
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(message["type"], "session_ended", "the call went on");
+            if message["type"] == "transcript" && message["is_final"] == true {
+                seen.push(SeenLine {
+                    sequence: message["sequence"].as_u64().unwrap(),
+                    text: message["text"].as_str().unwrap().to_owned(),
+                });
+            }
+        }
+        seen
     }
 
     /// The next `session_ended` message's reason, within `within`.
@@ -308,7 +372,10 @@ async fn a_killed_node_loses_no_line_the_student_saw_and_a_stopped_one_ends_its_
     let token = signed_in(&client, &node.base).await;
     app.accept_notice(&token).await;
     let mut student = Student::call(&client, &node.base, &token).await;
-    let seen = student.until_greeted().await;
+    let mut seen = student.until_greeted().await;
+    // Issue 13: a network change mid-call restarts ICE on the same call, which goes on.
+    student.restart_ice(&client).await;
+    seen.extend(student.lines_within(Duration::from_secs(1)).await);
     node.signal("KILL");
     drop(node);
 
