@@ -72,6 +72,13 @@ pub const FILES: &[(&str, &str)] = &[
         "retired-blind14.tsv",
         include_str!("../corpus/retired-blind14.tsv"),
     ),
+    (
+        "retired-blind15.tsv",
+        include_str!("../corpus/retired-blind15.tsv"),
+    ),
+    ("voices-a.tsv", include_str!("../corpus/voices-a.tsv")),
+    ("voices-b.tsv", include_str!("../corpus/voices-b.tsv")),
+    ("voices-c.tsv", include_str!("../corpus/voices-c.tsv")),
 ];
 
 /// Separates the turns of a conversation in `context.tsv`.

@@ -348,6 +348,34 @@ mod tests {
     }
 
     #[test]
+    fn danger_in_the_next_room_and_plans_across_two_clauses() {
+        assert_levels(&[
+            ("my dad threw a glass at me and hes still downstairs", Crisis),
+            ("the coach threw a ball at me during warmups", Calm),
+            ("i think the man upstairs is beating her right now", Crisis),
+            ("i want out of this life, not just this major", Crisis),
+            ("i dont see myself alive past graduation", Crisis),
+            ("you wont need to worry about me much longer", Crisis),
+            ("i wouldnt mind if my plane went down", Crisis),
+            ("im going to drive to the river and not come back", Crisis),
+            ("i dug into my skin with a thumbtack", Crisis),
+            ("the baby screams all night and i want to shake him", Crisis),
+            ("i will beat him until he stops moving", Crisis),
+            ("they will all regret it, i have a plan", Crisis),
+            ("theyll regret not hiring me, i have a plan b", Calm),
+            ("i could run over my boss, i drive past his house every night", Crisis),
+            ("my family is better off collecting the insurance", Crisis),
+            ("we would be better off with student insurance", Calm),
+            ("i hope i dont wake up late for my exam", Calm),
+            ("i wrote letters to my roommates for after i graduate", Calm),
+            ("saying my goodbyes to my department before the move", Calm),
+            ("i gave my old bike to my neighbor", Calm),
+            ("the job is mostly cutting wood and sanding", Calm),
+            ("i cut myself a few times sophomore year but that stopped", Concern),
+        ]);
+    }
+
+    #[test]
     fn study_and_media_talk_is_not_crisis() {
         assert_eq!(level("we're studying suicide rates in sociology"), Calm);
         assert_eq!(level("im writing a paper on suicide prevention"), Calm);

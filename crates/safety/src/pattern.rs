@@ -5,7 +5,7 @@
 //! - `@class` (alone or inside alternatives) matches any word of a named class (see [`CLASSES`]);
 //! - a trailing `?` makes the element optional;
 //! - a leading `^` marks the token that says who the phrase is about ("kill ^@refl");
-//! - `*N` skips up to N tokens, never across a clause boundary;
+//! - `*N` skips up to N tokens, never across a clause boundary (`@clause` matches one);
 //! - `( a b / c )` matches either sequence (`)?` makes the group optional); groups are
 //!   expanded into several plain patterns when compiled, and do not nest.
 //!
@@ -34,6 +34,9 @@ pub(crate) const CLASSES: &[(&str, &str)] = &[
     ("poss", "my your our his her their"),
     ("obj", "me us him her them"),
     ("people", "someone somebody people everyone everybody him her them others"),
+    // A clause break where the text had punctuation: a gap never crosses one, so a pattern
+    // that spans two clauses ("... laughing at me, i have a plan") names it.
+    ("clause", "|"),
     ("kin", "friend friends roommate roommates suitemate brother sister mom mother dad father parents stepdad stepmom stepfather stepmother cousin boyfriend girlfriend partner ex classmate teammate husband wife son daughter aunt uncle grandma grandmother grandpa grandfather bestie coworker neighbor"),
 ];
 

@@ -58,6 +58,10 @@ crisis ideation concern | fine|okay|happy|glad|mind *2 if ( a / the ) car|bus|tr
 crisis ideation concern | hope|hoping|wish ( the / my ) plane|flight|bus|train *2 crashes|crash|derails
 crisis ideation concern | hope|hoping|wish ( the / my ) plane|flight *2 ( goes down / go down / going down / falls / fall out of the sky )
 crisis ideation concern | hope|hoping|hoped|pray|praying ^i *2 ( do not / never / will not / would not / just do not ) wake up
+crisis ideation concern | not mind|care if|when ( the / my ) plane|flight|bus|train|car *2 ( went down / goes down / go down / crashed / crashes / crash / fell / derailed / hit a tree )
+crisis ideation concern | @want out of ( this / my / this whole ) life
+crisis ideation concern | not *1 see ^myself ( alive / still alive / living / making it ) *2 past|by|at|in|next|through|until|to
+crisis ideation concern | not *1 see ^myself *3 here|around *12 weirdly|strangely|oddly|calm|peace|peaceful|ready|relieved
 crisis ideation concern | turn|turning|jerk|jerking|swerve|swerving|steer|steering ( the wheel )? into ( the / a / oncoming ) divider|wall|barrier|tree|pole|traffic|median|guardrail|pillar|truck|bridge
 crisis ideation concern | @feel like dying
 crisis ideation concern | @want to disappear|vanish ( forever / permanently / for good )
@@ -97,6 +101,10 @@ crisis indirect concern | not @be a burden *1 ( much longer / for long / for muc
 crisis indirect concern | ( only / one ) way out of this
 crisis indirect concern | nobody ( will / would )? ( have / need ) to ( worry about / deal with / put up with / take care of / look after ) ^me *2 ( anymore / again / soon / much longer / for long )
 crisis indirect concern | not ( have / need ) to ( deal with / put up with ) ^me *1 ( much longer / for much longer / for long / soon )
+crisis indirect concern | not ( need to / have to )? worry about ^me *1 ( much longer / for much longer / for long / soon / after this week / after tonight )
+crisis indirect crisis | gave|give|giving|given *3 stuff|things|belongings|possessions|clothes *10 thank you for everything
+crisis indirect concern | better off *3 collecting|cashing|getting *2 insurance|payout
+crisis indirect concern | ( life / my ) insurance *8 ( if i / when i / after i / once i ) ( @die / @be gone / @be dead / am not here )
 crisis indirect concern | watch|feed|keep|adopt|take|taking|watching|keeping *3 ^my *1 cat|dog|fish|pet|pets|hamster|rabbit|bunny|bird|snake|lizard|turtle|plants *8 ( forever / for good / permanently / after i am gone / when i am gone / once i am gone / if anything happens / if something happens / in case anything happens / in case something happens )
 concern indirect concern | burden to|on|for
 concern indirect concern | @be a burden
@@ -157,6 +165,7 @@ crisis plan crisis | jump|jumping|jumped off|from *2 bridge|building|roof|roofto
 crisis plan crisis | step|stepping|walk|walking|jump|jumping in front of *1 train|bus|truck|car|traffic
 crisis plan crisis | drive|driving|crash|crashing *3 off|into *1 bridge|cliff|tree|wall|traffic|road
 crisis plan crisis | crash|crashing|drive|driving *3 on purpose
+crisis plan crisis | drive|driving|drove|walk|walking|swim|swimming|go|going|head|heading *6 lake|river|ocean|sea|bridge|woods|cliff|cliffs|mountains|quarry|tracks *3 ( and not come back / and never come back / and not coming back / never coming back / not coming back / and not return )
 crisis plan crisis | @look *3 how|ways|methods *1 to ( @die / @kill / overdose / @end )
 crisis plan crisis | painless|painlessly|quickest|easiest|fastest way|ways to @die|@kill
 concern plan concern | know|knows|figured|decided|picked|chose|worked *2 how|when|where ^i *3 do it
@@ -191,6 +200,8 @@ crisis self_harm concern | pour|pouring|poured *2 boiling|hot|scalding *1 water|
 crisis self_harm concern | urge|urges|urged to @cut|@hurt|self_harm|@burn
 crisis self_harm concern | urge|urges|urged to sh
 crisis self_harm concern | used|use|using *3 compass|pin|pins|needle|needles|scissors|knife|blade|razor|glass|lighter|eraser|sharpener|tack|thumbtack|paperclip *6 on ^my wrist|wrists|arm|arms|thigh|thighs|skin|legs|stomach|hip|hips
+crisis self_harm concern | used|use|using *3 compass|pin|pins|needle|needles|scissors|knife|blade|razor|glass|lighter|eraser|sharpener|tack|thumbtack|paperclip|nails|fingernails *8 into ^my wrist|wrists|arm|arms|thigh|thighs|skin|legs|stomach|hip|hips
+crisis self_harm concern | ( to / i / and ) dig|digging|dug|gouge|gouging|gouged|scrape|scraping|scraped into ^my wrist|wrists|arm|arms|thigh|thighs|skin|legs|stomach|hip|hips
 crisis self_harm concern | @be|started|start|keep|still|back *1 cutting
 crisis self_harm concern | @cut again
 crisis self_harm concern | sh again
@@ -232,6 +243,11 @@ crisis harm_others crisis | ( @think / imagined / imagining / pictured / picturi
 crisis harm_others crisis | what id do to him|her|them *4 detail|details|detailed|step
 crisis harm_others crisis | baby|infant|newborn *8 ( almost / nearly ) ( shook / shake / shaking / smothered / smother )
 crisis harm_others crisis | almost|nearly|might|could *2 ( shake / shook / shaking / smother / smothered / hit / hurt / drop / dropped ) ( the / my / our / her / his )? baby|infant|newborn|toddler
+crisis harm_others crisis | baby|infant|newborn|toddler *12 @want to shake|smother|suffocate|strangle|choke
+crisis harm_others crisis | beat|beating|hit|hitting|punch|punching|kick|kicking|stomp|stomping|choke|choking|strangle|strangling *3 until ( he / she / they / it )? ( stops / stop / quits ) moving|breathing
+crisis harm_others crisis | regret *8 @clause? ^i *1 ( have / got / made ) a plan
+concern harm_others crisis | ( could / want to / wanna / going to / gonna / about to ) run|running over ^my? @kin|manager|boss|professor|coach|landlord|teacher|ta|advisor|him|her|them
+crisis harm_others crisis | run|running over *4 @clause? *3 driving|drive|drove|sitting|parked *2 past|outside|by ( his / her / their ) house|place|apartment|home
 
 # --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
 crisis danger concern agent | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
@@ -241,6 +257,8 @@ crisis danger concern | ^i ( @be / got / get ) hit|beaten|choked|slapped|punched
 crisis danger concern | sexually assaulted|abused|harassed
 crisis danger concern | threatened|threatens|threatening ( to @kill / to @hurt / to hit / to beat / to shoot / to stab )? ^@obj
 crisis danger concern | @kill|@hurt ^@obj if ^i tell|told|say|said|report|leave
+crisis danger concern agent | threw|throws|throwing ( a / the / his / her / their / some )? plate|plates|bottle|bottles|glass|glasses|knife|chair|lamp|mug|cup|shoe|shoes|bat|beer|pan|dish|dishes|vase|remote|phone at ^@obj
+crisis danger crisis | hurting|beating|hitting|choking|attacking|strangling|stabbing ( her / him / them / someone / somebody ) *1 ( right now / now / as we speak )
 concern danger concern | said|says|told|tells|saying|telling *3 @kill|@hurt ^@obj
 crisis danger concern | not *1 safe at|in *1 home|house|apartment|place|dorm|room
 crisis danger concern | unsafe at|in *1 home|house|apartment|place|dorm
@@ -322,6 +340,12 @@ suppress | joked|joking|jokes *6 jump|jumping off
 suppress | cat|cats|kitten|kitty|dog|puppy|hamster *3 scratching|scratched|scratches|scratch|bit|bites|biting
 suppress | @give *6 dog|cat|pet|puppy|kitten|pets|hamster|bird *10 apartment|lease|landlord|allergic|allergies|allow|allowed|moving|dorm
 suppress | ready *3 pickup|pick|pharmacy|cvs|walgreens|counter
+suppress | plan b|c
+suppress | wake|waking|woke up ( late / early / on time / in time / before / for class / for work / with )
+suppress | after i ( leave / move / graduate / finish / transfer / return / go home / go back )
+suppress | ( say / saying / said ) ^my? goodbye|goodbyes to ( the / my / our ) lab|team|office|class|coworkers|cohort|club|professors|students|department|company|host
+suppress | @give ( away )? ^my? old|spare|extra|used|outgrown
+suppress | @cut keys|wood|fabric|paper|vegetables|onions|grass|lawns|coupons|tile|pipe|pipes|metal|glass|carpet|cake|bread
 suppress | ( the / a ) day|date *4 trip|flight|wedding|party|move|moving|surgery|appointment|exam|interview|birthday|dinner|vacation|visit|graduation|ceremony|meeting|concert|game|shower|launch|presentation|defense|home|break|date|drive|test
 # Hyperbole that still deserves a gentle question, never the crisis script.
 cap concern | makes|made|making ^me @want to ( @die / @kill ^@refl )

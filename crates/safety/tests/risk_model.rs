@@ -5,14 +5,13 @@
 //! `COUNSEL_MODELS_DIR` (as `scripts/test` installs them) or are installed once into
 //! `target/models`.
 //!
-//! Which sets were used for what: `corpus/` is the training set. Fourteen of its files,
+//! Which sets were used for what: `corpus/` is the training set. Fifteen of its files,
 //! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
 //! (docs/benchmarks/safety.md), its misses then gave rules, and it joined the corpus.
 //! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at
-//! while choosing; `eval/holdout2.tsv` was a check. `eval/blind15.tsv`, by another independent
-//! author, was scored once on the tenth version, before any of its lines were read (one of its
-//! ordinary lines was seen while checking how the set was written). The bars below only guard
-//! against regressions.
+//! while choosing; `eval/holdout2.tsv` was a check. `eval/blind16.tsv`, by another independent
+//! author, was scored once on the eleventh version, before any of its lines were read. The bars
+//! below only guard against regressions.
 
 use std::sync::OnceLock;
 
@@ -96,9 +95,9 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
 }
 
 #[test]
-fn the_fifteenth_blind_set() {
-    let s = score("eval/blind15.tsv", include_str!("../eval/blind15.tsv"));
-    assert_no_worse_than(&s, &FIFTEENTH_BLIND);
+fn the_sixteenth_blind_set() {
+    let s = score("eval/blind16.tsv", include_str!("../eval/blind16.tsv"));
+    assert_no_worse_than(&s, &SIXTEENTH_BLIND);
 }
 
 #[test]
@@ -217,13 +216,13 @@ fn fitting_the_corpus_again_gives_the_shipped_head() {
     );
 }
 
-/// The one blind score of `eval/blind15.tsv` (the tenth version): crisis recall 0.918, crisis
-/// precision 0.923, concern caught 0.990, ordinary talk as crisis 0.040 (6 of 150).
-const FIFTEENTH_BLIND: Score = Score {
-    crisis_recall: 0.90,
-    crisis_precision: 0.90,
-    concern_caught: 0.98,
-    none_as_crisis: 0.05,
+/// The one blind score of `eval/blind16.tsv` (the eleventh version): crisis recall 0.959, crisis
+/// precision 0.931, concern caught 0.920, ordinary talk as crisis 0.020 (3 of 150).
+const SIXTEENTH_BLIND: Score = Score {
+    crisis_recall: 0.95,
+    crisis_precision: 0.92,
+    concern_caught: 0.91,
+    none_as_crisis: 0.03,
 };
 const HELD_OUT: Score = Score {
     crisis_recall: 0.96,
