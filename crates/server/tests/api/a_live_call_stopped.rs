@@ -4,35 +4,18 @@
 //! the restart closes what it left open, and a stop ends the call through its normal end before
 //! the process exits within its bound. Issue 13, item 5: an ICE restart keeps the call.
 //!
-//! The student's side is a webrtc-rs peer standing in for the browser (Opus microphone, the
-//! room token on the offer) and the transcript WebSocket. Needs the offline models
+//! The student's side is [`BrowserPeer`] and the transcript WebSocket. Needs the offline models
 //! (`COUNSEL_MODELS_DIR`, as `scripts/test` sets up).
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::browser_peer::BrowserPeer;
+use crate::helpers::{create_room, spawn_app, Backend, TestApp, PASSWORD};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::ice::mdns::MulticastDnsMode;
-use webrtc::interceptor::registry::Registry;
-use webrtc::media::Sample;
-use webrtc::peer_connection::configuration::RTCConfiguration;
-use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
-use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
-use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
-use webrtc::track::track_local::TrackLocal;
-
-use crate::helpers::{create_room, spawn_app, Backend, TestApp, PASSWORD};
 
 /// How long a process may take to load the offline models and greet.
 const GREETING_WITHIN: Duration = Duration::from_secs(90);
@@ -106,9 +89,7 @@ struct SeenLine {
 
 /// A student in a call: the peer connection (kept open by holding it) and the transcript socket.
 struct Student {
-    peer: Arc<RTCPeerConnection>,
-    room_url: String,
-    room_token: String,
+    peer: BrowserPeer,
     transcript: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -116,8 +97,7 @@ struct Student {
 }
 
 impl Student {
-    /// Opens a room, watches its transcript and connects the call's media, with a microphone
-    /// that sends quiet Opus frames on a 20 ms clock.
+    /// Opens a room, watches its transcript and connects the call's media.
     async fn call(client: &reqwest::Client, base: &str, token: &str) -> Student {
         let room = create_room(client, base, token).await;
         assert_eq!(room.status(), 200);
@@ -130,119 +110,13 @@ impl Student {
         .await
         .unwrap();
 
-        // webrtc-rs's DTLS needs a process-wide rustls provider, as the server's transport does.
-        agent::services::cloud::install_default_crypto_provider();
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
-        let mut settings = SettingEngine::default();
-        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-        let api = APIBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(settings)
-            .build();
-        let peer = Arc::new(
-            api.new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
-        let microphone = Arc::new(TrackLocalStaticSample::new(
-            RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                ..Default::default()
-            },
-            "microphone".to_owned(),
-            "student".to_owned(),
-        ));
-        peer.add_track(Arc::clone(&microphone) as Arc<dyn TrackLocal + Send + Sync>)
-            .await
-            .unwrap();
-        let offer = peer.create_offer(None).await.unwrap();
-        let mut gathered = peer.gathering_complete_promise().await;
-        peer.set_local_description(offer).await.unwrap();
-        let _ = gathered.recv().await;
-        let sdp = peer.local_description().await.unwrap().sdp;
-        let answer = client
-            .post(format!("{base}/api/v1/rtc/sessions/{session}/offer"))
-            .bearer_auth(room["user_token"].as_str().unwrap())
-            .json(&json!({"type": "offer", "sdp": sdp}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-        let answer: Value = answer.json().await.unwrap();
-        peer.set_remote_description(
-            RTCSessionDescription::answer(answer["sdp"].as_str().unwrap().to_owned()).unwrap(),
-        )
-        .await
-        .unwrap();
-
-        let mut encoder = agent::codec::VoiceEncoder::new().unwrap();
-        let quiet = bytes::Bytes::from(
-            encoder
-                .encode(&[0i16; agent::audio::FRAME_SAMPLES])
-                .unwrap(),
-        );
-        tokio::spawn(async move {
-            let mut clock = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                clock.tick().await;
-                let sample = Sample {
-                    data: quiet.clone(),
-                    duration: Duration::from_millis(20),
-                    ..Default::default()
-                };
-                if microphone.write_sample(&sample).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let offer_url = format!("{base}/api/v1/rtc/sessions/{session}/offer");
+        let room_token = room["user_token"].as_str().unwrap().to_owned();
+        let peer = BrowserPeer::connect(client, &offer_url, &room_token).await;
         Student {
             peer,
-            room_url: format!("{base}/api/v1/rtc/sessions/{session}/offer"),
-            room_token: room["user_token"].as_str().unwrap().to_owned(),
             transcript,
             session,
-        }
-    }
-
-    /// What the browser does after a network change: a new offer with new ICE credentials on
-    /// the same call, answered, and the connection back up.
-    async fn restart_ice(&self, client: &reqwest::Client) {
-        let offer = self
-            .peer
-            .create_offer(Some(RTCOfferOptions {
-                ice_restart: true,
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
-        let mut gathered = self.peer.gathering_complete_promise().await;
-        self.peer.set_local_description(offer).await.unwrap();
-        let _ = gathered.recv().await;
-        let sdp = self.peer.local_description().await.unwrap().sdp;
-        let answer = client
-            .post(&self.room_url)
-            .bearer_auth(&self.room_token)
-            .json(&json!({"type": "offer", "sdp": sdp}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200, "an ICE restart is answered");
-        let answer: Value = answer.json().await.unwrap();
-        self.peer
-            .set_remote_description(
-                RTCSessionDescription::answer(answer["sdp"].as_str().unwrap().to_owned()).unwrap(),
-            )
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.peer.connection_state() != RTCPeerConnectionState::Connected {
-            assert!(Instant::now() < deadline, "connected again after the restart");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -374,7 +248,7 @@ async fn a_killed_node_loses_no_line_the_student_saw_and_a_stopped_one_ends_its_
     let mut student = Student::call(&client, &node.base, &token).await;
     let mut seen = student.until_greeted().await;
     // Issue 13: a network change mid-call restarts ICE on the same call, which goes on.
-    student.restart_ice(&client).await;
+    student.peer.restart_ice(&client).await;
     seen.extend(student.lines_within(Duration::from_secs(1)).await);
     node.signal("KILL");
     drop(node);
@@ -408,7 +282,10 @@ async fn a_killed_node_loses_no_line_the_student_saw_and_a_stopped_one_ends_its_
         if let Some(status) = node.child.try_wait().unwrap() {
             break status;
         }
-        assert!(asked.elapsed() < bound, "the process did not exit within {bound:?}");
+        assert!(
+            asked.elapsed() < bound,
+            "the process did not exit within {bound:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exited.success(), "a stop is a clean exit: {exited}");

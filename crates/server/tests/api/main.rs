@@ -1,5 +1,6 @@
 //! Integration tests: the real application over real HTTP, on SQLite and on PostgreSQL.
 
+mod browser_peer;
 mod helpers;
 
 mod a_live_call_stopped;

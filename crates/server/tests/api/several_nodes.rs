@@ -2,9 +2,9 @@
 //! README gives (`deploy/nginx/counsel.conf`): a student's visit whose requests land on different
 //! nodes, a limit counted across them, and a node killed with a room open.
 //!
-//! The room has no browser connected (a WebRTC call is the browser tests' business): its offer
-//! is one the node running the room refuses as an offer (422) after checking the room token,
-//! where a node without the room would answer 404.
+//! The first room's offer is one the node running the room refuses as an offer (422) after
+//! checking the room token, where a node without the room would answer 404. The second room is
+//! a real call with the offline counselor ([`BrowserPeer`]), whose node is killed.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,9 +15,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{
-    create_room, error_of, spawn_app_with_cloud_services, Backend, CLOUD_SERVICES,
-};
+use crate::browser_peer::BrowserPeer;
+use crate::helpers::{create_room, error_of, spawn_app_with_cloud_services, Backend};
 
 /// A child process killed (with SIGKILL) when dropped, so a failing test leaves nothing running.
 struct Running(Child);
@@ -169,10 +168,10 @@ async fn a_visit_across_three_nodes_behind_nginx() {
             .env("LOG_LEVEL", "warn")
             .env("RATE_LIMIT_ENABLED", "true")
             .env("RATE_LIMIT_HISTORY_PER_MINUTE", "6")
+            // The offline counselor: the killed node's call below is a real one.
+            .env("MODELS_DIR", offline::testing::models_dir())
+            .env("MODELS_AUTO_INSTALL", "false")
             .stdout(Stdio::null());
-        for (key, value) in CLOUD_SERVICES {
-            command.env(key, value);
-        }
         nodes.push(Some(Running(
             command.spawn().expect("counsel serve starts"),
         )));
@@ -285,6 +284,32 @@ async fn a_visit_across_three_nodes_behind_nginx() {
         let (screen, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
         screens.push(screen);
     }
+    // The call's media: the offer goes through nginx to whichever node, which passes it on to
+    // the room's; the media then flows straight to the room's node. Both screens, wherever
+    // nginx put them, see the counselor's greeting.
+    let _media = BrowserPeer::connect(
+        &client,
+        &format!("{base}/api/v1/rtc/sessions/{session}/offer"),
+        room["user_token"].as_str().unwrap(),
+    )
+    .await;
+    for screen in &mut screens {
+        let greeting = tokio::time::timeout(Duration::from_secs(90), async {
+            while let Some(Ok(message)) = screen.next().await {
+                if let Message::Text(text) = message {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if message["type"] == "transcript"
+                        && message["speaker"] == "counselor"
+                        && message["is_final"] == true
+                    {
+                        return message;
+                    }
+                }
+            }
+            panic!("the screen closed before the greeting");
+        });
+        greeting.await.expect("each screen sees the greeting");
+    }
     let killed = ports.iter().position(|p| *p == room_port).unwrap();
     let killed_at = Instant::now();
     drop(nodes[killed].take());
@@ -314,4 +339,6 @@ async fn a_visit_across_three_nodes_behind_nginx() {
         record.end_reason,
         Some(store::SessionEndReason::ServerRestart)
     );
+    let stored = app.stored_transcript_rows(record.id).await;
+    assert!(!stored.is_empty(), "the greeting the screens saw is stored");
 }
