@@ -350,7 +350,10 @@ mod tests {
     #[test]
     fn danger_in_the_next_room_and_plans_across_two_clauses() {
         assert_levels(&[
-            ("my dad threw a glass at me and hes still downstairs", Crisis),
+            (
+                "my dad threw a glass at me and hes still downstairs",
+                Crisis,
+            ),
             ("the coach threw a ball at me during warmups", Calm),
             ("i think the man upstairs is beating her right now", Crisis),
             ("i want out of this life, not just this major", Crisis),
@@ -363,7 +366,10 @@ mod tests {
             ("i will beat him until he stops moving", Crisis),
             ("they will all regret it, i have a plan", Crisis),
             ("theyll regret not hiring me, i have a plan b", Calm),
-            ("i could run over my boss, i drive past his house every night", Crisis),
+            (
+                "i could run over my boss, i drive past his house every night",
+                Crisis,
+            ),
             ("my family is better off collecting the insurance", Crisis),
             ("we would be better off with student insurance", Calm),
             ("i hope i dont wake up late for my exam", Calm),
@@ -371,7 +377,10 @@ mod tests {
             ("saying my goodbyes to my department before the move", Calm),
             ("i gave my old bike to my neighbor", Calm),
             ("the job is mostly cutting wood and sanding", Calm),
-            ("i cut myself a few times sophomore year but that stopped", Concern),
+            (
+                "i cut myself a few times sophomore year but that stopped",
+                Concern,
+            ),
         ]);
     }
 

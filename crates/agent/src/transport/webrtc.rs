@@ -395,7 +395,10 @@ impl WebRtcTransport {
 
 /// The offer as the peer connection gets it: candidates the server does not check dropped, and
 /// an offer without audio refused.
-fn read_offer(offer_sdp: &str, config: &WebRtcConfig) -> Result<RTCSessionDescription, WebRtcError> {
+fn read_offer(
+    offer_sdp: &str,
+    config: &WebRtcConfig,
+) -> Result<RTCSessionDescription, WebRtcError> {
     let screened = screen_candidates(offer_sdp, config);
     if screened.dropped > 0 {
         tracing::debug!(
@@ -403,7 +406,10 @@ fn read_offer(offer_sdp: &str, config: &WebRtcConfig) -> Result<RTCSessionDescri
             "ignored offer candidates the server does not check"
         );
     }
-    let has_audio = screened.sdp.lines().any(|line| line.starts_with("m=audio "));
+    let has_audio = screened
+        .sdp
+        .lines()
+        .any(|line| line.starts_with("m=audio "));
     let offer = RTCSessionDescription::offer(screened.sdp)
         .map_err(|err| WebRtcError::InvalidOffer(err.to_string()))?;
     if !has_audio {
@@ -861,8 +867,8 @@ fn candidate_address_allowed(ip: std::net::IpAddr, config: &WebRtcConfig) -> boo
 mod tests {
     use super::*;
     use crate::audio::PIPELINE_SAMPLE_RATE;
-    use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
     use tokio::time::timeout;
+    use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 
     fn tone_frame(freq_hz: f64, frame_index: usize) -> Vec<i16> {
         (0..FRAME_SAMPLES)
@@ -1165,7 +1171,9 @@ mod tests {
             audio_out: _audio_out,
             mut events,
         } = io;
-        let first = timeout(Duration::from_secs(10), events.recv()).await.unwrap();
+        let first = timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap();
         assert_eq!(first, Some(TransportEvent::Connected));
         tokio::spawn(async move {
             let mut encoder = VoiceEncoder::new().unwrap();
@@ -1199,7 +1207,11 @@ mod tests {
         browser.set_local_description(restart).await.unwrap();
         let _ = gathered.recv().await;
         let restart_sdp = browser.local_description().await.unwrap().sdp;
-        assert_ne!(ice_ufrag(&restart_sdp), ice_ufrag(&offer), "new ICE credentials");
+        assert_ne!(
+            ice_ufrag(&restart_sdp),
+            ice_ufrag(&offer),
+            "new ICE credentials"
+        );
         let second_answer = connection
             .renegotiation()
             .answer(&restart_sdp)

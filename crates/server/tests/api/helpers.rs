@@ -320,7 +320,10 @@ impl TestApp {
     /// The app's database, for another process to share.
     pub fn database_url(&self) -> String {
         if self.backend == Backend::Sqlite {
-            return format!("sqlite://{}", self.data_dir.path().join("counsel.db").display());
+            return format!(
+                "sqlite://{}",
+                self.data_dir.path().join("counsel.db").display()
+            );
         }
         let admin = postgres_admin_url();
         let base = admin
