@@ -386,7 +386,7 @@ impl WebRtcTransport {
                 tasks,
                 renegotiation: Renegotiation {
                     peer: Arc::clone(peer),
-                    config: self.config.clone(),
+                    config: Arc::new(self.config.clone()),
                 },
             },
         })
@@ -447,7 +447,7 @@ async fn answer(
 #[derive(Clone)]
 pub struct Renegotiation {
     peer: Arc<RTCPeerConnection>,
-    config: WebRtcConfig,
+    config: Arc<WebRtcConfig>,
 }
 
 impl Renegotiation {
