@@ -18,19 +18,9 @@ use agent::codec::VoiceEncoder;
 use agent::transport::webrtc::{AcceptedOffer, WebRtcConfig, WebRtcTransport};
 use agent::transport::TransportEvent;
 use bytes::Bytes;
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::ice::mdns::MulticastDnsMode;
-use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
-use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
-use webrtc::track::track_local::TrackLocal;
 
 const FRAME: Duration = Duration::from_millis(20);
 
@@ -64,34 +54,7 @@ async fn student_peer(
     packets: Arc<Vec<Bytes>>,
     received: Arc<AtomicU64>,
 ) -> (Arc<RTCPeerConnection>, AcceptedOffer) {
-    let mut media = MediaEngine::default();
-    media.register_default_codecs().unwrap();
-    let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
-    let mut settings = SettingEngine::default();
-    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-    let api = APIBuilder::new()
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .build();
-    let peer = Arc::new(
-        api.new_peer_connection(RTCConfiguration::default())
-            .await
-            .unwrap(),
-    );
-    let microphone = Arc::new(TrackLocalStaticSample::new(
-        RTCRtpCodecCapability {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            ..Default::default()
-        },
-        "microphone".to_owned(),
-        "student".to_owned(),
-    ));
-    peer.add_track(Arc::clone(&microphone) as Arc<dyn TrackLocal + Send + Sync>)
-        .await
-        .unwrap();
+    let (peer, microphone) = agent::transport::webrtc::browser_peer().await.unwrap();
     peer.on_track(Box::new(move |track, receiver, _| {
         let received = Arc::clone(&received);
         tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });

@@ -232,8 +232,6 @@ impl WebRtcTransport {
             },
             RTPCodecType::Audio,
         )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?;
-
         let mut settings = SettingEngine::default();
         if let Some(ports) = config.udp_ports {
             let ephemeral = EphemeralUDP::new(ports.min, ports.max).map_err(webrtc::Error::from)?;
@@ -243,13 +241,10 @@ impl WebRtcTransport {
         // Browsers that were granted the microphone offer plain IP candidates, and the rest
         // reach our host candidate anyway (we learn them as peer-reflexive): no mDNS needed.
         settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-
-        let api = APIBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(settings)
-            .build();
-        Ok(Self { api, config })
+        Ok(Self {
+            api: build_api(media, settings)?,
+            config,
+        })
     }
 
     /// Answers a browser's complete (non-trickle) SDP offer and starts the call's media tasks.
@@ -863,6 +858,40 @@ fn candidate_address_allowed(ip: std::net::IpAddr, config: &WebRtcConfig) -> boo
     !link_local && (config.allow_private_candidates || !private)
 }
 
+/// A webrtc-rs API with the codecs of `media`, the default interceptors (RTCP reports, NACK) and
+/// `settings`.
+fn build_api(mut media: MediaEngine, settings: SettingEngine) -> Result<API, WebRtcError> {
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    Ok(APIBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .build())
+}
+
+/// A webrtc-rs peer in the browser's part, for tests and benchmarks that stand in for a student:
+/// it offers one Opus microphone track (write samples to it), and offers loopback candidates
+/// too, so it reaches a server on the same machine.
+pub async fn browser_peer(
+) -> Result<(Arc<RTCPeerConnection>, Arc<TrackLocalStaticSample>), WebRtcError> {
+    crate::services::cloud::install_default_crypto_provider();
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    let mut settings = SettingEngine::default();
+    settings.set_include_loopback_candidate(true);
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    let api = build_api(media, settings)?;
+    let peer = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
+    let microphone = Arc::new(TrackLocalStaticSample::new(
+        opus_capability(),
+        "microphone".to_owned(),
+        "student".to_owned(),
+    ));
+    peer.add_track(Arc::clone(&microphone) as Arc<dyn TrackLocal + Send + Sync>)
+        .await?;
+    Ok((peer, microphone))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -881,41 +910,37 @@ mod tests {
             .collect()
     }
 
+    /// The student's microphone saying `freq_hz` in real time for `frames` frames, or until the
+    /// call ends.
+    fn say_tone(
+        microphone: Arc<TrackLocalStaticSample>,
+        freq_hz: f64,
+        frames: usize,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut encoder = VoiceEncoder::new().unwrap();
+            let mut clock = tokio::time::interval(FRAME_DURATION);
+            for frame_index in 0..frames {
+                clock.tick().await;
+                let packet = encoder.encode(&tone_frame(freq_hz, frame_index)).unwrap();
+                let sample = Sample {
+                    data: Bytes::from(packet),
+                    duration: FRAME_DURATION,
+                    ..Default::default()
+                };
+                if microphone.write_sample(&sample).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
     fn zero_crossing_hz(samples: &[i16]) -> f64 {
         let crossings = samples
             .windows(2)
             .filter(|w| (w[0] < 0) != (w[1] < 0))
             .count();
         crossings as f64 / 2.0 / (samples.len() as f64 / PIPELINE_SAMPLE_RATE as f64)
-    }
-
-    /// A second webrtc-rs peer in the browser's part: it offers a microphone track.
-    async fn browser_peer() -> (Arc<RTCPeerConnection>, Arc<TrackLocalStaticSample>) {
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
-        let mut settings = SettingEngine::default();
-        settings.set_include_loopback_candidate(true);
-        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-        let api = APIBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(settings)
-            .build();
-        let peer = Arc::new(
-            api.new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
-        let microphone = Arc::new(TrackLocalStaticSample::new(
-            opus_capability(),
-            "microphone".to_owned(),
-            "student".to_owned(),
-        ));
-        peer.add_track(Arc::clone(&microphone) as Arc<dyn TrackLocal + Send + Sync>)
-            .await
-            .unwrap();
-        (peer, microphone)
     }
 
     async fn complete_offer(peer: &RTCPeerConnection) -> String {
@@ -1000,7 +1025,7 @@ mod tests {
             ..WebRtcConfig::default()
         })
         .unwrap();
-        let (browser, microphone) = browser_peer().await;
+        let (browser, microphone) = browser_peer().await.unwrap();
         let (played_tx, mut played) = mpsc::channel::<Vec<i16>>(500);
         browser.on_track(Box::new(move |track, receiver, _| {
             let played_tx = played_tx.clone();
@@ -1050,20 +1075,7 @@ mod tests {
         assert_eq!(first, Some(TransportEvent::Connected));
 
         // The student says 440 Hz in real time; the bot answers 660 Hz.
-        let student = tokio::spawn(async move {
-            let mut encoder = VoiceEncoder::new().unwrap();
-            let mut clock = tokio::time::interval(FRAME_DURATION);
-            for frame_index in 0..150 {
-                clock.tick().await;
-                let packet = encoder.encode(&tone_frame(440.0, frame_index)).unwrap();
-                let sample = Sample {
-                    data: Bytes::from(packet),
-                    duration: FRAME_DURATION,
-                    ..Default::default()
-                };
-                microphone.write_sample(&sample).await.unwrap();
-            }
-        });
+        let student = say_tone(microphone, 440.0, 150);
         let bot = tokio::spawn(async move {
             for frame_index in 0..150 {
                 if audio_out
@@ -1155,7 +1167,7 @@ mod tests {
             ..WebRtcConfig::default()
         })
         .unwrap();
-        let (browser, microphone) = browser_peer().await;
+        let (browser, microphone) = browser_peer().await.unwrap();
         let offer = complete_offer(&browser).await;
         let AcceptedOffer {
             answer_sdp,
@@ -1175,22 +1187,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(first, Some(TransportEvent::Connected));
-        tokio::spawn(async move {
-            let mut encoder = VoiceEncoder::new().unwrap();
-            let mut clock = tokio::time::interval(FRAME_DURATION);
-            for frame_index in 0.. {
-                clock.tick().await;
-                let packet = encoder.encode(&tone_frame(440.0, frame_index)).unwrap();
-                let sample = Sample {
-                    data: Bytes::from(packet),
-                    duration: FRAME_DURATION,
-                    ..Default::default()
-                };
-                if microphone.write_sample(&sample).await.is_err() {
-                    return;
-                }
-            }
-        });
+        say_tone(microphone, 440.0, usize::MAX);
         timeout(Duration::from_secs(5), audio_in.recv())
             .await
             .unwrap()

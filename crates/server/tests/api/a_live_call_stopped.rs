@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::browser_peer::BrowserPeer;
-use crate::helpers::{create_room, spawn_app, Backend, TestApp, PASSWORD};
+use crate::helpers::{create_room, free_port, sign_in_at, spawn_app, Backend, TestApp};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a process may take to load the offline models and greet.
@@ -28,23 +28,9 @@ struct Node {
 
 impl Node {
     async fn start(app: &TestApp) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_counsel"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATABASE_URL", app.database_url())
-            .env("DATA_DIR", app.data_dir.path())
-            .env("MODELS_DIR", offline::testing::models_dir())
-            .env("MODELS_AUTO_INSTALL", "false")
-            .env("BCRYPT_COST_FOR_TESTS", "4")
-            .env("LOG_LEVEL", "warn")
+        let port = free_port();
+        let child = app
+            .serve_command(port)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -186,22 +172,6 @@ impl Student {
     }
 }
 
-async fn signed_in(client: &reqwest::Client, base: &str) -> String {
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": r"\COLLEGE\jdoe", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    login["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("signed in: {login}"))
-        .to_owned()
-}
-
 async fn session_detail(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
     let detail = client
         .get(format!("{base}/api/v1/sessions/{id}"))
@@ -243,7 +213,7 @@ async fn a_killed_node_loses_no_line_the_student_saw_and_a_stopped_one_ends_its_
 
     // kill -9 mid-call: the process has no chance to end anything.
     let node = Node::start(&app).await;
-    let token = signed_in(&client, &node.base).await;
+    let token = sign_in_at(&client, &node.base, r"\COLLEGE\jdoe").await;
     app.accept_notice(&token).await;
     let mut student = Student::call(&client, &node.base, &token).await;
     let mut seen = student.until_greeted().await;

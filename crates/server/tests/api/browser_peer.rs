@@ -1,25 +1,16 @@
-//! The student's browser in the process tests: a webrtc-rs peer with an Opus microphone that
-//! sends quiet frames on a 20 ms clock, offering with the room token as the web app does.
+//! The student's browser in the process tests: the agent's webrtc-rs stand-in for a browser, its
+//! microphone sending quiet Opus frames on a 20 ms clock, offering with the room token as the web
+//! app does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::api::APIBuilder;
-use webrtc::ice::mdns::MulticastDnsMode;
-use webrtc::interceptor::registry::Registry;
 use webrtc::media::Sample;
-use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
-use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
-use webrtc::track::track_local::TrackLocal;
 
 /// A connected call's media, held open until dropped.
 pub struct BrowserPeer {
@@ -35,36 +26,7 @@ impl BrowserPeer {
         offer_url: &str,
         room_token: &str,
     ) -> BrowserPeer {
-        // webrtc-rs's DTLS needs a process-wide rustls provider, as the server's transport does.
-        agent::services::cloud::install_default_crypto_provider();
-        let mut media = MediaEngine::default();
-        media.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
-        let mut settings = SettingEngine::default();
-        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
-        let api = APIBuilder::new()
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(settings)
-            .build();
-        let peer = Arc::new(
-            api.new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
-        let microphone = Arc::new(TrackLocalStaticSample::new(
-            RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                ..Default::default()
-            },
-            "microphone".to_owned(),
-            "student".to_owned(),
-        ));
-        peer.add_track(Arc::clone(&microphone) as Arc<dyn TrackLocal + Send + Sync>)
-            .await
-            .unwrap();
+        let (peer, microphone) = agent::transport::webrtc::browser_peer().await.unwrap();
         let browser = BrowserPeer {
             peer,
             offer_url: offer_url.to_owned(),

@@ -39,6 +39,33 @@ pub struct TestApp {
 
 /// A fresh app with rate limits off (tests of the limits turn them on).
 /// `create-room` for a voice call with the Health counselor, sent to the node at `base`.
+/// Signs `username` (whose password is [`PASSWORD`]) in at `base`, another process or a proxy
+/// in front of several, and returns the access token.
+pub async fn sign_in_at(client: &reqwest::Client, base: &str, username: &str) -> String {
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("signed in: {login}"))
+        .to_owned()
+}
+
+/// A port nothing listens on at the moment, for a process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn create_room(client: &reqwest::Client, base: &str, token: &str) -> Response {
     client
         .post(format!("{base}/api/v1/voice/create-room"))
@@ -315,6 +342,25 @@ impl TestApp {
             .await
             .unwrap()
             .expect("the session is stored")
+    }
+
+    /// `counsel serve` on `port`, sharing this app's database, data directory (its secrets and
+    /// keys) and the offline models; a caller adds its own settings.
+    pub fn serve_command(&self, port: u16) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_counsel"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", self.database_url())
+            .env("DATA_DIR", self.data_dir.path())
+            .env("MODELS_DIR", offline::testing::models_dir())
+            .env("MODELS_AUTO_INSTALL", "false")
+            .env("BCRYPT_COST_FOR_TESTS", "4")
+            .env("LOG_LEVEL", "warn");
+        command
     }
 
     /// The app's database, for another process to share.

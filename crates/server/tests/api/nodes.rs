@@ -361,34 +361,44 @@ async fn the_offer_and_the_end_reach_the_node_running_the_call() {
     assert!(!app.stored_session(&session).await.is_active());
 }
 
-/// A node that runs one call at a time (as do the nodes it starts), and the token of a student
-/// who has accepted the notice.
-async fn a_one_call_node() -> Option<(TestApp, String)> {
+/// A node that runs one call at a time (as do the nodes it starts) and is running it, and the
+/// token of the student, who has accepted the notice.
+async fn a_full_one_call_node() -> Option<(TestApp, String)> {
     let app =
         crate::helpers::spawn_app_with_cloud_services(Backend::Postgres, &[("MAX_CALLS", "1")])
             .await?;
     let student = app.add_user(r"\COLLEGE\jdoe", false).await;
     let token = app.token(&student).await;
     app.accept_notice(&token).await;
+    let first = create_room(&app.client, &app.address, &token).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(app.state.calls.active_calls(), 1, "node A opened the first");
     Some((app, token))
+}
+
+/// What the registry says of a node: as a heartbeat just now would have it.
+async fn registry_says(app: &TestApp, node: domain::NodeId, address: String, capacity: u32) {
+    let registration = store::NodeRegistration {
+        id: node,
+        address,
+        capacity,
+    };
+    app.state
+        .store
+        .register_node(&registration, Utc::now())
+        .await
+        .unwrap();
 }
 
 // Issue 14, item 2: a node that runs all the calls it can opens the next room on a node with
 // calls to spare; `503 CAPACITY_001` only when every node is full.
 #[tokio::test]
 async fn a_full_node_opens_the_room_on_a_node_with_calls_to_spare() {
-    let Some((app, token)) = a_one_call_node().await else {
+    let Some((app, token)) = a_full_one_call_node().await else {
         return;
     };
     let (_, b_state) = app.another_node().await;
 
-    assert_eq!(
-        create_room(&app.client, &app.address, &token)
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(app.state.calls.active_calls(), 1, "node A opened the first");
     // Signed in by cookie, as the web app is: node B checks the page's origin against the host
     // the browser sent the request to, both passed on by node A.
     let second = app
@@ -532,32 +542,15 @@ async fn a_node_taken_for_dead_counts_its_open_sockets_again() {
 // filled up answers 503; the room then opens on the next node with calls to spare.
 #[tokio::test]
 async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
-    let Some((app, token)) = a_one_call_node().await else {
+    let Some((app, token)) = a_full_one_call_node().await else {
         return;
     };
     let (b, b_state) = app.another_node().await;
     let (_, c_state) = app.another_node().await;
-    assert_eq!(
-        create_room(&app.client, &app.address, &token)
-            .await
-            .status(),
-        200
-    );
     assert_eq!(create_room(&app.client, &b, &token).await.status(), 200);
     assert_eq!(b_state.calls.active_calls(), 1, "node B is full");
     // The registry says node B has the most calls to spare, as a stale row would.
-    app.state
-        .store
-        .register_node(
-            &store::NodeRegistration {
-                id: b_state.calls.node(),
-                address: b,
-                capacity: 10,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    registry_says(&app, b_state.calls.node(), b, 10).await;
 
     let third = create_room(&app.client, &app.address, &token).await;
     assert_eq!(third.status(), 200, "node B refuses; node C opens it");
@@ -568,29 +561,18 @@ async fn a_room_refused_by_a_node_that_filled_up_opens_on_the_next() {
 // room opens on the next node instead of failing with 502.
 #[tokio::test]
 async fn a_room_passed_to_a_node_that_died_opens_on_the_next() {
-    let Some((app, token)) = a_one_call_node().await else {
+    let Some((app, token)) = a_full_one_call_node().await else {
         return;
     };
     let (_, c_state) = app.another_node().await;
-    assert_eq!(
-        create_room(&app.client, &app.address, &token)
-            .await
-            .status(),
-        200
-    );
     // Nothing listens at the dead node's address (port 1 refuses at once).
-    app.state
-        .store
-        .register_node(
-            &store::NodeRegistration {
-                id: domain::NodeId::new(),
-                address: "http://127.0.0.1:1".to_owned(),
-                capacity: 50,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    registry_says(
+        &app,
+        domain::NodeId::new(),
+        "http://127.0.0.1:1".to_owned(),
+        50,
+    )
+    .await;
 
     let second = create_room(&app.client, &app.address, &token).await;
     assert_eq!(second.status(), 200, "the dead node is passed over");

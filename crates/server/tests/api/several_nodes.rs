@@ -6,7 +6,6 @@
 //! checking the room token, where a node without the room would answer 404. The second room is
 //! a real call with the offline counselor ([`BrowserPeer`]), whose node is killed.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +15,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::browser_peer::BrowserPeer;
-use crate::helpers::{create_room, error_of, spawn_app_with_cloud_services, Backend};
+use crate::helpers::{
+    create_room, error_of, free_port, sign_in_at, spawn_app_with_cloud_services, Backend,
+};
 
 /// A child process killed (with SIGKILL) when dropped, so a failing test leaves nothing running.
 struct Running(Child);
@@ -26,14 +27,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn nginx() -> Option<PathBuf> {
@@ -156,21 +149,11 @@ async fn a_visit_across_three_nodes_behind_nginx() {
     let ports = [free_port(), free_port(), free_port()];
     let mut nodes: Vec<Option<Running>> = Vec::new();
     for port in ports {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_counsel"));
+        // With the offline counselor: the killed node's call below is a real one.
+        let mut command = app.serve_command(port);
         command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATABASE_URL", app.database_url())
-            .env("DATA_DIR", app.data_dir.path())
-            .env("BCRYPT_COST_FOR_TESTS", "4")
-            .env("LOG_LEVEL", "warn")
             .env("RATE_LIMIT_ENABLED", "true")
             .env("RATE_LIMIT_HISTORY_PER_MINUTE", "6")
-            // The offline counselor: the killed node's call below is a real one.
-            .env("MODELS_DIR", offline::testing::models_dir())
-            .env("MODELS_AUTO_INSTALL", "false")
             .stdout(Stdio::null());
         nodes.push(Some(Running(
             command.spawn().expect("counsel serve starts"),
@@ -187,17 +170,7 @@ async fn a_visit_across_three_nodes_behind_nginx() {
     wait_until_up(&client, &format!("{base}/api/v1/health")).await;
 
     // Sign in, accept the notice, open a room: through nginx, one node after another.
-    let login = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": r"\COLLEGE\jdoe", "password": crate::helpers::PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let token = login.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = sign_in_at(&client, &base, r"\COLLEGE\jdoe").await;
     let notice: Value = client
         .get(format!("{base}/api/v1/notice"))
         .bearer_auth(&token)
