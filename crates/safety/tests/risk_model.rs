@@ -9,9 +9,9 @@
 //! `corpus/retired-blind*.tsv`, were blind evaluation sets by other authors; each was scored once
 //! (docs/benchmarks/safety.md), its misses then gave rules, and it joined the corpus.
 //! `eval/utterances.tsv` and `eval/holdout.tsv` are the rules' tuning sets and were looked at
-//! while choosing; `eval/holdout2.tsv` was a check. `eval/blind16.tsv`, by another independent
-//! author, was scored once on the eleventh version, before any of its lines were read. The bars
-//! below only guard against regressions.
+//! while choosing; `eval/holdout2.tsv` was a check. `eval/blind16.tsv` and `eval/blind17.tsv`,
+//! each by another independent author, were scored once on the eleventh version, before any of
+//! their lines were read. The bars below only guard against regressions.
 
 use std::sync::OnceLock;
 
@@ -98,6 +98,12 @@ fn assert_no_worse_than(s: &Score, bar: &Score) {
 fn the_sixteenth_blind_set() {
     let s = score("eval/blind16.tsv", include_str!("../eval/blind16.tsv"));
     assert_no_worse_than(&s, &SIXTEENTH_BLIND);
+}
+
+#[test]
+fn the_seventeenth_blind_set() {
+    let s = score("eval/blind17.tsv", include_str!("../eval/blind17.tsv"));
+    assert_no_worse_than(&s, &SEVENTEENTH_BLIND);
 }
 
 #[test]
@@ -222,6 +228,14 @@ const SIXTEENTH_BLIND: Score = Score {
     crisis_recall: 0.95,
     crisis_precision: 0.92,
     concern_caught: 0.91,
+    none_as_crisis: 0.03,
+};
+/// The one blind score of `eval/blind17.tsv` (the eleventh version): crisis recall 0.959, crisis
+/// precision 0.948, concern caught 0.980, ordinary talk as crisis 0.027 (4 of 150).
+const SEVENTEENTH_BLIND: Score = Score {
+    crisis_recall: 0.95,
+    crisis_precision: 0.94,
+    concern_caught: 0.97,
     none_as_crisis: 0.03,
 };
 const HELD_OUT: Score = Score {
