@@ -555,11 +555,6 @@ impl UtteranceContext {
             &["last", "year"],
             &["a", "while", "ago"],
             &["growing", "up"],
-            &["freshman", "year"],
-            &["sophomore", "year"],
-            &["clean", "for"],
-            &["that", "stopped"],
-            &["over", "and", "done"],
         ];
         const PRESENT: &[&[&str]] = &[
             &["now", "i"],

@@ -365,7 +365,8 @@ mod tests {
             ("the baby screams all night and i want to shake him", Crisis),
             ("i will beat him until he stops moving", Crisis),
             ("they will all regret it, i have a plan", Crisis),
-            ("theyll regret not hiring me, i have a plan b", Calm),
+            ("i regret nothing. i have a plan for the summer", Calm),
+            ("my plan b is to not be here anymore", Crisis),
             (
                 "i could run over my boss, i drive past his house every night",
                 Crisis,
@@ -377,9 +378,14 @@ mod tests {
             ("saying my goodbyes to my department before the move", Calm),
             ("i gave my old bike to my neighbor", Calm),
             ("the job is mostly cutting wood and sanding", Calm),
+            ("i pray i do not wake up before anyone notices", Crisis),
             (
-                "i cut myself a few times sophomore year but that stopped",
-                Concern,
+                "ill run over the notes tonight, im driving past her house anyway",
+                Calm,
+            ),
+            (
+                "i want it over and done with, im going to kill myself",
+                Crisis,
             ),
         ]);
     }

@@ -245,9 +245,9 @@ crisis harm_others crisis | baby|infant|newborn *8 ( almost / nearly ) ( shook /
 crisis harm_others crisis | almost|nearly|might|could *2 ( shake / shook / shaking / smother / smothered / hit / hurt / drop / dropped ) ( the / my / our / her / his )? baby|infant|newborn|toddler
 crisis harm_others crisis | baby|infant|newborn|toddler *12 @want to shake|smother|suffocate|strangle|choke
 crisis harm_others crisis | beat|beating|hit|hitting|punch|punching|kick|kicking|stomp|stomping|choke|choking|strangle|strangling *3 until ( he / she / they / it )? ( stops / stop / quits ) moving|breathing
-crisis harm_others crisis | regret *8 @clause? ^i *1 ( have / got / made ) a plan
+crisis harm_others crisis | they|everyone|everybody|he|she|you|all|people|them *6 regret *8 @clause? ^i *1 ( have / got / made ) a plan
 concern harm_others crisis | ( could / want to / wanna / going to / gonna / about to ) run|running over ^my? @kin|manager|boss|professor|coach|landlord|teacher|ta|advisor|him|her|them
-crisis harm_others crisis | run|running over *4 @clause? *3 driving|drive|drove|sitting|parked *2 past|outside|by ( his / her / their ) house|place|apartment|home
+crisis harm_others crisis | run|running over ( my / that / the / this )? @kin|manager|boss|professor|coach|landlord|teacher|ta|advisor|ex|him|her|them *1 @clause? *3 driving|drive|drove|sitting|parked *2 past|outside|by ( his / her / their ) house|place|apartment|home
 
 # --- Danger or abuse (the student, or someone they name, is being hurt or threatened) -------
 crisis danger concern agent | hits|hit|hitting|beats|beat|beating|chokes|choked|choking|kicks|kicked|kicking|slaps|slapped|slapping|punches|punched|punching|shoves|shoved|strangled|strangles|pushes|pushed|grabbed|grabs|abuses|abused|raped|rapes|assaulted|molested|molests|touches|touched ^@obj
@@ -340,11 +340,9 @@ suppress | joked|joking|jokes *6 jump|jumping off
 suppress | cat|cats|kitten|kitty|dog|puppy|hamster *3 scratching|scratched|scratches|scratch|bit|bites|biting
 suppress | @give *6 dog|cat|pet|puppy|kitten|pets|hamster|bird *10 apartment|lease|landlord|allergic|allergies|allow|allowed|moving|dorm
 suppress | ready *3 pickup|pick|pharmacy|cvs|walgreens|counter
-suppress | plan b|c
-suppress | wake|waking|woke up ( late / early / on time / in time / before / for class / for work / with )
-suppress | after i ( leave / move / graduate / finish / transfer / return / go home / go back )
+suppress | wake|waking|woke up ( late / early / on time / in time / for class / for work )
+suppress | after i ( move / graduate / transfer / leave for / leave the country / leave campus / go home for / go back to )
 suppress | ( say / saying / said ) ^my? goodbye|goodbyes to ( the / my / our ) lab|team|office|class|coworkers|cohort|club|professors|students|department|company|host
-suppress | @give ( away )? ^my? old|spare|extra|used|outgrown
 suppress | @cut keys|wood|fabric|paper|vegetables|onions|grass|lawns|coupons|tile|pipe|pipes|metal|glass|carpet|cake|bread
 suppress | ( the / a ) day|date *4 trip|flight|wedding|party|move|moving|surgery|appointment|exam|interview|birthday|dinner|vacation|visit|graduation|ceremony|meeting|concert|game|shower|launch|presentation|defense|home|break|date|drive|test
 # Hyperbole that still deserves a gentle question, never the crisis script.
