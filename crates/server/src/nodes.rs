@@ -188,6 +188,23 @@ pub async fn with_calls_to_spare(
     Ok(spare)
 }
 
+/// Why a request could not be passed on.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// No connection could be made: the node never saw the request (it died since its last
+    /// heartbeat), so another node may be asked instead.
+    NotConnected,
+    /// The request may have reached the node, which did not answer in time or whose answer
+    /// broke off; asking another could do the thing twice.
+    NoAnswer,
+}
+
+impl From<ForwardError> for crate::error::ApiError {
+    fn from(_: ForwardError) -> Self {
+        crate::error::ApiError::NodeUnreachable
+    }
+}
+
 /// Passes a request on to `node` (its path, the caller's credentials and its JSON body) and
 /// returns the node's answer as it came. A node that does not answer within
 /// [`FORWARD_TIMEOUT`] gets `502 NODE_001`.
@@ -198,6 +215,17 @@ pub async fn forward(
     headers: &axum::http::HeaderMap,
     body: Vec<u8>,
 ) -> Result<axum::response::Response, crate::error::ApiError> {
+    Ok(try_forward(state, node, path, headers, body).await?)
+}
+
+/// [`forward`], saying whether the node saw the request at all when it did not answer.
+pub async fn try_forward(
+    state: &AppState,
+    node: &store::NodeRecord,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: Vec<u8>,
+) -> Result<axum::response::Response, ForwardError> {
     use axum::http::header;
     let url = format!("{}{path}", node.address.trim_end_matches('/'));
     let mut request = state
@@ -225,7 +253,11 @@ pub async fn forward(
     }
     let unreachable = |error: reqwest::Error| {
         tracing::warn!(node = %node.id, %error, "the node running the call did not answer");
-        crate::error::ApiError::NodeUnreachable
+        if error.is_connect() {
+            ForwardError::NotConnected
+        } else {
+            ForwardError::NoAnswer
+        }
     };
     let answer = request.send().await.map_err(unreachable)?;
     let status = answer.status();

@@ -445,22 +445,37 @@ async function callView(category, mode) {
       await peer.setRemoteDescription(answer);
     };
     // A network change (Wi-Fi to cellular, a blip) drops the media path: the page restarts ICE
-    // on the same call, once per drop, while the server holds the call through its grace.
+    // on the same call, trying again with backoff while the server holds the call through its
+    // grace. A call the server has ended (404, 409) is over.
     const lost = () => fail("Connection lost", "The connection to the counselor was lost. Your session so far is saved.");
-    let restartedSinceConnected = false;
+    let restarting = false;
     const restartIce = async () => {
-      if (call.closed || call.ended || restartedSinceConnected) return false;
-      restartedSinceConnected = true;
+      if (restarting) return;
+      restarting = true;
       setStatus("Reconnecting…");
-      try { await negotiate({ iceRestart: true }); } catch { if (peer.connectionState === "failed") lost(); }
-      return true;
+      let answered = false;
+      for (const wait of [0, 1000, 2000, 4000]) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        if (call.closed || call.ended || peer.connectionState === "connected") break;
+        try {
+          await negotiate({ iceRestart: true });
+          answered = true;
+          break;
+        } catch (e) {
+          if (e instanceof ApiError && (e.status === 404 || e.status === 409)) { restarting = false; lost(); return; }
+        }
+      }
+      restarting = false;
+      // Never answered while the network stayed down: the connection's own events may not come.
+      if (!answered && peer.connectionState === "failed" && !call.closed && !call.ended) lost();
     };
     peer.oniceconnectionstatechange = () => {
-      if (peer.iceConnectionState === "disconnected") restartIce();
+      if (peer.iceConnectionState === "disconnected" || peer.iceConnectionState === "failed") restartIce();
     };
-    peer.onconnectionstatechange = async () => {
-      if (peer.connectionState === "connected") { restartedSinceConnected = false; setStatus("Listening"); mute.disabled = false; }
-      if (peer.connectionState === "failed" && !(await restartIce())) lost();
+    peer.onconnectionstatechange = () => {
+      if (call.closed || call.ended) return;
+      if (peer.connectionState === "connected") { setStatus("Listening"); mute.disabled = false; }
+      if (peer.connectionState === "failed" && !restarting) lost();
     };
     await negotiate();
   } catch (e) {

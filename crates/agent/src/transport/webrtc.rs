@@ -85,6 +85,13 @@ pub enum WebRtcError {
     WebRtc(#[from] webrtc::Error),
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
+    /// A later offer for a call whose connection has closed or failed.
+    #[error("the call's connection has ended")]
+    CallOver,
+    /// A later offer with another DTLS certificate: another browser or tab, not this call's
+    /// browser restarting ICE.
+    #[error("the offer is not from this call's browser")]
+    NotARestart,
 }
 
 impl WebRtcError {
@@ -382,6 +389,7 @@ impl WebRtcTransport {
                 renegotiation: Renegotiation {
                     peer: Arc::clone(peer),
                     config: Arc::new(self.config.clone()),
+                    one_at_a_time: Arc::default(),
                 },
             },
         })
@@ -443,13 +451,39 @@ async fn answer(
 pub struct Renegotiation {
     peer: Arc<RTCPeerConnection>,
     config: Arc<WebRtcConfig>,
+    /// One offer at a time: a peer connection gathers for one answer at once.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Renegotiation {
+    /// Answers a restart from the same browser: its DTLS certificate (the offer's fingerprint)
+    /// must be the one the call was set up with.
     pub async fn answer(&self, offer_sdp: &str) -> Result<String, WebRtcError> {
+        let _turn = self.one_at_a_time.lock().await;
+        if matches!(
+            self.peer.connection_state(),
+            RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed
+        ) {
+            return Err(WebRtcError::CallOver);
+        }
         let offer = read_offer(offer_sdp, &self.config)?;
+        let current = self.peer.remote_description().await;
+        let same_browser = current
+            .as_ref()
+            .and_then(|current| dtls_fingerprint(&current.sdp))
+            .is_some_and(|known| dtls_fingerprint(&offer.sdp) == Some(known));
+        if !same_browser {
+            return Err(WebRtcError::NotARestart);
+        }
         answer(&self.peer, offer, self.config.gather_timeout).await
     }
+}
+
+/// The first `a=fingerprint:` of an SDP: which certificate the peer's DTLS will show.
+fn dtls_fingerprint(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|line| line.strip_prefix("a=fingerprint:"))
+        .map(str::trim)
 }
 
 fn opus_capability() -> RTCRtpCodecCapability {
@@ -1223,6 +1257,15 @@ mod tests {
             .set_remote_description(RTCSessionDescription::answer(second_answer).unwrap())
             .await
             .unwrap();
+
+        // Another browser (another certificate) cannot take the call over.
+        let (stranger, _) = browser_peer().await.unwrap();
+        let strangers_offer = complete_offer(&stranger).await;
+        let refused = connection.renegotiation().answer(&strangers_offer).await;
+        assert!(
+            matches!(refused, Err(WebRtcError::NotARestart)),
+            "{refused:?}"
+        );
 
         // The same call hears the student after the restart, and never reported a drop.
         let mut heard = Vec::new();

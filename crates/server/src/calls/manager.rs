@@ -323,6 +323,10 @@ impl CallManager {
                 .ok_or(CallError::NotFound)?;
             let running = match &call.state {
                 CallState::Waiting => None,
+                // The agent has ended; the sweep forgets the call shortly.
+                CallState::Running { recorder, .. } if recorder.is_finished() => {
+                    return Err(CallError::AlreadyEnded)
+                }
                 CallState::Running { renegotiation, .. } => Some(renegotiation.clone()),
             };
             (
@@ -345,11 +349,15 @@ impl CallManager {
         }
         let student = student.ok_or(CallError::NotFound)?;
         let unanswered = |e: agent::transport::webrtc::WebRtcError| {
-            if e.is_bad_offer() {
-                CallError::Offer(e.to_string())
-            } else {
-                tracing::error!(session_id = %id, error = %e, "answering a WebRTC offer failed");
-                CallError::VoiceUnavailable
+            use agent::transport::webrtc::WebRtcError;
+            match e {
+                WebRtcError::CallOver => CallError::AlreadyEnded,
+                WebRtcError::NotARestart => CallError::AlreadyConnected,
+                e if e.is_bad_offer() => CallError::Offer(e.to_string()),
+                e => {
+                    tracing::error!(session_id = %id, error = %e, "answering a WebRTC offer failed");
+                    CallError::VoiceUnavailable
+                }
             }
         };
         // A later offer on a running call is the browser restarting ICE after a network

@@ -219,15 +219,19 @@ impl Recorder {
                 EndReason::Failed(_) => SessionEndReason::Failed,
             }
         };
-        self.write("session end", || {
-            self.store
-                .end_session_because(self.session_id, ended_at, quality, stored_reason)
-        })
-        .await;
-        // The stored reason, as a replay and the other nodes tell it: a screen learns that the
-        // server was stopping, not only that the call ended.
+        let stored = self
+            .write("session end", || {
+                self.store
+                    .end_session_because(self.session_id, ended_at, quality, stored_reason)
+            })
+            .await;
+        // The reason the record keeps (an end that came first wins), as a replay and the other
+        // nodes tell it: a screen learns that the server was stopping, not only that it ended.
+        let kept = stored
+            .and_then(|record| record.end_reason)
+            .unwrap_or(stored_reason);
         self.feed.publish(LiveMessage::SessionEnded {
-            reason: stored_reason.as_str(),
+            reason: kept.as_str(),
         });
         self.announce(LiveChange::Ended).await;
         tracing::info!(session_id = %self.session_id, reason = reason.as_str(), "call ended");

@@ -176,7 +176,7 @@ pub async fn end_video_session(
         (status = 200, description = "The SDP answer; for a call already connected, the answer to its ICE restart", body = SessionDescription),
         (status = 401, description = "No room token (AUTH_004)", body = ErrorBody),
         (status = 404, description = "No such room, the token is not its room token, or the account has been blocked or signed out since the room was opened (the room is then closed): the same answer for all (SESSION_001)", body = ErrorBody),
-        (status = 409, description = "Ended, or connected by another offer at the same moment (SESSION_002)", body = ErrorBody),
+        (status = 409, description = "Ended, or an offer from another browser for a call already connected (SESSION_002)", body = ErrorBody),
         (status = 422, description = "Not a usable offer (VALIDATION_001)", body = ErrorBody),
         (status = 502, description = "The room is on another node, which did not answer in time (NODE_001)", body = ErrorBody),
     ))]
@@ -227,7 +227,7 @@ async fn create_room(
     // A node that runs all the calls it can, or is shutting down, passes the request on to one
     // with calls to spare, which counts it against the student's limit: it is counted once. A
     // node that has filled up since its last heartbeat (or is shutting down) answers 503, and a
-    // node that died since its last heartbeat does not answer at all: either way the next is
+    // node that died since its last heartbeat takes no connection: either way the next is
     // asked; when none can, this node answers as it would alone.
     let full = state.calls.active_calls() >= state.calls.capacity();
     if (full || state.calls.is_draining()) && !crate::nodes::was_forwarded(headers) {
@@ -237,10 +237,12 @@ async fn create_room(
         };
         let body = serde_json::to_vec(&request).expect("a request serializes");
         for node in crate::nodes::with_calls_to_spare(&state).await? {
-            match crate::nodes::forward(&state, &node, path, headers, body.clone()).await {
+            match crate::nodes::try_forward(&state, &node, path, headers, body.clone()).await {
                 Ok(answer) if answer.status() == StatusCode::SERVICE_UNAVAILABLE => continue,
-                Err(ApiError::NodeUnreachable) => continue,
-                answered => return answered,
+                Ok(answer) => return Ok(answer),
+                // It never saw the request; one that may have can't be asked twice.
+                Err(crate::nodes::ForwardError::NotConnected) => continue,
+                Err(error) => return Err(error.into()),
             }
         }
     }

@@ -75,6 +75,11 @@ impl BrowserPeer {
         }
     }
 
+    /// Whether the media path is up.
+    pub fn is_connected(&self) -> bool {
+        self.peer.connection_state() == RTCPeerConnectionState::Connected
+    }
+
     /// One offer (every candidate in it, as the web app sends) and its answer.
     async fn negotiate(&self, client: &reqwest::Client, options: Option<RTCOfferOptions>) {
         let offer = self.peer.create_offer(options).await.unwrap();
