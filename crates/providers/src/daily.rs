@@ -488,6 +488,12 @@ mod tests {
         })
     }
 
+    /// A request body as Daily reads it: JSON, or `json-parsing-error`.
+    fn json_body(body: &str) -> Result<Value, Response> {
+        serde_json::from_str(body)
+            .map_err(|_| daily_error(400, "json-parsing-error", "Invalid JSON"))
+    }
+
     fn unknown_property(properties: &Value, known: &[&str]) -> Option<String> {
         properties
             .as_object()?
@@ -509,8 +515,9 @@ mod tests {
         headers: HeaderMap,
         body: String,
     ) -> Response {
-        let Ok(body) = serde_json::from_str::<Value>(&body) else {
-            return daily_error(400, "json-parsing-error", "Invalid JSON");
+        let body = match json_body(&body) {
+            Ok(body) => body,
+            Err(refused) => return refused,
         };
         if let Some(refused) =
             gate(&daily, &headers, "POST /rooms".into(), Some(body.clone())).await
@@ -576,8 +583,9 @@ mod tests {
         headers: HeaderMap,
         body: String,
     ) -> Response {
-        let Ok(body) = serde_json::from_str::<Value>(&body) else {
-            return daily_error(400, "json-parsing-error", "Invalid JSON");
+        let body = match json_body(&body) {
+            Ok(body) => body,
+            Err(refused) => return refused,
         };
         if let Some(refused) = gate(
             &daily,
