@@ -489,9 +489,9 @@ mod tests {
     }
 
     /// A request body as Daily reads it: JSON, or `json-parsing-error`.
-    fn json_body(body: &str) -> Result<Value, Response> {
+    fn json_body(body: &str) -> Result<Value, Box<Response>> {
         serde_json::from_str(body)
-            .map_err(|_| daily_error(400, "json-parsing-error", "Invalid JSON"))
+            .map_err(|_| Box::new(daily_error(400, "json-parsing-error", "Invalid JSON")))
     }
 
     fn unknown_property(properties: &Value, known: &[&str]) -> Option<String> {
@@ -517,7 +517,7 @@ mod tests {
     ) -> Response {
         let body = match json_body(&body) {
             Ok(body) => body,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if let Some(refused) =
             gate(&daily, &headers, "POST /rooms".into(), Some(body.clone())).await
@@ -585,7 +585,7 @@ mod tests {
     ) -> Response {
         let body = match json_body(&body) {
             Ok(body) => body,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if let Some(refused) = gate(
             &daily,
