@@ -205,7 +205,8 @@ impl Default for WebRtcConfig {
 /// Answers browsers' offers. One per server; each answered offer is an independent call.
 pub struct WebRtcTransport {
     api: API,
-    config: WebRtcConfig,
+    /// Shared with every call's supervisor and renegotiation.
+    config: Arc<WebRtcConfig>,
 }
 
 /// A call's transport once the offer is answered.
@@ -250,7 +251,7 @@ impl WebRtcTransport {
         settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
         Ok(Self {
             api: build_api(media, settings)?,
-            config,
+            config: Arc::new(config),
         })
     }
 
@@ -367,7 +368,7 @@ impl WebRtcTransport {
             tokio::spawn(Instrument::in_current_span(read_rtcp(sender, stop.clone()))),
             tokio::spawn(Instrument::in_current_span(supervise(
                 Arc::clone(peer),
-                self.config.clone(),
+                Arc::clone(&self.config),
                 state_rx,
                 events_tx,
                 connected_tx,
@@ -388,7 +389,7 @@ impl WebRtcTransport {
                 tasks,
                 renegotiation: Renegotiation {
                     peer: Arc::clone(peer),
-                    config: Arc::new(self.config.clone()),
+                    config: Arc::clone(&self.config),
                     one_at_a_time: Arc::default(),
                 },
             },
@@ -757,7 +758,7 @@ enum Link {
 
 async fn supervise(
     peer: Arc<RTCPeerConnection>,
-    config: WebRtcConfig,
+    config: Arc<WebRtcConfig>,
     mut states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
     events: mpsc::Sender<TransportEvent>,
     connected: watch::Sender<bool>,

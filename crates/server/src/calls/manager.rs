@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::transport::webrtc::{Renegotiation, WebRtcConnection, WebRtcTransport};
+use agent::transport::webrtc::{WebRtcConnection, WebRtcTransport};
 use agent::{Call, CallConfig, CallHandle, Services};
 use chrono::Utc;
 use domain::{Category, NodeId, SessionId, SessionMode, UserId};
@@ -100,9 +100,8 @@ enum CallState {
     Running {
         handle: CallHandle,
         recorder: JoinHandle<()>,
-        /// Answers the browser's later offers (an ICE restart).
-        renegotiation: Renegotiation,
-        _media: WebRtcConnection,
+        /// The call's media; it also answers the browser's later offers (an ICE restart).
+        media: WebRtcConnection,
     },
 }
 
@@ -327,7 +326,7 @@ impl CallManager {
                 CallState::Running { recorder, .. } if recorder.is_finished() => {
                     return Err(CallError::AlreadyEnded)
                 }
-                CallState::Running { renegotiation, .. } => Some(renegotiation.clone()),
+                CallState::Running { media, .. } => Some(media.renegotiation()),
             };
             (
                 call.category,
@@ -411,8 +410,7 @@ impl CallManager {
                 call.state = CallState::Running {
                     handle,
                     recorder,
-                    renegotiation: accepted.connection.renegotiation(),
-                    _media: accepted.connection,
+                    media: accepted.connection,
                 };
                 tracing::info!(session_id = %id, "call connected");
                 crate::metrics::Metrics::count(&crate::metrics::METRICS.calls_connected);
@@ -474,8 +472,7 @@ impl CallManager {
                 CallState::Running {
                     handle,
                     recorder,
-                    _media,
-                    ..
+                    media,
                 },
             ..
         }) = live
@@ -484,7 +481,7 @@ impl CallManager {
             // The recorder finalizes the session when the agent reports its end, and tells the
             // other nodes.
             let _ = tokio::time::timeout(END_WAIT, recorder).await;
-            drop(_media);
+            drop(media);
             recorder_ran = true;
         }
         let ended = self
