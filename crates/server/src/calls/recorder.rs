@@ -110,43 +110,45 @@ impl Recorder {
 
     /// Stores a final line before any screen is sent it, so that a crash (kill -9, a lost
     /// machine) never takes a line the student saw; a line still being spoken is only shown.
+    /// A line is shown even when it could not be stored (that is logged): the student heard it.
     async fn transcript(&self, line: TranscriptLine) {
         let timestamp = self.started_at + chrono::Duration::from_std(line.at).unwrap_or_default();
-        let shown = LiveMessage::Transcript {
+        let stored = if line.is_final {
+            self.store_line(&line, timestamp).await
+        } else {
+            None
+        };
+        self.feed.publish(LiveMessage::Transcript {
             speaker: line.speaker,
-            text: TranscriptText::new(line.text.clone()),
+            text: TranscriptText::new(line.text),
             is_final: line.is_final,
             sequence: line.seq,
             timestamp,
             interrupted: line.interrupted,
-        };
-        if !line.is_final {
-            self.feed.publish(shown);
-            return;
+        });
+        if let Some(sequence) = stored {
+            self.announce(LiveChange::Line { sequence }).await;
         }
+    }
+
+    /// Writes a final line; its sequence number once it is stored.
+    async fn store_line(&self, line: &TranscriptLine, timestamp: DateTime<Utc>) -> Option<u32> {
         let Ok(sequence) = u32::try_from(line.seq) else {
             tracing::error!(session_id = %self.session_id, seq = line.seq, "transcript sequence out of range; line not stored");
-            self.feed.publish(shown);
-            return;
+            return None;
         };
-
         let message = NewMessage {
             sequence,
             speaker: line.speaker,
-            text: TranscriptText::new(line.text),
+            text: TranscriptText::new(line.text.clone()),
             is_final: true,
             timestamp,
         };
-        let stored = self
-            .write("transcript line", || {
-                self.store.append_message(self.session_id, message.clone())
-            })
-            .await;
-        // Shown even when the store is down (logged above): the student heard it.
-        self.feed.publish(shown);
-        if stored.is_some() {
-            self.announce(LiveChange::Line { sequence }).await;
-        }
+        self.write("transcript line", || {
+            self.store.append_message(self.session_id, message.clone())
+        })
+        .await
+        .map(|_| sequence)
     }
 
     /// Acts on the safety verdict for one student line.
