@@ -7,11 +7,11 @@
 //! The student's side is [`BrowserPeer`] and the transcript WebSocket. Needs the offline models
 //! (`COUNSEL_MODELS_DIR`, as `scripts/test` sets up).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::browser_peer::BrowserPeer;
-use crate::helpers::{create_room, free_port, sign_in_at, spawn_app, Backend, TestApp};
+use crate::helpers::{create_room, free_port, sign_in_at, spawn_app, Backend, Running, TestApp};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
@@ -22,7 +22,7 @@ const GREETING_WITHIN: Duration = Duration::from_secs(90);
 
 /// A `counsel serve` process on the test app's database and data directory.
 struct Node {
-    child: Child,
+    process: Running,
     base: String,
 }
 
@@ -36,7 +36,7 @@ impl Node {
             .spawn()
             .expect("counsel serve starts");
         let mut node = Node {
-            child,
+            process: Running(child),
             base: format!("http://127.0.0.1:{port}"),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -47,7 +47,7 @@ impl Node {
             assert!(Instant::now() < deadline, "counsel serve did not come up");
             // What answers must be this process, not another that took the port.
             assert!(
-                node.child.try_wait().unwrap().is_none(),
+                node.process.0.try_wait().unwrap().is_none(),
                 "counsel serve exited at start"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -57,17 +57,10 @@ impl Node {
 
     fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.process.0.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{name}");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -257,7 +250,7 @@ async fn a_killed_node_loses_no_line_the_student_saw_and_a_stopped_one_ends_its_
     assert_eq!(student.told_it_ended(bound).await, "server_shutdown");
     let mut node = node;
     let exited = loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
+        if let Some(status) = node.process.0.try_wait().unwrap() {
             break status;
         }
         assert!(

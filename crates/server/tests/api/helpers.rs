@@ -57,6 +57,37 @@ pub async fn sign_in_at(client: &reqwest::Client, base: &str, username: &str) ->
         .to_owned()
 }
 
+/// Reads the notice at `base` and accepts its version for the student signed in with `token`.
+pub async fn accept_notice_at(client: &reqwest::Client, base: &str, token: &str) {
+    let notice: serde_json::Value = client
+        .get(format!("{base}/api/v1/notice"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let accepted = client
+        .post(format!("{base}/api/v1/notice/acceptance"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"version": notice["version"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200, "the notice is accepted");
+}
+
+/// A child process killed (with SIGKILL) when dropped, so a failing test leaves nothing running.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A port nothing listens on at the moment, for a process a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -219,15 +250,7 @@ impl TestApp {
     /// Signs out with `token` (which revokes every token of its account).
     /// Accepts the first-visit notice as it is worded now (a student must before a call).
     pub async fn accept_notice(&self, token: &str) {
-        let notice: serde_json::Value = self.get_json("/api/v1/notice", token).await;
-        let accepted = self
-            .request(Method::POST, "/api/v1/notice/acceptance")
-            .bearer_auth(token)
-            .json(&serde_json::json!({"version": notice["version"]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(accepted.status(), 200, "the notice is accepted");
+        accept_notice_at(&self.client, &self.address, token).await;
     }
 
     pub async fn logout(&self, token: &str) -> Response {

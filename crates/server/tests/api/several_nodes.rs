@@ -7,7 +7,7 @@
 //! a real call with the offline counselor ([`BrowserPeer`]), whose node is killed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -16,18 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::browser_peer::BrowserPeer;
 use crate::helpers::{
-    create_room, error_of, free_port, sign_in_at, spawn_app_with_cloud_services, Backend,
+    accept_notice_at, create_room, error_of, free_port, sign_in_at, spawn_app_with_cloud_services,
+    Backend, Running,
 };
-
-/// A child process killed (with SIGKILL) when dropped, so a failing test leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn nginx() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -171,23 +162,7 @@ async fn a_visit_across_three_nodes_behind_nginx() {
 
     // Sign in, accept the notice, open a room: through nginx, one node after another.
     let token = sign_in_at(&client, &base, r"\COLLEGE\jdoe").await;
-    let notice: Value = client
-        .get(format!("{base}/api/v1/notice"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let accepted = client
-        .post(format!("{base}/api/v1/notice/acceptance"))
-        .bearer_auth(&token)
-        .json(&json!({"version": notice["version"]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(accepted.status().is_success(), "{}", accepted.status());
+    accept_notice_at(&client, &base, &token).await;
     let room = create_room(&client, &base, &token).await;
     assert_eq!(room.status(), 200);
     let room_node = upstream_of(&room);
