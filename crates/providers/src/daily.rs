@@ -488,18 +488,36 @@ mod tests {
         })
     }
 
-    /// A request body as Daily reads it: JSON, or `json-parsing-error`.
-    fn json_body(body: &str) -> Result<Value, Box<Response>> {
-        serde_json::from_str(body)
-            .map_err(|_| Box::new(daily_error(400, "json-parsing-error", "Invalid JSON")))
-    }
-
     fn unknown_property(properties: &Value, known: &[&str]) -> Option<String> {
         properties
             .as_object()?
             .keys()
             .find(|k| !known.contains(&k.as_str()))
             .cloned()
+    }
+
+    /// Daily's checks for a request with a JSON body: it parses (`json-parsing-error`), passes
+    /// [`gate`], and its `properties` name only what Daily knows (`invalid-request-error`).
+    async fn admit_json(
+        daily: &Shared,
+        headers: &HeaderMap,
+        what: &str,
+        raw: &str,
+        known: &[&str],
+    ) -> Result<Value, Box<Response>> {
+        let body: Value = serde_json::from_str(raw)
+            .map_err(|_| Box::new(daily_error(400, "json-parsing-error", "Invalid JSON")))?;
+        if let Some(refused) = gate(daily, headers, what.to_owned(), Some(body.clone())).await {
+            return Err(Box::new(refused));
+        }
+        if let Some(unknown) = unknown_property(&body["properties"], known) {
+            return Err(Box::new(daily_error(
+                400,
+                "invalid-request-error",
+                &format!("unknown property {unknown}"),
+            )));
+        }
+        Ok(body)
     }
 
     async fn list_rooms(State(daily): State<Shared>, headers: HeaderMap) -> Response {
@@ -515,15 +533,10 @@ mod tests {
         headers: HeaderMap,
         body: String,
     ) -> Response {
-        let body = match json_body(&body) {
+        let body = match admit_json(&daily, &headers, "POST /rooms", &body, ROOM_PROPERTIES).await {
             Ok(body) => body,
             Err(refused) => return *refused,
         };
-        if let Some(refused) =
-            gate(&daily, &headers, "POST /rooms".into(), Some(body.clone())).await
-        {
-            return refused;
-        }
         let name = body["name"].as_str().unwrap_or_default().to_owned();
         if name.len() > 128
             || !name
@@ -534,13 +547,6 @@ mod tests {
                 400,
                 "invalid-request-error",
                 "name must be [A-Za-z0-9_-], at most 128",
-            );
-        }
-        if let Some(unknown) = unknown_property(&body["properties"], ROOM_PROPERTIES) {
-            return daily_error(
-                400,
-                "invalid-request-error",
-                &format!("unknown property {unknown}"),
             );
         }
         let mut daily = daily.lock().unwrap();
@@ -583,27 +589,11 @@ mod tests {
         headers: HeaderMap,
         body: String,
     ) -> Response {
-        let body = match json_body(&body) {
+        let what = "POST /meeting-tokens";
+        let body = match admit_json(&daily, &headers, what, &body, TOKEN_PROPERTIES).await {
             Ok(body) => body,
             Err(refused) => return *refused,
         };
-        if let Some(refused) = gate(
-            &daily,
-            &headers,
-            "POST /meeting-tokens".into(),
-            Some(body.clone()),
-        )
-        .await
-        {
-            return refused;
-        }
-        if let Some(unknown) = unknown_property(&body["properties"], TOKEN_PROPERTIES) {
-            return daily_error(
-                400,
-                "invalid-request-error",
-                &format!("unknown property {unknown}"),
-            );
-        }
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &body["properties"],
